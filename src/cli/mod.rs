@@ -1,0 +1,36 @@
+//! The `skein` command line: one file per subcommand.
+
+mod broker;
+mod topics;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skein", version, about = "A Kafka-compatible message broker, thread-per-core")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Broker(broker::BrokerArgs),
+    /// Create, list, describe and delete topics on a running cluster.
+    Topics(topics::TopicsArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Broker(args) => broker::run(args),
+        Command::Topics(args) => topics::run(args),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info` level. Installed before anything else
+/// runs, so glommio's own warnings (e.g. about locked memory) are seen.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

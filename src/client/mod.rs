@@ -1,0 +1,97 @@
+//! The lean Kafka client that skein's own tools share (`skein topics`, and later `bench`, `mirror`
+//! and `groups`): one TCP connection, requests encoded with `kafka-protocol`, versions negotiated
+//! with ApiVersions. Runs on a tokio runtime owned by the tool.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Connection {
+    stream: TcpStream,
+    next_correlation_id: i32,
+    /// Highest version the broker serves, per API key.
+    broker_versions: HashMap<i16, (i16, i16)>,
+    pub timeout: Duration,
+}
+
+impl Connection {
+    /// Connects to `addr` (host:port) and learns the broker's API versions.
+    pub async fn connect(addr: &str) -> anyhow::Result<Connection> {
+        let timeout = Duration::from_secs(30);
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut connection = Connection { stream, next_correlation_id: 1, broker_versions: HashMap::new(), timeout };
+        let versions: ApiVersionsResponse = connection.send_version(ApiVersionsRequest::default(), 0).await?;
+        if versions.error_code != 0 {
+            bail!("{addr}: ApiVersions failed with error code {}", versions.error_code);
+        }
+        connection.broker_versions =
+            versions.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        Ok(connection)
+    }
+
+    /// The highest version of `R` both sides know.
+    pub fn version_of<R: Request>(&self) -> anyhow::Result<i16> {
+        let (min, max) = self
+            .broker_versions
+            .get(&R::KEY)
+            .copied()
+            .ok_or_else(|| anyhow!("the broker does not serve API key {}", R::KEY))?;
+        let version = max.min(R::VERSIONS.max);
+        if version < min.max(R::VERSIONS.min) {
+            bail!("no common version for API key {}", R::KEY);
+        }
+        Ok(version)
+    }
+
+    pub async fn send<R: Request>(&mut self, request: R) -> anyhow::Result<R::Response> {
+        let version = self.version_of::<R>()?;
+        self.send_version(request, version).await
+    }
+
+    pub async fn send_version<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<R::Response> {
+        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("skein")));
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header.encode(&mut buf, api.request_header_version(version))?;
+        request.encode(&mut buf, version)?;
+        let len = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&len.to_be_bytes());
+        let mut frame = tokio::time::timeout(self.timeout, async {
+            self.stream.write_all(&buf).await?;
+            let len = self.stream.read_i32().await?;
+            let mut frame = vec![0u8; len.max(0) as usize];
+            self.stream.read_exact(&mut frame).await?;
+            Ok::<_, std::io::Error>(Bytes::from(frame))
+        })
+        .await
+        .map_err(|_| anyhow!("{api:?} request timed out"))??;
+        // ApiVersions responses always carry header v0.
+        let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
+        let response_correlation = if header_version == 0 {
+            frame.get_i32()
+        } else {
+            kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)?.correlation_id
+        };
+        if response_correlation != correlation_id {
+            bail!("response correlation id {response_correlation} does not match request {correlation_id}");
+        }
+        R::Response::decode(&mut frame, version)
+    }
+}

@@ -1,0 +1,420 @@
+//! The control thread: one pinned OS thread running a tokio runtime, the only place that talks to
+//! ZooKeeper. It registers the broker, competes for `/controller`, does the controller's work when it
+//! wins, turns ZooKeeper's state into [`Metadata`] snapshots for the shards, and serves the admin
+//! requests shards forward to it (create and delete topics, producer id blocks).
+//!
+//! Shards never wait on ZooKeeper directly: they send a [`ControlRequest`] over a flume channel and
+//! await the reply on a oneshot, so a slow or absent ensemble never blocks an executor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
+use tracing::{error, info, warn};
+use zookeeper_client as zk;
+
+use super::controller;
+use super::metadata::{place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition};
+use super::zookeeper::*;
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::shard::ShardSenders;
+
+/// A topic to create, as CreateTopics or auto-creation asks for it.
+#[derive(Debug, Clone)]
+pub struct CreateTopicSpec {
+    pub name: String,
+    /// -1 = broker default (`num.partitions`).
+    pub num_partitions: i32,
+    /// -1 = broker default (`default.replication.factor`).
+    pub replication_factor: i16,
+    /// Explicit assignment (partition -> replicas); empty = let the broker assign.
+    pub assignments: BTreeMap<i32, Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+/// An admin failure with the Kafka error code a client should see.
+#[derive(Debug, Clone)]
+pub struct AdminError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        AdminError { code, message: message.into() }
+    }
+}
+
+pub enum ControlRequest {
+    CreateTopic { spec: CreateTopicSpec, reply: oneshot::Sender<Result<(), AdminError>> },
+    DeleteTopic { name: String, reply: oneshot::Sender<Result<(), AdminError>> },
+    AllocateProducerId { reply: oneshot::Sender<Result<i64, AdminError>> },
+}
+
+/// What a shard holds to reach the control thread.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: flume::Sender<ControlRequest>,
+}
+
+impl ControlHandle {
+    pub fn new(tx: flume::Sender<ControlRequest>) -> Self {
+        ControlHandle { tx }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> ControlRequest,
+    ) -> Result<T, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || AdminError::new(ResponseError::BrokerNotAvailable, "the control thread has stopped");
+        self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<(), AdminError> {
+        self.ask(|reply| ControlRequest::CreateTopic { spec, reply }).await
+    }
+
+    pub async fn delete_topic(&self, name: String) -> Result<(), AdminError> {
+        self.ask(|reply| ControlRequest::DeleteTopic { name, reply }).await
+    }
+
+    pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
+        self.ask(|reply| ControlRequest::AllocateProducerId { reply }).await
+    }
+}
+
+/// State the control thread keeps across ZooKeeper sessions.
+struct Control {
+    config: Arc<BrokerConfig>,
+    shards: ShardSenders,
+    requests: flume::Receiver<ControlRequest>,
+    metadata: Arc<Metadata>,
+    producer_ids: std::ops::Range<i64>,
+}
+
+/// Starts the control thread. It runs until the process exits.
+pub fn spawn(
+    config: Arc<BrokerConfig>,
+    shards: ShardSenders,
+    requests: flume::Receiver<ControlRequest>,
+    core: Option<core_affinity::CoreId>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("skein-control".to_owned()).spawn(move || {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core);
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                error!("control thread: cannot start its tokio runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        let mut control = Control {
+            config,
+            shards,
+            requests,
+            metadata: Arc::new(Metadata::default()),
+            producer_ids: 0..0,
+        };
+        runtime.block_on(control.run());
+    })
+}
+
+impl Control {
+    async fn run(&mut self) {
+        loop {
+            let zk = self.connect().await;
+            match self.session(&zk).await {
+                Ok(()) => return,
+                Err(e) if e.is_session_lost() => {
+                    warn!("ZooKeeper session lost ({e}); reconnecting and registering again")
+                }
+                Err(e) => {
+                    warn!("ZooKeeper: {e}; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Connects, retrying until ZooKeeper answers; says clearly that the broker is waiting.
+    async fn connect(&self) -> Zk {
+        let connect = &self.config.zookeeper_connect;
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let connector = zk::Client::connector()
+                .with_session_timeout(Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64))
+                .with_connection_timeout(Duration::from_millis(
+                    self.config.zookeeper_connection_timeout_ms as u64,
+                ))
+                .clone();
+            match tokio::time::timeout(
+                Duration::from_millis(self.config.zookeeper_connection_timeout_ms as u64 + 1000),
+                connector.connect(connect),
+            )
+            .await
+            {
+                Ok(Ok(client)) => {
+                    info!("connected to ZooKeeper at {connect} (session {:?})", client.session_id());
+                    return Zk { client };
+                }
+                Ok(Err(e)) => error!(
+                    "cannot reach ZooKeeper at {connect} (zookeeper.connect): {e}; retrying (attempt {attempt})"
+                ),
+                Err(_) => error!(
+                    "ZooKeeper at {connect} (zookeeper.connect) did not answer in time; retrying (attempt {attempt})"
+                ),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn session(&mut self, zk: &Zk) -> Result<(), ZkError> {
+        for path in PERSISTENT_PATHS {
+            zk.ensure_path(path).await?;
+        }
+        let cluster_id = ClusterIdZnode { version: "1".to_owned(), id: encode_topic_id(uuid::Uuid::new_v4()) };
+        zk.create_json(CLUSTER_ID, &cluster_id, &persistent()).await?;
+        self.register(zk).await?;
+        let mut state_watcher = zk.client.state_watcher();
+        // One persistent recursive watch per subtree skein reads; every event just means "read again".
+        let mut watches = Vec::new();
+        for path in ["/brokers", "/admin", "/config/topics", CONTROLLER] {
+            let mode = if path == CONTROLLER { zk::AddWatchMode::Persistent } else { zk::AddWatchMode::PersistentRecursive };
+            watches.push(zk.client.watch(path, mode).await.map_err(|source| ZkError::Op {
+                op: "watch",
+                path: path.to_owned(),
+                source,
+            })?);
+        }
+        let mut is_controller = false;
+        loop {
+            if !is_controller {
+                is_controller = controller::try_become_controller(zk, self.config.broker_id).await?;
+            } else if !controller::still_controller(zk, self.config.broker_id).await? {
+                warn!("broker {} is no longer the controller", self.config.broker_id);
+                is_controller = false;
+            }
+            let deleted = if is_controller { controller::step(zk, &self.config).await? } else { Vec::new() };
+            self.refresh(zk).await?;
+            for topic in deleted {
+                self.remove_local_data(&topic);
+            }
+
+            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = changed => {}
+                request = self.requests.recv_async() => match request {
+                    Ok(request) => self.serve(zk, request, is_controller).await?,
+                    Err(_) => return Ok(()),
+                },
+                state = state_watcher.changed() => {
+                    if state.is_terminated() {
+                        return Err(ZkError::Op { op: "session", path: "/".to_owned(), source: zk::Error::SessionExpired });
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    /// Writes `/brokers/ids/<id>`. A registration left by this broker's previous (killed) process
+    /// lingers until ZooKeeper expires that session, so wait for it rather than fail, as long as
+    /// one session timeout (plus slack) allows.
+    async fn register(&self, zk: &Zk) -> Result<(), ZkError> {
+        let id = self.config.broker_id;
+        let listener = self.config.advertised();
+        let path = broker_path(id);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64 * 2 + 5000);
+        loop {
+            let registration = BrokerRegistration::new(&listener.host, listener.port, now_ms());
+            if zk.create_json(&path, &registration, &ephemeral()).await? {
+                info!("registered broker {id} at {path} ({}:{})", listener.host, listener.port);
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                error!("{path} is held by another live session: is another broker running with broker.id = {id}?");
+                std::process::exit(1);
+            }
+            warn!("{path} still exists (a previous session of broker {id}?); waiting for it to expire");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads ZooKeeper into a new snapshot and hands it to every shard if anything changed.
+    async fn refresh(&mut self, zk: &Zk) -> Result<(), ZkError> {
+        let mut metadata = read_metadata(zk, &self.config).await?;
+        let me = self.config.broker_id;
+        let hosted = metadata.topics.values().flat_map(|topic| {
+            topic.partitions.iter().enumerate().filter(|(_, p)| p.replicas.contains(&me)).map(|(i, _)| {
+                TopicPartition { topic: topic.name.clone(), partition: i as i32 }
+            })
+        });
+        metadata.placement = place_partitions(&self.metadata.placement, hosted, self.shards.len());
+        let unchanged = metadata.cluster_id == self.metadata.cluster_id
+            && metadata.controller_id == self.metadata.controller_id
+            && metadata.brokers == self.metadata.brokers
+            && metadata.topics == self.metadata.topics
+            && metadata.placement == self.metadata.placement;
+        if unchanged {
+            return Ok(());
+        }
+        metadata.version = self.metadata.version + 1;
+        let metadata = Arc::new(metadata);
+        self.metadata = metadata.clone();
+        self.shards.broadcast_metadata(metadata).await;
+        Ok(())
+    }
+
+    /// Removes what is left on this broker's disk of a deleted topic (partitions no shard had open).
+    fn remove_local_data(&self, topic: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_partition_of_topic = name
+                .rsplit_once('-')
+                .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
+            if is_partition_of_topic {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    warn!("deleting topic '{topic}': cannot remove {}: {e}", entry.path().display());
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, zk: &Zk, request: ControlRequest, is_controller: bool) -> Result<(), ZkError> {
+        match request {
+            ControlRequest::CreateTopic { spec, reply } => {
+                let result = controller::create_topic(zk, &self.config, &self.metadata, &spec).await;
+                let result = match result {
+                    Ok(()) if !spec.validate_only => {
+                        // Give the new topic its partition states and leaders now, so the reply
+                        // means "ready to use" on this broker.
+                        if is_controller {
+                            controller::step(zk, &self.config).await?;
+                        }
+                        self.refresh(zk).await?;
+                        Ok(())
+                    }
+                    other => other,
+                };
+                let _ = reply.send(result.or_else(|e| match e {
+                    CreateFailure::Admin(e) => Err(e),
+                    CreateFailure::Zk(e) => Err(AdminError::new(ResponseError::UnknownServerError, e.to_string())),
+                }));
+            }
+            ControlRequest::DeleteTopic { name, reply } => {
+                let result = self.delete_topic(zk, &name, is_controller).await;
+                let _ = reply.send(result);
+            }
+            ControlRequest::AllocateProducerId { reply } => {
+                if self.producer_ids.is_empty() {
+                    match controller::claim_producer_id_block(zk, self.config.broker_id).await {
+                        Ok(block) => self.producer_ids = block,
+                        Err(e) => {
+                            let _ = reply.send(Err(AdminError::new(ResponseError::UnknownServerError, e.to_string())));
+                            return Ok(());
+                        }
+                    }
+                }
+                let id = self.producer_ids.start;
+                self.producer_ids.start += 1;
+                let _ = reply.send(Ok(id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_topic(&mut self, zk: &Zk, name: &str, is_controller: bool) -> Result<(), AdminError> {
+        let zk_error = |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
+        if !self.config.delete_topic_enable {
+            return Err(AdminError::new(ResponseError::TopicDeletionDisabled, "delete.topic.enable is false"));
+        }
+        if self.metadata.topic(name).is_none() {
+            return Err(AdminError::new(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+        }
+        zk.create(&delete_topic_path(name), b"", &persistent()).await.map_err(zk_error)?;
+        if is_controller {
+            let deleted = controller::step(zk, &self.config).await.map_err(zk_error)?;
+            self.refresh(zk).await.map_err(zk_error)?;
+            for topic in deleted {
+                self.remove_local_data(&topic);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub enum CreateFailure {
+    Admin(AdminError),
+    Zk(ZkError),
+}
+
+impl From<ZkError> for CreateFailure {
+    fn from(e: ZkError) -> Self {
+        CreateFailure::Zk(e)
+    }
+}
+
+/// Reads brokers, controller and topics (assignment, partition states, configs) from ZooKeeper.
+async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkError> {
+    let mut metadata = Metadata { controller_id: -1, ..Metadata::default() };
+    for child in zk.children(BROKER_IDS).await? {
+        let Ok(id) = child.parse::<i32>() else { continue };
+        if let Some((registration, _)) = zk.read_json::<BrokerRegistration>(&broker_path(id)).await? {
+            metadata.brokers.insert(id, BrokerInfo { id, host: registration.host, port: registration.port });
+        }
+    }
+    if let Some((cluster, _)) = zk.read_json::<ClusterIdZnode>(CLUSTER_ID).await? {
+        metadata.cluster_id = cluster.id;
+    }
+    if let Some((controller, _)) = zk.read_json::<ControllerZnode>(CONTROLLER).await? {
+        metadata.controller_id = controller.brokerid;
+    }
+    for name in zk.children(BROKER_TOPICS).await? {
+        let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else { continue };
+        let Some(topic_id) = topic.topic_id.as_deref().and_then(decode_topic_id) else {
+            // The controller gives every topic an id before its partitions get states.
+            continue;
+        };
+        let overrides = zk
+            .read_json::<TopicConfigZnode>(&topic_config_path(&name))
+            .await?
+            .map(|(c, _)| c.config)
+            .unwrap_or_default();
+        let topic_config = TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
+            warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
+            TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new()).expect("defaults are valid")
+        });
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for index in 0..topic.partitions.len() as i32 {
+            let replicas = topic.partitions.get(&index.to_string()).cloned().unwrap_or_default();
+            let state = zk.read_json::<PartitionStateZnode>(&partition_state_path(&name, index)).await?;
+            let (leader, leader_epoch, isr) = match state {
+                Some((s, _)) => (s.leader, s.leader_epoch, s.isr),
+                None => (-1, -1, Vec::new()),
+            };
+            partitions.push(PartitionState { replicas, leader, leader_epoch, isr });
+        }
+        metadata.topics.insert(
+            name.clone(),
+            Arc::new(TopicMetadata { name, topic_id, partitions, config: topic_config }),
+        );
+    }
+    Ok(metadata)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

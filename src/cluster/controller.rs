@@ -1,0 +1,259 @@
+//! The controller's work, done by whichever broker holds `/controller`: give new topics their ids
+//! and partition states (leader and ISR chosen from live replicas), carry out topic deletions queued
+//! under `/admin/delete_topics`, and hand out producer-id blocks. Runs on the control thread.
+//!
+//! Leader election picks only from the ISR: a partition whose ISR has no live broker stays
+//! leaderless rather than lose acknowledged records (no unclean election).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use super::control::{now_ms, AdminError, CreateFailure, CreateTopicSpec};
+use super::metadata::Metadata;
+use super::zookeeper::*;
+use crate::config::{BrokerConfig, TopicConfig};
+
+/// Kafka's limit, so a topic's folder name (`<topic>-<partition>`) fits in 255 bytes.
+const MAX_TOPIC_NAME_BYTES: usize = 249;
+/// Producer ids are handed to brokers in blocks, as Kafka's ZK-mode ProducerIdManager does.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Tries to create `/controller`; on success bumps `/controller_epoch`.
+pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
+    let znode = ControllerZnode { version: 1, brokerid: broker_id, timestamp: now_ms().to_string() };
+    if !zk.create_json(CONTROLLER, &znode, &ephemeral()).await? {
+        return Ok(false);
+    }
+    let epoch = match zk.read_json::<i32>(CONTROLLER_EPOCH).await? {
+        Some((epoch, stat)) => {
+            zk.set_json(CONTROLLER_EPOCH, &(epoch + 1), Some(stat.version)).await?;
+            epoch + 1
+        }
+        None => {
+            zk.create_json(CONTROLLER_EPOCH, &1, &persistent()).await?;
+            1
+        }
+    };
+    info!("broker {broker_id} is the controller (controller epoch {epoch})");
+    Ok(true)
+}
+
+pub async fn still_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
+    Ok(zk.read_json::<ControllerZnode>(CONTROLLER).await?.is_some_and(|(c, _)| c.brokerid == broker_id))
+}
+
+async fn controller_epoch(zk: &Zk) -> Result<i32, ZkError> {
+    Ok(zk.read_json::<i32>(CONTROLLER_EPOCH).await?.map(|(e, _)| e).unwrap_or(0))
+}
+
+/// One pass of controller duties. Returns the topics whose deletion it completed.
+pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError> {
+    let mut deleted = Vec::new();
+    for topic in zk.children(DELETE_TOPICS).await? {
+        if config.delete_topic_enable {
+            zk.delete_recursive(&topic_path(&topic)).await?;
+            zk.delete_recursive(&topic_config_path(&topic)).await?;
+            info!("deleted topic '{topic}'");
+            deleted.push(topic.clone());
+        }
+        zk.delete_recursive(&delete_topic_path(&topic)).await?;
+    }
+
+    let live: Vec<i32> = zk.children(BROKER_IDS).await?.iter().filter_map(|id| id.parse().ok()).collect();
+    let epoch = controller_epoch(zk).await?;
+    for name in zk.children(BROKER_TOPICS).await? {
+        let path = topic_path(&name);
+        let Some((mut topic, stat)) = zk.read_json::<TopicZnode>(&path).await? else { continue };
+        if topic.topic_id.is_none() {
+            // Topics created by tools that predate topic ids get one, as Kafka's controller does.
+            topic.topic_id = Some(encode_topic_id(uuid::Uuid::new_v4()));
+            topic.version = topic.version.max(3);
+            zk.set_json(&path, &topic, Some(stat.version)).await?;
+        }
+        for (partition, replicas) in &topic.partitions {
+            let Ok(partition) = partition.parse::<i32>() else { continue };
+            let state_path = partition_state_path(&name, partition);
+            match zk.read_json::<PartitionStateZnode>(&state_path).await? {
+                None => {
+                    let isr: Vec<i32> = replicas.iter().copied().filter(|r| live.contains(r)).collect();
+                    let leader = isr.first().copied().unwrap_or(-1);
+                    let state = PartitionStateZnode { controller_epoch: epoch, leader, version: 1, leader_epoch: 0, isr };
+                    zk.ensure_path(&partition_path(&name, partition)).await?;
+                    zk.create_json(&state_path, &state, &persistent()).await?;
+                }
+                Some((state, version)) if state.leader == -1 || !live.contains(&state.leader) => {
+                    // Elect from the ISR only.
+                    let Some(&leader) = state.isr.iter().find(|r| live.contains(r)) else {
+                        if state.leader != -1 {
+                            let state = PartitionStateZnode { leader: -1, controller_epoch: epoch, ..state };
+                            zk.set_json(&state_path, &state, Some(version.version)).await?;
+                        }
+                        continue;
+                    };
+                    let new_state = PartitionStateZnode {
+                        leader,
+                        leader_epoch: state.leader_epoch + 1,
+                        controller_epoch: epoch,
+                        isr: state.isr.iter().copied().filter(|r| live.contains(r)).collect(),
+                        version: 1,
+                    };
+                    info!("{name}-{partition}: leader {} -> {leader} (epoch {})", state.leader, new_state.leader_epoch);
+                    zk.set_json(&state_path, &new_state, Some(version.version)).await?;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is illegal"));
+    }
+    if name.len() > MAX_TOPIC_NAME_BYTES {
+        return Err(format!("topic name is {} bytes, more than {MAX_TOPIC_NAME_BYTES}", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name '{name}' contains '{c}'; legal characters are ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// Validates a CreateTopics entry and writes `/config/topics/<t>` then `/brokers/topics/<t>`, in
+/// Kafka's order, so a topic never appears without its config.
+pub async fn create_topic(
+    zk: &Zk,
+    config: &BrokerConfig,
+    metadata: &Metadata,
+    spec: &CreateTopicSpec,
+) -> Result<(), CreateFailure> {
+    let fail = |code, message: String| Err(CreateFailure::Admin(AdminError::new(code, message)));
+    if let Err(message) = validate_topic_name(&spec.name) {
+        return fail(ResponseError::InvalidTopicException, message);
+    }
+    if zk.read_json::<serde_json::Value>(&topic_path(&spec.name)).await?.is_some() {
+        return fail(ResponseError::TopicAlreadyExists, format!("topic '{}' already exists", spec.name));
+    }
+    if let Err(message) = TopicConfig::resolve(&config.topic_defaults, &spec.configs) {
+        return fail(ResponseError::InvalidConfig, message);
+    }
+    let live: Vec<i32> = metadata.brokers.keys().copied().collect();
+    let assignment: BTreeMap<i32, Vec<i32>> = if spec.assignments.is_empty() {
+        let partitions = if spec.num_partitions == -1 { config.num_partitions } else { spec.num_partitions };
+        let replication =
+            if spec.replication_factor == -1 { config.default_replication_factor } else { spec.replication_factor as i32 };
+        if partitions < 1 {
+            return fail(ResponseError::InvalidPartitions, format!("{partitions} partitions: must be at least 1"));
+        }
+        if replication < 1 || replication as usize > live.len() {
+            return fail(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {replication} but {} live broker(s)", live.len()),
+            );
+        }
+        assign_replicas(&live, partitions, replication as usize)
+    } else {
+        if let Some((p, replicas)) =
+            spec.assignments.iter().find(|(_, r)| r.is_empty() || r.iter().any(|b| !live.contains(b)))
+        {
+            return fail(ResponseError::InvalidReplicaAssignment, format!("partition {p}: replicas {replicas:?} are not all live brokers"));
+        }
+        let expected: Vec<i32> = (0..spec.assignments.len() as i32).collect();
+        if spec.assignments.keys().copied().collect::<Vec<_>>() != expected {
+            return fail(ResponseError::InvalidReplicaAssignment, "partitions must be numbered 0..n-1".to_owned());
+        }
+        spec.assignments.clone()
+    };
+    if spec.validate_only {
+        return Ok(());
+    }
+    let topic_config = TopicConfigZnode { version: 1, config: spec.configs.clone() };
+    let config_path = topic_config_path(&spec.name);
+    if !zk.create_json(&config_path, &topic_config, &persistent()).await? {
+        zk.set_json(&config_path, &topic_config, None).await?;
+    }
+    let znode = TopicZnode {
+        version: 3,
+        partitions: assignment.iter().map(|(p, r)| (p.to_string(), r.clone())).collect(),
+        topic_id: Some(encode_topic_id(uuid::Uuid::new_v4())),
+        adding_replicas: BTreeMap::new(),
+        removing_replicas: BTreeMap::new(),
+    };
+    if !zk.create_json(&topic_path(&spec.name), &znode, &persistent()).await? {
+        return fail(ResponseError::TopicAlreadyExists, format!("topic '{}' already exists", spec.name));
+    }
+    info!("created topic '{}' with {} partition(s)", spec.name, assignment.len());
+    Ok(())
+}
+
+/// Round-robin replica assignment over the live brokers, starting at a different broker per
+/// topic so leaders spread, as Kafka's AdminUtils does (without rack awareness).
+fn assign_replicas(live: &[i32], partitions: i32, replication: usize) -> BTreeMap<i32, Vec<i32>> {
+    let start = (now_ms() as usize) % live.len();
+    (0..partitions)
+        .map(|p| {
+            let first = (start + p as usize) % live.len();
+            (p, (0..replication).map(|r| live[(first + r) % live.len()]).collect())
+        })
+        .collect()
+}
+
+/// Claims the next block of producer ids with a conditional write, retrying on a lost race.
+pub async fn claim_producer_id_block(zk: &Zk, broker_id: i32) -> Result<std::ops::Range<i64>, ZkError> {
+    for _ in 0..100 {
+        let current = zk.read_json::<ProducerIdBlock>(PRODUCER_ID_BLOCK).await?;
+        let start = match &current {
+            Some((block, _)) => block.block_end.parse::<i64>().unwrap_or(-1) + 1,
+            None => 0,
+        };
+        let end = start + PRODUCER_ID_BLOCK_SIZE - 1;
+        let block = ProducerIdBlock {
+            version: 1,
+            broker: broker_id,
+            block_start: start.to_string(),
+            block_end: end.to_string(),
+        };
+        let won = match current {
+            Some((_, stat)) => match zk.set_json(PRODUCER_ID_BLOCK, &block, Some(stat.version)).await {
+                Ok(_) => true,
+                Err(ZkError::Op { source: zookeeper_client::Error::BadVersion, .. }) => false,
+                Err(e) => return Err(e),
+            },
+            None => zk.create_json(PRODUCER_ID_BLOCK, &block, &persistent()).await?,
+        };
+        if won {
+            return Ok(start..end + 1);
+        }
+    }
+    warn!("could not claim a producer id block after 100 attempts");
+    Err(ZkError::Op { op: "claim", path: PRODUCER_ID_BLOCK.to_owned(), source: zookeeper_client::Error::BadVersion })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").unwrap_err().contains("'/'"));
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn replicas_are_spread_over_live_brokers() {
+        let assignment = assign_replicas(&[1, 2, 3], 6, 2);
+        assert_eq!(assignment.len(), 6);
+        for replicas in assignment.values() {
+            assert_eq!(replicas.len(), 2);
+            assert_ne!(replicas[0], replicas[1]);
+        }
+        let leaders: std::collections::BTreeSet<i32> = assignment.values().map(|r| r[0]).collect();
+        assert_eq!(leaders.len(), 3);
+    }
+}

@@ -1,0 +1,310 @@
+//! `skein broker --config FILE`: the broker-wide settings, by Kafka's names and with Kafka's defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::{flatten, read_toml, ConfigError, Value};
+use crate::config::Tuning;
+
+/// One `PLAINTEXT://host:port` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn parse(text: &str) -> Result<Listener, String> {
+        let (name, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("'{text}' is not of the form PLAINTEXT://host:port"))?;
+        if name != "PLAINTEXT" {
+            return Err(format!("listener '{text}': only PLAINTEXT is supported"));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("listener '{text}' has no port"))?;
+        let port = port.parse::<u16>().map_err(|_| format!("listener '{text}': bad port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // Kafka's empty host means "all interfaces"; skein's tests and users on loopback say so explicitly.
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        Ok(Listener { name: name.to_owned(), host: host.to_owned(), port })
+    }
+
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        format!("{}:{}", self.host, self.port)
+            .parse()
+            .map_err(|_| format!("listener host '{}' must be an IP address", self.host))
+    }
+}
+
+/// Broker-level defaults for per-topic settings (`log.segment.bytes` is the default of a topic's
+/// `segment.bytes`, and so on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicDefaults {
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub index_interval_bytes: i64,
+    pub segment_index_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub max_message_bytes: i64,
+    pub min_insync_replicas: i64,
+    pub cleanup_policy: String,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10 * 1024 * 1024,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            max_message_bytes: 1_048_588,
+            min_insync_replicas: 1,
+            cleanup_policy: "delete".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub broker_id: i32,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dir: PathBuf,
+    pub zookeeper_connect: String,
+    pub zookeeper_session_timeout_ms: i64,
+    pub zookeeper_connection_timeout_ms: i64,
+    pub num_partitions: i32,
+    pub default_replication_factor: i32,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub log_retention_check_interval_ms: i64,
+    pub topic_defaults: TopicDefaults,
+    /// How many shards (one pinned glommio executor each); defaults to every core.
+    pub num_shards: Option<usize>,
+    pub tuning: Tuning,
+    /// Where the file came from, for error messages.
+    pub path: PathBuf,
+}
+
+impl BrokerConfig {
+    pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let table = read_toml(path)?;
+        Self::from_table(path, &table)
+    }
+
+    pub fn from_table(path: &Path, table: &toml::Table) -> Result<BrokerConfig, ConfigError> {
+        let entries: BTreeMap<String, toml::Value> = flatten(table).into_iter().collect();
+        let missing = |key: &str| ConfigError::Missing { path: path.to_owned(), key: key.to_owned() };
+        let mut defaults = TopicDefaults::default();
+        let mut broker_id = None;
+        let mut listeners = vec![Listener::parse("PLAINTEXT://127.0.0.1:9092").expect("valid default")];
+        let mut advertised = None;
+        let mut log_dir = None;
+        let mut zookeeper_connect = None;
+        let mut config = BrokerConfig {
+            broker_id: -1,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            log_dir: PathBuf::new(),
+            zookeeper_connect: String::new(),
+            zookeeper_session_timeout_ms: 18_000,
+            zookeeper_connection_timeout_ms: 18_000,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            delete_topic_enable: true,
+            log_retention_check_interval_ms: 300_000,
+            topic_defaults: TopicDefaults::default(),
+            num_shards: None,
+            tuning: Tuning::default(),
+            path: path.to_owned(),
+        };
+        // Kafka lets hours/minutes/ms spell the same setting; the finest unit given wins, as in Kafka.
+        let (mut roll_hours, mut roll_ms) = (None, None);
+        let (mut retention_hours, mut retention_minutes, mut retention_ms) = (None, None, None);
+        let mut tuning_dir = None;
+
+        for (key, value) in &entries {
+            let v = Value { path, key, value };
+            match key.as_str() {
+                "broker.id" => broker_id = Some(v.i32_at_least(0)?),
+                "listeners" => listeners = parse_listeners(&v)?,
+                "advertised.listeners" => advertised = Some(parse_listeners(&v)?),
+                "log.dirs" | "log.dir" => {
+                    let dirs = v.string()?;
+                    let dirs: Vec<&str> =
+                        dirs.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+                    match dirs.as_slice() {
+                        [one] => log_dir = Some(PathBuf::from(one)),
+                        [] => return Err(v.error("names no directory")),
+                        _ => return Err(v.error("skein supports one log directory per broker")),
+                    }
+                }
+                "zookeeper.connect" => {
+                    let connect = v.string()?;
+                    if connect.trim().is_empty() {
+                        return Err(v.error("is empty"));
+                    }
+                    zookeeper_connect = Some(connect);
+                }
+                "zookeeper.session.timeout.ms" => {
+                    config.zookeeper_session_timeout_ms = v.i64_at_least(1000)?
+                }
+                "zookeeper.connection.timeout.ms" => {
+                    config.zookeeper_connection_timeout_ms = v.i64_at_least(100)?
+                }
+                "num.partitions" => config.num_partitions = v.i32_at_least(1)?,
+                "default.replication.factor" => config.default_replication_factor = v.i32_at_least(1)?,
+                "auto.create.topics.enable" => config.auto_create_topics_enable = v.bool()?,
+                "delete.topic.enable" => config.delete_topic_enable = v.bool()?,
+                "log.retention.check.interval.ms" => {
+                    config.log_retention_check_interval_ms = v.i64_at_least(1)?
+                }
+                "log.segment.bytes" => defaults.segment_bytes = v.i64_at_least(14)?,
+                "log.roll.ms" => roll_ms = Some(v.i64_at_least(1)?),
+                "log.roll.hours" => roll_hours = Some(v.i64_at_least(1)?),
+                "log.retention.ms" => retention_ms = Some(v.i64_at_least(-1)?),
+                "log.retention.minutes" => retention_minutes = Some(v.i64_at_least(-1)?),
+                "log.retention.hours" => retention_hours = Some(v.i64_at_least(-1)?),
+                "log.retention.bytes" => defaults.retention_bytes = v.i64_at_least(-1)?,
+                "log.index.interval.bytes" => defaults.index_interval_bytes = v.i64_at_least(0)?,
+                "log.index.size.max.bytes" => defaults.segment_index_bytes = v.i64_at_least(4)?,
+                "log.flush.interval.messages" => defaults.flush_messages = v.i64_at_least(1)?,
+                "log.flush.interval.ms" => defaults.flush_ms = v.i64_at_least(0)?,
+                "log.cleanup.policy" => defaults.cleanup_policy = parse_cleanup_policy(&v)?,
+                "message.max.bytes" => defaults.max_message_bytes = v.i64_at_least(0)?,
+                "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
+                "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
+                "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
+                _ => return Err(ConfigError::UnknownKey { path: path.to_owned(), key: key.clone() }),
+            }
+        }
+
+        defaults.segment_ms = roll_ms.or(roll_hours.map(|h| h * 3_600_000)).unwrap_or(defaults.segment_ms);
+        defaults.retention_ms = match (retention_ms, retention_minutes, retention_hours) {
+            (Some(ms), _, _) => ms,
+            (None, Some(m), _) => if m < 0 { -1 } else { m * 60_000 },
+            (None, None, Some(h)) => if h < 0 { -1 } else { h * 3_600_000 },
+            (None, None, None) => defaults.retention_ms,
+        };
+        config.broker_id = broker_id.ok_or_else(|| missing("broker.id"))?;
+        config.log_dir = log_dir.ok_or_else(|| missing("log.dirs"))?;
+        config.zookeeper_connect = zookeeper_connect.ok_or_else(|| missing("zookeeper.connect"))?;
+        config.advertised_listeners = advertised.unwrap_or_else(|| listeners.clone());
+        config.listeners = listeners;
+        config.topic_defaults = defaults;
+        if let Some(dir) = tuning_dir {
+            // A relative tuning.dir is relative to the config file, so configs/ can point at tuning/.
+            let dir = if dir.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(dir)
+            } else {
+                dir
+            };
+            config.tuning = Tuning::load(&dir)?;
+        }
+        Ok(config)
+    }
+
+    /// The listener clients connect to and the one written to ZooKeeper.
+    pub fn advertised(&self) -> &Listener {
+        &self.advertised_listeners[0]
+    }
+}
+
+fn parse_listeners(v: &Value<'_>) -> Result<Vec<Listener>, ConfigError> {
+    let text = v.string()?;
+    let listeners = text
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(Listener::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| v.error(e))?;
+    match listeners.len() {
+        0 => Err(v.error("names no listener")),
+        1 => Ok(listeners),
+        _ => Err(v.error("skein supports one PLAINTEXT listener per broker")),
+    }
+}
+
+pub(crate) fn parse_cleanup_policy(v: &Value<'_>) -> Result<String, ConfigError> {
+    let policy = v.string()?;
+    match policy.as_str() {
+        "delete" => Ok(policy),
+        "compact" | "compact,delete" | "delete,compact" => {
+            Err(v.error("log compaction is not implemented yet; use \"delete\""))
+        }
+        other => Err(v.error(format!("expected \"delete\", got \"{other}\""))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_table(Path::new("test.toml"), &text.parse::<toml::Table>().unwrap())
+    }
+
+    const MINIMAL: &str = r#"
+        broker.id = 1
+        listeners = "PLAINTEXT://127.0.0.1:9092"
+        log.dirs = "/tmp/skein"
+        zookeeper.connect = "127.0.0.1:2181"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_kafka_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.broker_id, 1);
+        assert_eq!(config.listeners[0].port, 9092);
+        assert_eq!(config.advertised().host, "127.0.0.1");
+        assert_eq!(config.topic_defaults.segment_bytes, 1 << 30);
+        assert_eq!(config.topic_defaults.max_message_bytes, 1_048_588);
+        assert_eq!(config.num_partitions, 1);
+        assert!(config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn table_and_dotted_spellings_are_the_same_key() {
+        let config = parse(&format!("{MINIMAL}\n[log.segment]\nbytes = 1048576\n")).unwrap();
+        assert_eq!(config.topic_defaults.segment_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{MINIMAL}\nlog.segmnet.bytes = 5\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown config key 'log.segmnet.bytes'"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = parse(&format!("{MINIMAL}\nnum.partitions = \"many\"\n")).unwrap_err();
+        assert!(err.to_string().contains("'num.partitions'"), "{err}");
+        let err = parse(&MINIMAL.replace("1\n", "-3\n")).unwrap_err();
+        assert!(err.to_string().contains("'broker.id'"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let err = parse(&MINIMAL.replace("zookeeper.connect", "#")).unwrap_err();
+        assert!(err.to_string().contains("'zookeeper.connect'"), "{err}");
+    }
+
+    #[test]
+    fn retention_units_follow_kafka_precedence() {
+        let config = parse(&format!("{MINIMAL}\nlog.retention.hours = 1\nlog.retention.minutes = 2\n")).unwrap();
+        assert_eq!(config.topic_defaults.retention_ms, 120_000);
+    }
+}

@@ -1,0 +1,11 @@
+//! skein: a Kafka-compatible message broker built thread-per-core on glommio and io_uring, with
+//! brokers coordinated through ZooKeeper. See DESIGN.md (in `shared/`) and the README for the map.
+
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;

@@ -1,0 +1,255 @@
+//! Fetch: reads from the owning shards, long-polls (max_wait_ms, min_bytes) on their append
+//! notifications, and answers with a gather list so record data is never copied into the response.
+//!
+//! `kafka-protocol` encodes a FetchResponse's `records` by copying them, so each partition's records
+//! field is encoded holding a 16-byte marker instead; the marker (and its length prefix) is then
+//! found in the small encoded buffer and replaced, in the gather list, by the real length prefix
+//! and the record data: cached `Bytes` or a segment-file range that goes out by sendfile.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::HandleError;
+use crate::cluster::TopicPartition;
+use crate::server::{Response, ResponsePiece};
+use crate::shard::Shard;
+use crate::storage::{ReadChunk, ReadSlice};
+
+/// What a partition's owner shard answers.
+struct PartitionRead {
+    error: Option<ResponseError>,
+    high_watermark: i64,
+    log_start_offset: i64,
+    slice: Option<ReadSlice>,
+}
+
+impl PartitionRead {
+    fn error(error: ResponseError) -> Self {
+        PartitionRead { error: Some(error), high_watermark: -1, log_start_offset: -1, slice: None }
+    }
+
+    fn bytes(&self) -> usize {
+        self.slice.as_ref().map_or(0, |s| s.bytes)
+    }
+}
+
+struct Wanted {
+    tp: TopicPartition,
+    owner: Option<usize>,
+    offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: FetchRequest) -> Result<Response, HandleError> {
+    let started = Instant::now();
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let metadata = shard.metadata();
+    let mut wanted = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let tp = TopicPartition { topic: topic.topic.0.to_string(), partition: p.partition };
+            let owner = metadata.shard_of(&tp).filter(|_| {
+                metadata.partition(&tp.topic, tp.partition).is_some_and(|s| s.leader == shard.config.broker_id)
+            });
+            wanted.push(Wanted { tp, owner, offset: p.fetch_offset, max_bytes: p.partition_max_bytes.max(0) as usize });
+        }
+    }
+
+    let mut reads = read_all(shard, &wanted, max_bytes).await;
+    loop {
+        let total: usize = reads.iter().map(PartitionRead::bytes).sum();
+        let any_error = reads.iter().any(|r| r.error.is_some());
+        let elapsed = started.elapsed();
+        if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
+            break;
+        }
+        wait_for_any_append(shard, &wanted, max_wait - elapsed).await;
+        reads = read_all(shard, &wanted, max_bytes).await;
+    }
+    encode(header, &request, wanted, reads)
+}
+
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionRead> {
+    let reads = wanted.iter().map(|w| {
+        let (tp, offset, limit) = (w.tp.clone(), w.offset, w.max_bytes.min(max_bytes));
+        async move {
+            let Some(owner) = w.owner else {
+                return PartitionRead::error(ResponseError::NotLeaderOrFollower);
+            };
+            shard
+                .invoke_on(owner, move |owner_shard| async move {
+                    let Some(partition) = owner_shard.partition(&tp) else {
+                        return PartitionRead::error(ResponseError::NotLeaderOrFollower);
+                    };
+                    let (log_start, log_end) = (partition.log_start_offset(), partition.log_end_offset());
+                    let high_watermark = partition.high_watermark();
+                    if offset < log_start || offset > log_end {
+                        return PartitionRead { high_watermark, log_start_offset: log_start, ..PartitionRead::error(ResponseError::OffsetOutOfRange) };
+                    }
+                    // Kafka returns at least one whole batch even if larger than the limit, so a
+                    // consumer can never get stuck behind a big batch.
+                    match partition.read(offset, limit, true) {
+                        Ok(slice) => PartitionRead { error: None, high_watermark, log_start_offset: log_start, slice: Some(slice) },
+                        Err(e) => {
+                            tracing::warn!("{tp}: fetch at {offset} failed: {e}");
+                            PartitionRead { high_watermark, log_start_offset: log_start, ..PartitionRead::error(ResponseError::KafkaStorageError) }
+                        }
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| PartitionRead::error(ResponseError::NotLeaderOrFollower))
+        }
+    });
+    let mut reads = futures::future::join_all(reads).await;
+    // The response's max_bytes: keep partitions in request order until it is reached (the first
+    // non-empty one always stays), and drop the data of the rest; they are fetched next time.
+    let mut total = 0usize;
+    for read in &mut reads {
+        let bytes = read.bytes();
+        if bytes == 0 {
+            continue;
+        }
+        if total > 0 && total + bytes > max_bytes {
+            read.slice = None;
+        } else {
+            total += bytes;
+        }
+    }
+    reads
+}
+
+/// Waits until any wanted partition gets an append, or `timeout`.
+async fn wait_for_any_append(shard: &Rc<Shard>, wanted: &[Wanted], timeout: Duration) {
+    let waits = wanted.iter().filter_map(|w| {
+        let owner = w.owner?;
+        let tp = w.tp.clone();
+        Some(
+            shard
+                .invoke_on(owner, move |owner_shard| async move {
+                    // Bounded here too, so an abandoned wait ends by itself on the owner shard.
+                    if let Some(partition) = owner_shard.partition(&tp) {
+                        futures::select! {
+                            _ = partition.wait_for_append().fuse() => {},
+                            _ = glommio::timer::sleep(timeout).fuse() => {},
+                        }
+                    }
+                })
+                .boxed_local(),
+        )
+    });
+    let waits: Vec<_> = waits.collect();
+    if waits.is_empty() {
+        glommio::timer::sleep(timeout).await;
+        return;
+    }
+    futures::select! {
+        _ = futures::future::select_all(waits).fuse() => {},
+        _ = glommio::timer::sleep(timeout).fuse() => {},
+    }
+}
+
+/// A marker no encoded FetchResponse can otherwise contain (topic names are at most 249 bytes of
+/// `[a-zA-Z0-9._-]`; error messages are absent).
+fn marker(index: usize) -> Bytes {
+    let mut m = BytesMut::with_capacity(16);
+    m.put_slice(b"\x00\xffSKEIN\xff");
+    m.put_u64(index as u64);
+    Bytes::from(m)
+}
+
+fn encode(
+    header: &RequestHeader,
+    request: &FetchRequest,
+    wanted: Vec<Wanted>,
+    reads: Vec<PartitionRead>,
+) -> Result<Response, HandleError> {
+    let version = header.request_api_version;
+    let mut data: Vec<(Bytes, ReadSlice)> = Vec::new();
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut reads = reads.into_iter();
+    let mut wanted = wanted.into_iter();
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for _ in &topic.partitions {
+            let (w, read) = (wanted.next().expect("one read per partition"), reads.next().expect("one read per partition"));
+            let records = match read.slice {
+                Some(slice) if slice.bytes > 0 => {
+                    let m = marker(data.len());
+                    data.push((m.clone(), slice));
+                    Some(m)
+                }
+                _ => Some(Bytes::new()),
+            };
+            partitions.push(
+                PartitionData::default()
+                    .with_partition_index(w.tp.partition)
+                    .with_error_code(super::code(read.error))
+                    .with_high_watermark(read.high_watermark)
+                    .with_last_stable_offset(read.high_watermark)
+                    .with_log_start_offset(read.log_start_offset)
+                    .with_records(records),
+            );
+        }
+        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+    }
+    let response = FetchResponse::default().with_responses(responses).with_session_id(0);
+    let encoded = crate::protocol::encode_response(header, ApiKey::Fetch, &ResponseKind::Fetch(response))
+        .map_err(|e| HandleError::Encode { api: ApiKey::Fetch, version, message: e.to_string() })?;
+    splice_records(encoded, version >= 12, data)
+        .map_err(|message| HandleError::Encode { api: ApiKey::Fetch, version, message })
+}
+
+/// Replaces each marker (with its encoded length prefix) by the real length prefix and the record
+/// data, and fixes the frame length.
+fn splice_records(encoded: Bytes, flexible: bool, data: Vec<(Bytes, ReadSlice)>) -> Result<Response, String> {
+    let marker_len = 16usize;
+    // Length prefix of a 16-byte records field: INT32 16, or unsigned varint 17 when flexible.
+    let prefix_len = if flexible { 1 } else { 4 };
+    let mut pieces = Vec::with_capacity(data.len() * 3 + 1);
+    let mut cursor = 4; // after the frame length
+    let mut frame_len = encoded.len() - 4;
+    for (m, slice) in data {
+        let at = find(&encoded[cursor..], &m).ok_or("record marker missing from encoded FetchResponse")? + cursor;
+        let prefix_start = at - prefix_len;
+        pieces.push(ResponsePiece::Bytes(encoded.slice(cursor..prefix_start)));
+        let mut prefix = BytesMut::with_capacity(5);
+        if flexible {
+            put_unsigned_varint(&mut prefix, slice.bytes as u32 + 1);
+        } else {
+            prefix.put_i32(slice.bytes as i32);
+        }
+        frame_len = frame_len - prefix_len - marker_len + prefix.len() + slice.bytes;
+        pieces.push(ResponsePiece::Bytes(prefix.freeze()));
+        for chunk in slice.chunks {
+            match chunk {
+                ReadChunk::Cached(parts) => pieces.extend(parts.into_iter().map(ResponsePiece::Bytes)),
+                ReadChunk::File { file, position, len } => pieces.push(ResponsePiece::File { file, position, len }),
+            }
+        }
+        cursor = at + marker_len;
+    }
+    pieces.push(ResponsePiece::Bytes(encoded.slice(cursor..)));
+    let frame_len = i32::try_from(frame_len).map_err(|_| "fetch response larger than 2 GiB")?;
+    pieces.insert(0, ResponsePiece::Bytes(Bytes::copy_from_slice(&frame_len.to_be_bytes())));
+    Ok(Response { pieces })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn put_unsigned_varint(buf: &mut BytesMut, mut value: u32) {
+    while value >= 0x80 {
+        buf.put_u8((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    buf.put_u8(value as u8);
+}

@@ -1,0 +1,87 @@
+//! ListOffsets: earliest (-2) is the log start, latest (-1) the high watermark, and a timestamp finds
+//! the first record at or after it through the time index. That one lookup decodes the records of
+//! the single batch the index points at, because a batch's records can straddle the timestamp.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+
+use crate::cluster::TopicPartition;
+use crate::shard::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let metadata = shard.metadata();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let lookups = topic.partitions.iter().map(|p| {
+            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            let owner = metadata.shard_of(&tp).filter(|_| {
+                metadata.partition(&tp.topic, tp.partition).is_some_and(|s| s.leader == shard.config.broker_id)
+            });
+            let (index, timestamp) = (p.partition_index, p.timestamp);
+            let topic_known = metadata.topic(&tp.topic).is_some();
+            async move {
+                let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+                let Some(owner) = owner else {
+                    let code = if !topic_known {
+                        ResponseError::UnknownTopicOrPartition
+                    } else {
+                        ResponseError::NotLeaderOrFollower
+                    };
+                    return response.with_error_code(code.code()).with_offset(-1).with_timestamp(-1);
+                };
+                let found = shard
+                    .invoke_on(owner, move |owner_shard| async move { lookup(&owner_shard, &tp, timestamp) })
+                    .await
+                    .unwrap_or(Err(ResponseError::NotLeaderOrFollower));
+                match found {
+                    Ok((offset, timestamp, leader_epoch)) => response
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        .with_leader_epoch(leader_epoch),
+                    Err(code) => response.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
+                }
+            }
+        });
+        let partitions = futures::future::join_all(lookups).await;
+        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp, leader epoch) for one partition, on its owner shard.
+fn lookup(shard: &Shard, tp: &TopicPartition, timestamp: i64) -> Result<(i64, i64, i32), ResponseError> {
+    let partition = shard.partition(tp).ok_or(ResponseError::NotLeaderOrFollower)?;
+    let epoch = partition.leader_epoch();
+    match timestamp {
+        LATEST => Ok((partition.high_watermark(), -1, epoch)),
+        EARLIEST => Ok((partition.log_start_offset(), -1, epoch)),
+        MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion),
+        target if target < 0 => Err(ResponseError::InvalidRequest),
+        target => {
+            let batch = partition.find_batch_by_timestamp(target).map_err(|e| {
+                tracing::warn!("{tp}: offset lookup by timestamp failed: {e}");
+                ResponseError::KafkaStorageError
+            })?;
+            // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
+            let Some(mut batch) = batch else { return Ok((-1, -1, epoch)) };
+            let records = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+                tracing::warn!("{tp}: cannot decode the batch the time index points at: {e}");
+                ResponseError::CorruptMessage
+            })?;
+            records
+                .records
+                .iter()
+                .find(|r| r.timestamp >= target)
+                .map(|r| (r.offset, r.timestamp, epoch))
+                .ok_or(ResponseError::CorruptMessage)
+        }
+    }
+}

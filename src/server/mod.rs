@@ -1,0 +1,90 @@
+//! A shard's server side: its SO_REUSEPORT listener, the connections it accepted, the job queue other
+//! shards and the control thread feed, and its background upkeep. Runs inside one shard's executor.
+
+mod connection;
+pub mod handlers;
+mod response;
+
+pub use response::{Response, ResponsePiece};
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::{Latency, Shares};
+use tracing::{error, warn};
+
+use crate::cluster::control::now_ms;
+use crate::shard::{Job, Shard};
+
+/// Serves one shard until the process exits.
+pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: SocketAddr) {
+    let runner = shard.clone();
+    glommio::spawn_local(async move {
+        while let Ok(job) = jobs.recv_async().await {
+            job(&runner);
+        }
+    })
+    .detach();
+
+    // Retention, flush and time-based rolls run at lower shares so they cannot add tail latency to
+    // produce and fetch.
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(shard.tuning.background_shares),
+        Latency::NotImportant,
+        "background",
+    );
+    glommio::spawn_local_into(upkeep(shard.clone()), background)
+        .map(|task| task.detach())
+        .unwrap_or_else(|e| panic!("shard {}: cannot start background task: {e}", shard.id));
+
+    let listener = match TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("shard {}: cannot listen on {addr}: {e}", shard.id);
+            std::process::exit(1);
+        }
+    };
+    let open_connections = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!("shard {}: accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open_connections.get() >= shard.tuning.max_connections {
+            warn!("shard {}: refusing a connection: max_connections ({}) reached", shard.id, shard.tuning.max_connections);
+            continue;
+        }
+        open_connections.set(open_connections.get() + 1);
+        let (shard, open_connections) = (shard.clone(), open_connections.clone());
+        glommio::spawn_local(async move {
+            connection::serve(shard, stream).await;
+            open_connections.set(open_connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Rolls, flushes and enforces retention on this shard's partitions.
+async fn upkeep(shard: Rc<Shard>) {
+    let retention_interval_ms = shard.config.log_retention_check_interval_ms;
+    let mut next_retention_ms = now_ms() + retention_interval_ms.min(30_000);
+    loop {
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        let now = now_ms();
+        let retention_due = now >= next_retention_ms;
+        if retention_due {
+            next_retention_ms = now + retention_interval_ms;
+        }
+        for partition in shard.partitions() {
+            partition.maintain(now, retention_due);
+            glommio::yield_if_needed().await;
+        }
+    }
+}

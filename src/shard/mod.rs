@@ -1,0 +1,219 @@
+//! Shards: one glommio executor per configured core, pinned, each with its own io_uring ring, its own
+//! SO_REUSEPORT listener, and the partitions placed on it. Shards share nothing; they reach each
+//! other (and the control thread reaches them) only by sending [`Job`]s over flume channels.
+//!
+//! A [`Job`] is a closure run on the target shard's thread. [`Shard::invoke_on`] wraps that into
+//! "run this future over there and give me its result", like Seastar's `invoke_on`, and is how a
+//! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
+
+mod partition;
+mod runtime;
+
+pub use partition::Partition;
+pub use runtime::run_broker;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use tracing::{info, warn};
+
+use crate::cluster::control::ControlHandle;
+use crate::cluster::{Metadata, TopicPartition};
+use crate::config::{BrokerConfig, ShardTuning};
+
+/// Work sent to a shard, run on that shard's thread with access to its state.
+pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+
+/// The senders to every shard's job queue, by shard index. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardSenders(Arc<Vec<flume::Sender<Job>>>);
+
+/// A shard's job queue is gone: the broker is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} has stopped")]
+pub struct ShardStopped(pub usize);
+
+impl ShardSenders {
+    pub fn new(senders: Vec<flume::Sender<Job>>) -> Self {
+        ShardSenders(Arc::new(senders))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn send(&self, shard: usize, job: Job) -> Result<(), ShardStopped> {
+        self.0[shard].send(job).map_err(|_| ShardStopped(shard))
+    }
+
+    /// Hands a new metadata snapshot to every shard and waits until each has applied it (opened the
+    /// partitions placed on it, closed the ones gone), so that whoever asked for the change can
+    /// answer only once it has taken effect.
+    pub async fn broadcast_metadata(&self, metadata: Arc<Metadata>) {
+        let mut acks = Vec::with_capacity(self.len());
+        for shard in 0..self.len() {
+            let (ack, done) = oneshot::channel();
+            let snapshot = metadata.clone();
+            let job: Job = Box::new(move |shard| {
+                shard.apply_metadata(snapshot);
+                let _ = ack.send(());
+            });
+            if self.send(shard, job).is_ok() {
+                acks.push(done);
+            }
+        }
+        let all = futures::future::join_all(acks);
+        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
+            warn!("a shard took more than 30 s to apply metadata version {}", metadata.version);
+        }
+    }
+}
+
+/// One shard's state. Lives on its executor's thread only (hence `Rc`/`RefCell`: no locks).
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<BrokerConfig>,
+    pub tuning: ShardTuning,
+    pub senders: ShardSenders,
+    pub control: ControlHandle,
+    metadata: RefCell<Arc<Metadata>>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Set when the first metadata snapshot arrives; requests wait for it.
+    ready: RefCell<Option<Vec<oneshot::Sender<()>>>>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<BrokerConfig>,
+        tuning: ShardTuning,
+        senders: ShardSenders,
+        control: ControlHandle,
+    ) -> Self {
+        Shard {
+            id,
+            config,
+            tuning,
+            senders,
+            control,
+            metadata: RefCell::new(Arc::new(Metadata::default())),
+            partitions: RefCell::new(HashMap::new()),
+            ready: RefCell::new(Some(Vec::new())),
+        }
+    }
+
+    /// The current metadata snapshot (a cheap `Arc` clone; never borrow across an await).
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Waits until the control thread has sent the first snapshot of the cluster.
+    pub async fn wait_ready(&self) {
+        let waiter = match self.ready.borrow_mut().as_mut() {
+            None => return,
+            Some(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                rx
+            }
+        };
+        let _ = waiter.await;
+    }
+
+    /// The partition if this shard owns it.
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Runs `work` on shard `target` and returns its result. On this shard it runs inline.
+    pub async fn invoke_on<F, Fut, R>(self: &Rc<Self>, target: usize, work: F) -> Result<R, ShardStopped>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if target == self.id {
+            return Ok(work(self.clone()).await);
+        }
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = reply.send(work(shard).await);
+            })
+            .detach();
+        });
+        self.senders.send(target, job)?;
+        answer.await.map_err(|_| ShardStopped(target))
+    }
+
+    /// Applies a metadata snapshot: opens the partitions newly placed on this shard and closes
+    /// (deleting their data if their topic is gone) the ones no longer placed here.
+    pub fn apply_metadata(&self, metadata: Arc<Metadata>) {
+        let me = self.config.broker_id;
+        let mut partitions = self.partitions.borrow_mut();
+        let gone: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|(tp, partition)| {
+                let still_here = metadata.shard_of(tp) == Some(self.id);
+                let same_topic = metadata.topic(&tp.topic).is_some_and(|t| t.topic_id == partition.topic_id);
+                !(still_here && same_topic)
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in gone {
+            let Some(partition) = partitions.remove(&tp) else { continue };
+            let topic_gone = metadata.topic(&tp.topic).is_none_or(|t| t.topic_id != partition.topic_id);
+            let replica_gone = metadata
+                .partition(&tp.topic, tp.partition)
+                .is_none_or(|p| !p.replicas.contains(&me));
+            partition.shut_down(topic_gone || replica_gone);
+        }
+        for (tp, &shard) in &metadata.placement {
+            if shard != self.id {
+                continue;
+            }
+            let (Some(topic), Some(state)) = (metadata.topic(&tp.topic), metadata.partition(&tp.topic, tp.partition))
+            else {
+                continue;
+            };
+            match partitions.get(tp) {
+                Some(partition) => partition.update_state(state, &topic.config),
+                None => match Partition::open(&self.config, &self.tuning, tp.clone(), topic, state) {
+                    Ok(partition) => {
+                        partitions.insert(tp.clone(), Rc::new(partition));
+                    }
+                    Err(e) => warn!("shard {}: cannot open partition {tp}: {e}", self.id),
+                },
+            }
+        }
+        drop(partitions);
+        *self.metadata.borrow_mut() = metadata;
+        if let Some(waiters) = self.ready.borrow_mut().take() {
+            info!("shard {} has its first cluster metadata", self.id);
+            for waiter in waiters {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Closes every partition cleanly (producer snapshots, flush) before the process exits.
+    pub fn shut_down(&self) {
+        for (_, partition) in self.partitions.borrow_mut().drain() {
+            partition.shut_down(false);
+        }
+    }
+}

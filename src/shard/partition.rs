@@ -1,0 +1,186 @@
+//! A partition as its owning shard holds it: the log, the leader epoch, the high watermark, and the
+//! fetches waiting for new data. Lives on one shard's thread only.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+
+use futures::channel::oneshot;
+use tracing::{info, warn};
+
+use crate::cluster::metadata::{PartitionState, TopicMetadata};
+use crate::cluster::TopicPartition;
+use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
+use crate::storage::{AppendOutcome, Batch, Log, LogConfig, ReadSlice, StorageError};
+
+/// Kafka's `partition.metadata`: which topic id the folder's data belongs to, so data of a deleted
+/// topic is never served under a new topic of the same name.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub topic_id: uuid::Uuid,
+    log: RefCell<Option<Log>>,
+    leader_epoch: Cell<i32>,
+    high_watermark: Cell<i64>,
+    /// Long-polling fetches waiting for the next append.
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+pub fn log_config(config: &TopicConfig, tuning: &ShardTuning) -> LogConfig {
+    let v = &config.values;
+    LogConfig {
+        segment_bytes: v.segment_bytes as u64,
+        segment_ms: v.segment_ms,
+        index_interval_bytes: v.index_interval_bytes.clamp(0, u32::MAX as i64) as u32,
+        segment_index_bytes: v.segment_index_bytes.clamp(0, u32::MAX as i64) as u32,
+        retention_ms: v.retention_ms,
+        retention_bytes: v.retention_bytes,
+        flush_messages: v.flush_messages as u64,
+        flush_ms: v.flush_ms,
+        cache_bytes: tuning.partition_cache_bytes,
+    }
+}
+
+impl Partition {
+    pub fn dir(config: &BrokerConfig, tp: &TopicPartition) -> PathBuf {
+        config.log_dir.join(tp.to_string())
+    }
+
+    pub fn open(
+        config: &BrokerConfig,
+        tuning: &ShardTuning,
+        tp: TopicPartition,
+        topic: &TopicMetadata,
+        state: &PartitionState,
+    ) -> Result<Partition, StorageError> {
+        let dir = Self::dir(config, &tp);
+        let id_file = dir.join(PARTITION_METADATA);
+        let io = |source| StorageError::Io { path: id_file.clone(), source };
+        let wanted = format!("version: 0\ntopic_id: {}\n", crate::cluster::zookeeper::encode_topic_id(topic.topic_id));
+        match std::fs::read_to_string(&id_file) {
+            Ok(found) if found == wanted => {}
+            Ok(_) => {
+                warn!("{tp}: data in {} belongs to an earlier topic of that name; removing it", dir.display());
+                std::fs::remove_dir_all(&dir).map_err(io)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let log = Log::open(&dir, log_config(&topic.config, tuning))?;
+        if !id_file.exists() {
+            std::fs::write(&id_file, &wanted).map_err(io)?;
+        }
+        info!(
+            "{tp}: opened, log start {} end {} ({} segment(s))",
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        );
+        let partition = Partition {
+            tp,
+            topic_id: topic.topic_id,
+            high_watermark: Cell::new(log.log_end_offset()),
+            log: RefCell::new(Some(log)),
+            leader_epoch: Cell::new(state.leader_epoch),
+            waiters: RefCell::new(Vec::new()),
+        };
+        Ok(partition)
+    }
+
+    pub fn update_state(&self, state: &PartitionState, _config: &TopicConfig) {
+        self.leader_epoch.set(state.leader_epoch);
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> Result<R, StorageError>) -> Result<R, StorageError> {
+        match self.log.borrow_mut().as_mut() {
+            Some(log) => f(log),
+            None => Err(StorageError::Io {
+                path: PathBuf::from(self.tp.to_string()),
+                source: std::io::Error::other("the partition is closed"),
+            }),
+        }
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.with_log(|log| Ok(log.log_start_offset())).unwrap_or(0)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.with_log(|log| Ok(log.log_end_offset())).unwrap_or(0)
+    }
+
+    /// Appends and, as the only replica, advances the high watermark to the new log end.
+    pub fn append(&self, batches: &[Batch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        let epoch = self.leader_epoch.get();
+        let (outcome, log_end) = self.with_log(|log| {
+            let outcome = log.append(batches, epoch, now_ms)?;
+            Ok((outcome, log.log_end_offset()))
+        })?;
+        debug_assert!(log_end >= self.high_watermark.get(), "offsets only grow");
+        self.high_watermark.set(log_end);
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+        Ok(outcome)
+    }
+
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadSlice, StorageError> {
+        let high_watermark = self.high_watermark.get();
+        self.with_log(|log| log.read(offset, max_bytes, high_watermark, min_one))
+    }
+
+    pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<bytes::Bytes>, StorageError> {
+        self.with_log(|log| log.find_batch_by_timestamp(timestamp))
+    }
+
+    /// Resolves on the next append (or when the partition closes).
+    pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        rx
+    }
+
+    /// Background upkeep: time-based roll, flush.ms, retention.
+    pub fn maintain(&self, now_ms: i64, retention_due: bool) {
+        let result = self.with_log(|log| {
+            log.roll_if_due(now_ms)?;
+            log.flush_if_due(now_ms)?;
+            if retention_due {
+                let deleted = log.enforce_retention(now_ms)?;
+                if deleted > 0 {
+                    info!("{}: retention deleted {deleted} segment(s); log start is now {}", self.tp, log.log_start_offset());
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            warn!("{}: background upkeep failed: {e}", self.tp);
+        }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.with_log(|log| Ok(log.size_bytes())).unwrap_or(0)
+    }
+
+    /// Closes the log; with `delete`, removes its data (topic deleted or replica moved away).
+    pub fn shut_down(&self, delete: bool) {
+        self.waiters.borrow_mut().clear();
+        let Some(log) = self.log.borrow_mut().take() else { return };
+        let result = if delete { log.delete() } else { log.close() };
+        match result {
+            Ok(()) if delete => info!("{}: deleted", self.tp),
+            Ok(()) => info!("{}: closed", self.tp),
+            Err(e) => warn!("{}: closing failed: {e}", self.tp),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Starting and stopping a broker's threads: the shards (glommio executors pinned to their cores)
+//! and the control thread. The main thread only waits for SIGTERM/SIGINT and then asks every shard
+//! to close its partitions cleanly.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info, warn};
+
+use super::{Job, Shard, ShardSenders};
+use crate::cluster::control::{self, ControlHandle};
+use crate::config::BrokerConfig;
+use crate::server;
+
+/// Runs a broker until SIGTERM or SIGINT. Returns an error if it cannot start.
+pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let listener = config.listeners[0].clone();
+    let addr = listener.socket_addr().map_err(anyhow::Error::msg)?;
+    // glommio binds every listener with SO_REUSEPORT, so a second broker on the same port would bind
+    // silently and steal half the connections. A plain bind (no SO_REUSEPORT) fails if anyone holds it.
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => drop(probe),
+        Err(e) => anyhow::bail!("cannot listen on {addr} (listeners): {e}; is another broker running there?"),
+    }
+    std::fs::create_dir_all(&config.log_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", config.log_dir.display()))?;
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let shard_count = config.num_shards.unwrap_or(cores.len().max(1));
+    // Block the stop signals before any thread starts, so every thread inherits the mask and only
+    // the main thread's sigwait sees them.
+    let signals = block_stop_signals();
+
+    let (job_senders, job_receivers): (Vec<_>, Vec<_>) = (0..shard_count).map(|_| flume::unbounded::<Job>()).unzip();
+    let senders = ShardSenders::new(job_senders);
+    let (control_tx, control_rx) = flume::unbounded();
+    let control = ControlHandle::new(control_tx);
+
+    let mut shards = Vec::with_capacity(shard_count);
+    for (id, jobs) in job_receivers.into_iter().enumerate() {
+        let tuning = config.tuning.shard(id);
+        let core = tuning.core.unwrap_or(id);
+        let placement = if core < cores.len().max(1) { Placement::Fixed(core) } else { Placement::Unbound };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("skein-shard-{id}"))
+            .io_memory(tuning.io_memory_bytes)
+            .ring_depth(tuning.ring_depth)
+            .spin_before_park(Duration::from_micros(tuning.spin_before_park_us));
+        let (config, senders, control) = (config.clone(), senders.clone(), control.clone());
+        let handle = builder.spawn(move || async move {
+            let shard = Rc::new(Shard::new(id, config, tuning, senders, control));
+            server::run_shard(shard, jobs, addr).await;
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;
+        shards.push(handle);
+    }
+    info!("broker {} started {shard_count} shard(s) listening on {addr}", config.broker_id);
+
+    let control_core = cores.first().copied();
+    control::spawn(config.clone(), senders.clone(), control_rx, control_core)?;
+
+    let signal = wait_for_signal(&signals);
+    info!("received {signal}; closing partitions");
+    let (ack_tx, ack_rx) = flume::unbounded();
+    let mut asked = 0;
+    for shard in 0..senders.len() {
+        let ack = ack_tx.clone();
+        let job: Job = Box::new(move |shard| {
+            shard.shut_down();
+            let _ = ack.send(());
+        });
+        asked += usize::from(senders.send(shard, job).is_ok());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..asked {
+        if ack_rx.recv_deadline(deadline).is_err() {
+            warn!("a shard did not close its partitions within 20 s");
+            break;
+        }
+    }
+    info!("broker {} stopped", config.broker_id);
+    // The executors never return on their own (they serve forever); leaving them to process exit is
+    // what closes their sockets and rings.
+    drop(shards);
+    std::process::exit(0);
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-mask calls on a zeroed, then initialised, sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            error!("cannot block SIGTERM/SIGINT; a stop signal will kill the broker without a clean close");
+        }
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+    let mut signal = 0;
+    // SAFETY: `set` was initialised by block_stop_signals; sigwait writes the caught signal number.
+    unsafe { libc::sigwait(set, &mut signal) };
+    if signal == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}

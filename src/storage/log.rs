@@ -1,0 +1,978 @@
+//! One partition's log: an ordered list of segments under `<log.dirs>/<topic>-<partition>/`, the
+//! last of which is active (appended to). Offsets are assigned here, idempotent-producer
+//! sequences are checked here, and reads for Fetch are answered here as byte ranges.
+//!
+//! Runs on the shard that owns the partition, and only there: `Log` is not shared and does
+//! synchronous file I/O, which is acceptable because the page cache absorbs writes and fsync is
+//! governed by the topic's flush policy (durability for acks=all comes from replication).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::storage::batch::{patched_prefix, Batch, BatchHeader};
+use crate::storage::batch_cache::{BatchCache, CachedBatch};
+use crate::storage::error::{io_error, StorageError};
+use crate::storage::producer_state::{
+    list_snapshots, snapshot_path, ProducerEntry, ProducerStateManager, SequenceCheck,
+};
+use crate::storage::recovery::{list_segments, open_segments, restore_producer_state};
+use crate::storage::retention::{segments_to_delete, SegmentSummary};
+use crate::storage::segment::{PendingBatch, ScanStep, Segment, LOOKUP_WINDOW_BYTES};
+
+/// Per-topic log settings, named after Kafka's (`segment.bytes`, `segment.ms`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u32,
+    pub segment_index_bytes: u32,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 means no size limit.
+    pub retention_bytes: i64,
+    pub flush_messages: u64,
+    pub flush_ms: i64,
+    /// Budget of the tail batch cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10 << 20,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+            cache_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Result of [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// `log_append_time_ms` is -1 unless a batch uses LogAppendTime (Kafka's ProduceResponse).
+    Appended { base_offset: i64, last_offset: i64, log_append_time_ms: i64 },
+    /// A retried idempotent batch already in the log, acknowledged with its original offsets.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+/// Record data for a Fetch, as pieces to send in order.
+#[derive(Debug, Default)]
+pub struct ReadSlice {
+    pub chunks: Vec<ReadChunk>,
+    pub bytes: usize,
+}
+
+#[derive(Debug)]
+pub enum ReadChunk {
+    /// Batches from the tail cache: alternating 16-byte prefixes and bodies (zero copy).
+    Cached(Vec<Bytes>),
+    /// A byte range of a segment file, for sendfile/splice.
+    File { file: Arc<File>, position: u64, len: u32 },
+}
+
+impl ReadSlice {
+    /// Materializes the slice into one buffer (pread for file chunks). For tests and for fetch
+    /// paths that cannot splice yet.
+    pub fn to_bytes(&self) -> io::Result<Bytes> {
+        let mut out = BytesMut::with_capacity(self.bytes);
+        for chunk in &self.chunks {
+            match chunk {
+                ReadChunk::Cached(pieces) => pieces.iter().for_each(|p| out.extend_from_slice(p)),
+                ReadChunk::File { file, position, len } => {
+                    let start = out.len();
+                    out.resize(start + *len as usize, 0);
+                    file.read_exact_at(&mut out[start..], *position)?;
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ascending by base offset, never empty; the last one is active.
+    segments: Vec<Segment>,
+    cache: BatchCache,
+    producer_state: ProducerStateManager,
+    messages_since_flush: u64,
+    last_flush_ms: i64,
+    /// Snapshot files written but not yet fsynced.
+    unsynced_snapshots: Vec<PathBuf>,
+    /// Files were created or deleted since the directory was last fsynced.
+    dir_dirty: bool,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Log {
+    /// Opens the partition directory, creating it if needed. Rolled segments are trusted (indexes
+    /// mapped and sanity-checked); the active segment is scanned and a torn or corrupt tail is
+    /// truncated (with a warning naming file, position and reason). Producer state comes from
+    /// the newest snapshot plus a replay of later batches.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        assert!(config.segment_bytes > 0 && config.segment_index_bytes > 0);
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let bases = list_segments(dir)?;
+        let mut dir_dirty = false;
+        let segments = if bases.is_empty() {
+            dir_dirty = true;
+            vec![Segment::create(dir, 0)?]
+        } else {
+            open_segments(dir, &bases, config.index_interval_bytes)?
+        };
+        let producer_state = restore_producer_state(dir, &segments)?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            cache: BatchCache::new(config.cache_bytes),
+            config,
+            segments,
+            producer_state,
+            messages_since_flush: 0,
+            last_flush_ms: wall_clock_ms(),
+            unsynced_snapshots: Vec::new(),
+            dir_dirty,
+        })
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    /// Appends validated batches at the log end. Sequence checks run first for every batch, so
+    /// on any error nothing is appended. Each stored batch has baseOffset rewritten to its
+    /// assigned offset and partitionLeaderEpoch to `leader_epoch`; bodies are written from
+    /// `batch.bytes` without a user-space copy.
+    pub fn append(
+        &mut self,
+        batches: &[Batch],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        if batches.is_empty() {
+            return Err(self.invalid_append("no batches".to_string()));
+        }
+        let mut pending_state: std::collections::HashMap<i64, ProducerEntry> = Default::default();
+        let mut duplicates = Vec::new();
+        let mut headers = Vec::with_capacity(batches.len());
+        let mut next_offset = self.log_end_offset();
+        let mut total_bytes = 0u64;
+        let mut records = 0u64;
+        let mut log_append_time_ms = -1;
+        for batch in batches {
+            if batch.bytes.len() != batch.header.total_bytes() {
+                return Err(self.invalid_append(format!(
+                    "batch is {} bytes but its header says {}",
+                    batch.bytes.len(),
+                    batch.header.total_bytes()
+                )));
+            }
+            match self.producer_state.check(&self.dir, &batch.header, &pending_state)? {
+                SequenceCheck::Duplicate { base_offset, last_offset } => {
+                    duplicates.push((base_offset, last_offset));
+                    continue;
+                }
+                SequenceCheck::Append => {}
+            }
+            let mut header = batch.header;
+            header.base_offset = next_offset;
+            header.partition_leader_epoch = leader_epoch;
+            if header.has_producer_id() && !header.is_control() {
+                let before =
+                    pending_state.get(&header.producer_id).or(self.producer_state.get(header.producer_id));
+                let after = ProducerStateManager::applied(before, &header);
+                pending_state.insert(header.producer_id, after);
+            }
+            if header.timestamp_type_is_log_append() {
+                log_append_time_ms = now_ms;
+            }
+            next_offset = header.last_offset() + 1;
+            total_bytes += batch.bytes.len() as u64;
+            records += header.records_count as u64;
+            headers.push((header, batch));
+        }
+        if !duplicates.is_empty() {
+            if duplicates.len() != batches.len() {
+                return Err(self.invalid_append(
+                    "retried batches mixed with new ones in one append".to_string(),
+                ));
+            }
+            let (base_offset, _) = duplicates[0];
+            let (_, last_offset) = duplicates[duplicates.len() - 1];
+            return Ok(AppendOutcome::Duplicate { base_offset, last_offset });
+        }
+        let base_offset = self.log_end_offset();
+        if self.should_roll(total_bytes, next_offset, now_ms) {
+            self.roll()?;
+        }
+        let pending: Vec<PendingBatch<'_>> = headers
+            .iter()
+            .map(|(header, batch)| PendingBatch {
+                prefix: patched_prefix(&batch.bytes, header.base_offset, leader_epoch),
+                body: &batch.bytes,
+                header: *header,
+            })
+            .collect();
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(&pending, interval, now_ms)?;
+        for batch in &pending {
+            self.cache.push(CachedBatch {
+                base_offset: batch.header.base_offset,
+                last_offset: batch.header.last_offset(),
+                prefix: Bytes::copy_from_slice(&batch.prefix),
+                body: batch.body.slice(16..),
+            });
+        }
+        self.producer_state.commit(pending_state);
+        self.messages_since_flush = self.messages_since_flush.saturating_add(records);
+        if self.messages_since_flush >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendOutcome::Appended { base_offset, last_offset: next_offset - 1, log_append_time_ms })
+    }
+
+    fn invalid_append(&self, reason: String) -> StorageError {
+        StorageError::InvalidAppend { dir: self.dir.clone(), reason }
+    }
+
+    /// Kafka's roll rules, for an append of `append_bytes` ending before `next_offset`: size,
+    /// age, index full, or positions/relative offsets about to overflow their u32 index fields.
+    fn should_roll(&self, append_bytes: u64, next_offset: i64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let size_after = active.size_bytes + append_bytes;
+        size_after > self.config.segment_bytes
+            || size_after > u64::from(u32::MAX)
+            || next_offset - active.base_offset > i64::from(u32::MAX)
+            || self.segment_is_old(now_ms)
+            || active.offset_index.is_full(self.config.segment_index_bytes)
+    }
+
+    fn segment_is_old(&self, now_ms: i64) -> bool {
+        let active = self.active();
+        !active.is_empty()
+            && active
+                .roll_base_ms
+                .is_some_and(|base| now_ms.saturating_sub(base) > self.config.segment_ms)
+    }
+
+    /// Starts a new active segment at the log end. Writes a producer snapshot for the new base
+    /// offset so that recovery only replays the new active segment.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let base_offset = self.log_end_offset();
+        self.active_mut().seal()?;
+        let snapshot = self.producer_state.write_snapshot(&self.dir, base_offset)?;
+        self.unsynced_snapshots.push(snapshot);
+        let segment = Segment::create(&self.dir, base_offset)?;
+        self.segments.push(segment);
+        self.dir_dirty = true;
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled new segment");
+        Ok(())
+    }
+
+    /// Time-based roll check, for the background task.
+    pub fn roll_if_due(&mut self, now_ms: i64) -> Result<bool, StorageError> {
+        if self.segment_is_old(now_ms) {
+            self.roll()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            dir: self.dir.clone(),
+            offset,
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
+    /// Batches whose last offset is >= `offset`, whole batches only, up to `max_bytes` (but at
+    /// least one batch when `min_one`), and only batches entirely below `max_offset` (e.g. the
+    /// high watermark). Served from the tail cache when it covers `offset`, else as file ranges.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> Result<ReadSlice, StorageError> {
+        if offset < self.log_start_offset() || offset > self.log_end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        let mut slice = ReadSlice::default();
+        if offset >= self.log_end_offset() || offset >= max_offset {
+            return Ok(slice);
+        }
+        let fits = |slice: &ReadSlice, len: usize| {
+            slice.bytes + len <= max_bytes || (min_one && slice.bytes == 0)
+        };
+        let cache_start = self.cache.start_offset().unwrap_or(i64::MAX);
+        let mut from_cache_at = None;
+        if offset < cache_start {
+            let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+            let mut want = offset;
+            'segments: for segment in &self.segments[first..] {
+                let Some((start, _)) = segment.find_batch(want)? else { continue };
+                let mut scanner = segment.scanner(start, LOOKUP_WINDOW_BYTES);
+                let mut len = 0u64;
+                let mut done = false;
+                loop {
+                    match scanner.next_step()? {
+                        ScanStep::End => break,
+                        ScanStep::Invalid { position, reason } => {
+                            return Err(StorageError::Corrupt {
+                                path: segment.log_path.clone(),
+                                position,
+                                reason,
+                            })
+                        }
+                        ScanStep::Batch { header, .. } => {
+                            if header.last_offset() >= max_offset {
+                                done = true;
+                                break;
+                            }
+                            if header.base_offset >= cache_start {
+                                from_cache_at = Some(header.base_offset);
+                                done = true;
+                                break;
+                            }
+                            let batch_len = header.total_bytes();
+                            if !fits(&slice, batch_len) {
+                                done = true;
+                                break;
+                            }
+                            len += batch_len as u64;
+                            slice.bytes += batch_len;
+                            want = header.last_offset() + 1;
+                        }
+                    }
+                }
+                if len > 0 {
+                    slice.chunks.push(ReadChunk::File {
+                        file: Arc::clone(&segment.file),
+                        position: start,
+                        len: u32::try_from(len).expect("a segment is smaller than 4 GiB"),
+                    });
+                }
+                if done {
+                    break 'segments;
+                }
+            }
+        } else {
+            from_cache_at = Some(offset);
+        }
+        if let Some(at) = from_cache_at {
+            let mut pieces = Vec::new();
+            for batch in self.cache.from_offset(at) {
+                if batch.last_offset >= max_offset || !fits(&slice, batch.len()) {
+                    break;
+                }
+                slice.bytes += batch.len();
+                pieces.push(batch.prefix.clone());
+                pieces.push(batch.body.clone());
+            }
+            if !pieces.is_empty() {
+                slice.chunks.push(ReadChunk::Cached(pieces));
+            }
+        }
+        Ok(slice)
+    }
+
+    /// The first batch whose maxTimestamp is >= `timestamp` (time index, then a short scan),
+    /// returned whole so the caller can find the exact record. `None` if every batch is older.
+    pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, StorageError> {
+        for segment in self.segments.iter().filter(|s| s.max_timestamp >= timestamp) {
+            if let Some((position, header)) = segment.find_batch_by_timestamp(timestamp)? {
+                return segment.read_bytes(position, header.total_bytes()).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole rolled segments past `retention_ms` (by their largest timestamp) or beyond
+    /// `retention_bytes`, oldest first, and the producer snapshots below the new log start.
+    /// Returns how many segments were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let rolled = &self.segments[..self.segments.len() - 1];
+        let mut summaries = Vec::with_capacity(rolled.len());
+        for segment in rolled {
+            let largest_timestamp_ms = if segment.max_timestamp >= 0 {
+                segment.max_timestamp
+            } else {
+                file_mtime_ms(&segment.file).map_err(|e| io_error(&segment.log_path, e))?
+            };
+            summaries.push(SegmentSummary { largest_timestamp_ms, size_bytes: segment.size_bytes });
+        }
+        let count = segments_to_delete(
+            &summaries,
+            self.size_bytes(),
+            self.config.retention_ms,
+            self.config.retention_bytes,
+            now_ms,
+        );
+        if count == 0 {
+            return Ok(0);
+        }
+        let deleted: Vec<Segment> = self.segments.drain(..count).collect();
+        for segment in deleted {
+            tracing::info!(segment = %segment.log_path.display(), "deleting segment past retention");
+            segment.delete_files()?;
+        }
+        self.dir_dirty = true;
+        let log_start_offset = self.log_start_offset();
+        if self.cache.start_offset().is_some_and(|s| s < log_start_offset) {
+            self.cache.clear();
+        }
+        self.delete_snapshots(|offset| offset < log_start_offset)?;
+        Ok(count)
+    }
+
+    fn delete_snapshots(&mut self, doomed: impl Fn(i64) -> bool) -> Result<(), StorageError> {
+        for offset in list_snapshots(&self.dir)? {
+            if doomed(offset) {
+                let path = snapshot_path(&self.dir, offset);
+                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+                self.unsynced_snapshots.retain(|p| p != &path);
+                self.dir_dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs every segment's data and indexes, pending snapshots, and the directory.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        for segment in &mut self.segments {
+            segment.sync()?;
+        }
+        for path in std::mem::take(&mut self.unsynced_snapshots) {
+            let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+            file.sync_all().map_err(|e| io_error(&path, e))?;
+        }
+        if self.dir_dirty {
+            // IMPORTANT: fsync the directory. Creating, renaming or deleting a file changes the
+            // directory, not the file: without this a crash can lose a new segment's or
+            // snapshot's name (or resurrect a deleted one) even though its data was synced.
+            let dir = File::open(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+            dir.sync_all().map_err(|e| io_error(&self.dir, e))?;
+            self.dir_dirty = false;
+        }
+        self.messages_since_flush = 0;
+        Ok(())
+    }
+
+    /// Applies the `flush.ms` policy.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        if self.messages_since_flush > 0
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown: a producer snapshot at the log end (so the next open replays nothing),
+    /// then a full flush. Index files need no trimming: they are never preallocated.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        let path = self.producer_state.write_snapshot(&self.dir, log_end_offset)?;
+        self.unsynced_snapshots.push(path);
+        self.dir_dirty = true;
+        self.flush()
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub fn delete(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))
+    }
+
+    /// Drops everything at or after `offset` (for replicas whose tail diverged from the
+    /// leader). The cut is at a batch boundary: a batch containing `offset` goes entirely, so
+    /// the new log end offset is that batch's base offset.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let interval = self.config.index_interval_bytes;
+        if offset <= self.log_start_offset() {
+            // Everything goes: start over with one empty segment at `offset`.
+            for segment in self.segments.drain(..) {
+                segment.delete_files()?;
+            }
+            self.segments.push(Segment::create(&self.dir, offset)?);
+        } else {
+            while self.segments.len() > 1 && self.active().base_offset >= offset {
+                let segment = self.segments.pop().expect("more than one segment");
+                segment.delete_files()?;
+            }
+            let dir = self.dir.clone();
+            self.active_mut().truncate_to(&dir, offset, interval)?;
+        }
+        self.dir_dirty = true;
+        let log_end_offset = self.log_end_offset();
+        self.cache.truncate_to(log_end_offset);
+        self.delete_snapshots(|o| o > log_end_offset)?;
+        self.producer_state = restore_producer_state(&self.dir, &self.segments)?;
+        Ok(())
+    }
+
+    /// Header of the batch containing `offset` (for replication's epoch lookups and tests).
+    pub fn batch_header_at(&self, offset: i64) -> Result<Option<BatchHeader>, StorageError> {
+        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        for segment in &self.segments[first..] {
+            if let Some((_, header)) = segment.find_batch(offset)? {
+                return Ok(Some(header));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn file_mtime_ms(file: &File) -> io::Result<i64> {
+    let modified = file.metadata()?.modified()?;
+    Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_util::{batch, patched, BatchSpec};
+
+    const EPOCH: i32 = 3;
+
+    fn small_config() -> LogConfig {
+        LogConfig { segment_bytes: 1_000, index_interval_bytes: 200, ..LogConfig::default() }
+    }
+
+    fn spec(i: usize) -> BatchSpec {
+        BatchSpec {
+            records: 1 + (i % 4) as i32,
+            value_bytes: 20 + (i * 37) % 150,
+            base_timestamp: 1_000 + 10 * i as i64,
+            fill: i as u8,
+            ..BatchSpec::default()
+        }
+    }
+
+    /// Appends `n` batches one call each; returns (base offset, stored bytes) per batch.
+    fn fill(log: &mut Log, n: usize) -> Vec<(i64, Vec<u8>)> {
+        let mut stored = Vec::new();
+        for i in 0..n {
+            let b = batch(&spec(i));
+            match log.append(std::slice::from_ref(&b), EPOCH, 0).expect("append") {
+                AppendOutcome::Appended { base_offset, last_offset, .. } => {
+                    assert_eq!(last_offset - base_offset + 1, i64::from(b.header.records_count));
+                    stored.push((base_offset, patched(&b.bytes, base_offset, EPOCH)));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        stored
+    }
+
+    fn expected_from(stored: &[(i64, Vec<u8>)], offset: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (base, bytes) in stored {
+            let header = BatchHeader::parse(bytes).expect("header");
+            if *base + i64::from(header.last_offset_delta) >= offset {
+                out.extend_from_slice(bytes);
+            }
+        }
+        out
+    }
+
+    fn read_all(log: &Log, offset: i64) -> Vec<u8> {
+        log.read(offset, usize::MAX, i64::MAX, true).expect("read").to_bytes().expect("bytes").to_vec()
+    }
+
+    #[test]
+    fn append_read_round_trip_across_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("orders-0");
+        let mut log = Log::open(&path, small_config()).expect("open");
+        let stored = fill(&mut log, 40);
+        assert!(log.segment_count() > 3, "tiny segment_bytes must roll");
+        let leo = log.log_end_offset();
+        assert_eq!(leo, (0..40).map(|i| i64::from(spec(i).records)).sum::<i64>());
+        for offset in 0..leo {
+            assert_eq!(read_all(&log, offset), expected_from(&stored, offset), "offset {offset}");
+        }
+        assert!(log.read(leo, 100, i64::MAX, true).expect("read").is_empty());
+        assert!(matches!(
+            log.read(leo + 1, 100, i64::MAX, true),
+            Err(StorageError::OffsetOutOfRange { offset, .. }) if offset == leo + 1
+        ));
+
+        // The same answers from the files alone (fresh log: empty cache).
+        drop(log);
+        let log = Log::open(&path, small_config()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        for offset in 0..leo {
+            let slice = log.read(offset, usize::MAX, i64::MAX, true).expect("read");
+            assert!(slice.chunks.iter().all(|c| matches!(c, ReadChunk::File { .. })));
+            assert_eq!(slice.to_bytes().expect("bytes").to_vec(), expected_from(&stored, offset));
+        }
+    }
+
+    #[test]
+    fn read_honours_max_bytes_max_offset_and_min_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 10);
+        let first_len = stored[0].1.len();
+        let two = first_len + stored[1].1.len();
+        for log in [&log, &Log::open(dir.path(), small_config()).expect("reopen")] {
+            let slice = log.read(0, two, i64::MAX, false).expect("read");
+            assert_eq!(slice.bytes, two);
+            assert!(log.read(0, first_len - 1, i64::MAX, false).expect("read").is_empty());
+            assert_eq!(log.read(0, 1, i64::MAX, true).expect("read").bytes, first_len);
+            // max_offset is exclusive: batch 1 starts at stored[1].0, so only batch 0 is below.
+            let slice = log.read(0, usize::MAX, stored[1].0, true).expect("read");
+            assert_eq!(slice.to_bytes().expect("bytes").to_vec(), stored[0].1);
+            assert!(log.read(0, usize::MAX, 0, true).expect("read").is_empty());
+        }
+    }
+
+    #[test]
+    fn cache_serves_tail_reads_zero_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let b = batch(&spec(1));
+        log.append(std::slice::from_ref(&b), EPOCH, 0).expect("append");
+        let slice = log.read(0, usize::MAX, i64::MAX, true).expect("read");
+        let [ReadChunk::Cached(pieces)] = slice.chunks.as_slice() else {
+            panic!("expected one cached chunk, got {:?}", slice.chunks);
+        };
+        assert_eq!(pieces[1].as_ptr(), b.bytes[16..].as_ptr(), "body is the produced Bytes");
+        assert_eq!(slice.to_bytes().expect("bytes").to_vec(), patched(&b.bytes, 0, EPOCH));
+    }
+
+    #[test]
+    fn find_batch_by_timestamp_uses_time_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        for log in [&log, &Log::open(dir.path(), small_config()).expect("reopen")] {
+            for (i, (base, bytes)) in stored.iter().enumerate() {
+                let s = spec(i);
+                // Any timestamp in (previous max, this max] finds this batch.
+                for ts in [s.base_timestamp, s.base_timestamp + i64::from(s.records) - 1] {
+                    let found = log.find_batch_by_timestamp(ts).expect("find").expect("some");
+                    assert_eq!(found.to_vec(), *bytes, "ts {ts} batch at {base}");
+                }
+            }
+            assert_eq!(log.find_batch_by_timestamp(1_000_000).expect("find"), None);
+            let first = log.find_batch_by_timestamp(0).expect("find").expect("some");
+            assert_eq!(first.to_vec(), stored[0].1);
+        }
+    }
+
+    #[test]
+    fn retention_deletes_old_segments_and_advances_log_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { retention_ms: 100, ..small_config() };
+        let mut log = Log::open(dir.path(), config.clone()).expect("open");
+        let stored = fill(&mut log, 40);
+        let segments = log.segment_count();
+        assert_eq!(log.enforce_retention(1_000).expect("retention"), 0);
+        // Batch i has max timestamp ~1000 + 10 i; at now = 1250 those below 1150 are expired.
+        let deleted = log.enforce_retention(1_250).expect("retention");
+        assert!(deleted >= 1 && deleted < segments);
+        assert_eq!(log.segment_count(), segments - deleted);
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(log.read(0, 10, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(read_all(&log, start), expected_from(&stored, start));
+        // Everything expired: only the active segment survives.
+        log.enforce_retention(i64::MAX).expect("retention");
+        assert_eq!(log.segment_count(), 1);
+        for offset in list_snapshots(dir.path()).expect("list") {
+            assert!(offset >= log.log_start_offset());
+        }
+        let leo = log.log_end_offset();
+        drop(log);
+        let log = Log::open(dir.path(), config).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+
+        // By size.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { retention_bytes: 1_500, retention_ms: -1, ..small_config() };
+        let mut log = Log::open(dir.path(), config).expect("open");
+        fill(&mut log, 40);
+        assert!(log.enforce_retention(0).expect("retention") > 0);
+        assert!(log.size_bytes() >= 1_500 && log.size_bytes() < 1_500 + 1_000);
+    }
+
+    #[test]
+    fn garbage_tail_is_truncated_and_acknowledged_data_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 12);
+        let leo = log.log_end_offset();
+        let active = log.active().log_path.clone();
+        let size = log.size_bytes();
+        drop(log);
+        let mut bytes = std::fs::read(&active).expect("read");
+        bytes.extend_from_slice(&[0xab; 100]);
+        std::fs::write(&active, &bytes).expect("write");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.size_bytes(), size);
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+    }
+
+    #[test]
+    fn half_written_and_corrupt_tail_batches_are_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let stored = fill(&mut log, 5);
+        let active = log.active().log_path.clone();
+        let leo = log.log_end_offset();
+        drop(log);
+        // A sixth batch, written only half-way.
+        let torn = patched(&batch(&spec(5)).bytes, leo, EPOCH);
+        let mut file = std::fs::read(&active).expect("read");
+        let good_len = file.len();
+        file.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&active, &file).expect("write");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(std::fs::metadata(&active).expect("meta").len() as usize, good_len);
+        // Appends continue at the right offset after recovery.
+        let more = fill(&mut log, 1);
+        assert_eq!(more[0].0, leo);
+        drop(log);
+
+        // A whole last batch whose body was flipped: CRC catches it.
+        let mut file = std::fs::read(&active).expect("read");
+        let last = file.len() - 3;
+        file[last] ^= 0x55;
+        std::fs::write(&active, &file).expect("write");
+        let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+    }
+
+    #[test]
+    fn broken_rolled_index_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        let first_index = log.segments[0].offset_index.path().to_path_buf();
+        let first_time_index = log.segments[0].time_index.path().to_path_buf();
+        log.close().expect("close");
+        std::fs::write(&first_index, [1u8; 13]).expect("tear index");
+        std::fs::remove_file(&first_time_index).expect("remove time index");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+        assert_eq!(std::fs::metadata(&first_index).expect("meta").len() % 8, 0);
+        assert!(first_time_index.exists());
+        assert_eq!(
+            log.find_batch_by_timestamp(spec(1).base_timestamp).expect("find").expect("some").to_vec(),
+            stored[1].1
+        );
+    }
+
+    fn idem(pid: i64, epoch: i16, seq: i32, records: i32) -> Batch {
+        batch(&BatchSpec {
+            records,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            ..BatchSpec::default()
+        })
+    }
+
+    #[test]
+    fn idempotent_producer_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let first = idem(7, 0, 0, 3);
+        assert!(matches!(
+            log.append(std::slice::from_ref(&first), EPOCH, 0).expect("append"),
+            AppendOutcome::Appended { base_offset: 0, last_offset: 2, .. }
+        ));
+        // Retry: acknowledged with the original offsets, nothing written.
+        let size = log.size_bytes();
+        assert_eq!(
+            log.append(std::slice::from_ref(&first), EPOCH, 0).expect("dup"),
+            AppendOutcome::Duplicate { base_offset: 0, last_offset: 2 }
+        );
+        assert_eq!(log.size_bytes(), size);
+        // All-or-nothing: a good batch followed by a gap appends nothing.
+        let err = log.append(&[idem(7, 0, 3, 1), idem(7, 0, 9, 1)], EPOCH, 0).expect_err("gap");
+        assert!(matches!(err, StorageError::OutOfOrderSequence { expected: 4, got: 9, .. }));
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        assert_eq!(log.log_end_offset(), 3);
+        // Two in-order batches in one call are both accepted.
+        assert!(matches!(
+            log.append(&[idem(7, 0, 3, 1), idem(7, 0, 4, 2)], EPOCH, 0).expect("append"),
+            AppendOutcome::Appended { base_offset: 3, last_offset: 5, .. }
+        ));
+        assert!(matches!(
+            log.append(&[idem(8, 0, 1, 1)], EPOCH, 0),
+            Err(StorageError::OutOfOrderSequence { expected: 0, got: 1, .. })
+        ));
+        assert!(matches!(
+            log.append(&[idem(7, 1, 5, 1)], EPOCH, 0),
+            Err(StorageError::OutOfOrderSequence { expected: 0, got: 5, .. })
+        ));
+        log.append(&[idem(7, 1, 0, 1)], EPOCH, 0).expect("new epoch restarts at 0");
+        assert!(matches!(
+            log.append(&[idem(7, 0, 6, 1)], EPOCH, 0),
+            Err(StorageError::InvalidProducerEpoch { current: 1, got: 0, .. })
+        ));
+        // Non-idempotent producers are never checked.
+        log.append(&[batch(&BatchSpec::default())], EPOCH, 0).expect("plain");
+        log.append(&[batch(&BatchSpec::default())], EPOCH, 0).expect("plain again");
+        assert_eq!(log.log_end_offset(), 9);
+    }
+
+    fn producer_state_survives(crash: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+        let mut log = Log::open(dir.path(), config.clone()).expect("open");
+        let mut seq = 0;
+        for i in 0..10 {
+            log.append(&[idem(5, 2, seq, 2)], EPOCH, 0).expect("append");
+            seq += 2;
+            log.append(&[idem(6, 0, i, 1)], EPOCH, 0).expect("append");
+        }
+        assert!(log.segment_count() > 2);
+        let last = idem(5, 2, seq - 2, 2);
+        let leo = log.log_end_offset();
+        if crash {
+            drop(log);
+        } else {
+            log.close().expect("close");
+        }
+        let mut log = Log::open(dir.path(), config).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(
+            log.append(&[last], EPOCH, 0).expect("dup"),
+            AppendOutcome::Duplicate { base_offset: leo - 3, last_offset: leo - 2 }
+        );
+        assert!(matches!(
+            log.append(&[idem(5, 2, seq + 1, 1)], EPOCH, 0),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        log.append(&[idem(5, 2, seq, 1)], EPOCH, 0).expect("next in sequence");
+        log.append(&[idem(6, 0, 10, 1)], EPOCH, 0).expect("next in sequence");
+        assert!(matches!(
+            log.append(&[idem(6, 0, 0, 1)], EPOCH, 0),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn producer_state_survives_close_and_reopen() {
+        producer_state_survives(false);
+    }
+
+    #[test]
+    fn producer_state_survives_crash() {
+        producer_state_survives(true);
+    }
+
+    #[test]
+    fn truncate_to_drops_tail_and_producer_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        log.append(&[idem(1, 0, 0, 1)], EPOCH, 0).expect("append");
+        log.close().expect("close");
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        let cut = stored[13].0; // batch 13 holds two records
+        log.truncate_to(cut + 1).expect("truncate");
+        assert_eq!(log.log_end_offset(), cut, "the batch containing the offset goes");
+        assert_eq!(read_all(&log, 0), expected_from(&stored[..13], 0));
+        // The producer's batch is gone, so it must start again at 0.
+        log.append(&[idem(1, 0, 0, 1)], EPOCH, 0).expect("sequence 0 again");
+        let refill = fill(&mut log, 3);
+        assert_eq!(refill[0].0, cut + 1, "after the producer's one record");
+        drop(log);
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(log.log_end_offset(), refill[2].0 + i64::from(spec(2).records));
+        let mut log = log;
+        log.truncate_to(0).expect("truncate all");
+        assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (0, 0, 1));
+    }
+
+    #[test]
+    fn flush_policies_and_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t-1");
+        let config = LogConfig { flush_messages: 2, flush_ms: 1_000, ..small_config() };
+        let mut log = Log::open(&path, config).expect("open");
+        fill(&mut log, 3);
+        log.flush_if_due(i64::MAX).expect("flush.ms");
+        assert_eq!(log.messages_since_flush, 0);
+        assert!(log.roll_if_due(0).is_ok());
+        // segment.ms: the active segment's clock starts at its first batch's timestamp.
+        let before = log.segment_count();
+        assert!(log.roll_if_due(i64::MAX).expect("roll"));
+        assert_eq!(log.segment_count(), before + 1);
+        assert!(!log.roll_if_due(i64::MAX).expect("empty active never rolls"));
+        log.delete().expect("delete");
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,32 @@
+//! Storage: each partition's log on local disk, Kafka-compatible on the inside.
+//!
+//! A partition is a directory of segments (`<base offset>.log` holding v2 record batches exactly
+//! as produced, with sparse `.index` and `.timeindex` beside them) plus producer-state snapshots.
+//! This module validates produced batches ([`split_batches`]), assigns offsets and enforces
+//! idempotent-producer sequences ([`Log::append`]), answers Fetch with byte ranges from the tail
+//! cache or the segment files ([`Log::read`]), and runs recovery, roll, retention and flush.
+//!
+//! Everything here is synchronous, std-only file I/O and runs on the thread of the shard that
+//! owns the partition; a `Log` is never shared between shards. Background work (retention,
+//! time-based roll, flush.ms) is driven by that shard's low-priority task queue calling
+//! [`Log::enforce_retention`], [`Log::roll_if_due`] and [`Log::flush_if_due`].
+
+pub mod batch;
+pub mod batch_cache;
+pub mod error;
+mod index_file;
+pub mod log;
+#[cfg(test)]
+mod log_model_tests;
+pub mod offset_index;
+pub mod producer_state;
+mod recovery;
+mod retention;
+pub mod segment;
+pub mod test_util;
+pub mod time_index;
+
+pub use batch::{split_batches, Batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
+pub use error::StorageError;
+pub use log::{AppendOutcome, Log, LogConfig, ReadChunk, ReadSlice};
+pub use producer_state::ProducerStateManager;

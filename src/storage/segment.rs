@@ -1,0 +1,557 @@
+//! One segment of a partition's log: `<base offset>.log` with batches exactly as produced (only
+//! baseOffset and partitionLeaderEpoch rewritten), plus its `.index` and `.timeindex`.
+//!
+//! Runs on the partition's owning shard, with synchronous file I/O. Appends write with one
+//! `pwritev` at the segment's end: the patched 16-byte prefix of each batch from a small stack
+//! buffer and the body straight from the request's `Bytes`, so batch bodies are never copied in
+//! user space. Everything that needs batch boundaries (index rebuild, recovery, read, lookup by
+//! time) goes through [`Scanner`], which reads headers through a bounded window.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::storage::batch::{
+    crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH,
+};
+use crate::storage::error::{io_error, StorageError};
+use crate::storage::offset_index::OffsetIndex;
+use crate::storage::time_index::TimeIndex;
+
+/// Read window when scanning a whole segment (recovery, index rebuild).
+pub(crate) const RECOVERY_WINDOW_BYTES: usize = 1 << 20;
+/// Read window for the short header scans of reads and lookups.
+pub(crate) const LOOKUP_WINDOW_BYTES: usize = 16 << 10;
+
+/// Linux's IOV_MAX: the most iovecs one pwritev accepts.
+const IOV_MAX: usize = 1024;
+
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{extension}"))
+}
+
+/// One batch seen by a scan.
+pub(crate) enum ScanStep {
+    Batch { position: u64, header: BatchHeader },
+    /// The bytes at `position` are not a whole valid batch.
+    Invalid { position: u64, reason: String },
+    End,
+}
+
+/// Walks a segment batch by batch from a start position, reading through a window buffer so
+/// that small batches cost one read per window, not one per batch.
+pub(crate) struct Scanner<'a> {
+    file: &'a File,
+    path: &'a Path,
+    end: u64,
+    position: u64,
+    window: Vec<u8>,
+    window_start: u64,
+    window_bytes: usize,
+    verify_crc: bool,
+}
+
+impl<'a> Scanner<'a> {
+    pub(crate) fn new(
+        file: &'a File,
+        path: &'a Path,
+        end: u64,
+        position: u64,
+        window_bytes: usize,
+        verify_crc: bool,
+    ) -> Scanner<'a> {
+        Scanner {
+            file,
+            path,
+            end,
+            position,
+            window: Vec::new(),
+            window_start: 0,
+            window_bytes,
+            verify_crc,
+        }
+    }
+
+    /// Makes `[at, at + len)` available in the window; `len` is within the file.
+    fn fill(&mut self, at: u64, len: usize) -> Result<&[u8], StorageError> {
+        let have = at >= self.window_start
+            && at + len as u64 <= self.window_start + self.window.len() as u64;
+        if !have {
+            let want = len.max(self.window_bytes).min((self.end - at) as usize).max(len);
+            self.window.resize(want, 0);
+            self.file.read_exact_at(&mut self.window, at).map_err(|e| io_error(self.path, e))?;
+            self.window_start = at;
+        }
+        let from = (at - self.window_start) as usize;
+        Ok(&self.window[from..from + len])
+    }
+
+    pub(crate) fn next_step(&mut self) -> Result<ScanStep, StorageError> {
+        let position = self.position;
+        if position >= self.end {
+            return Ok(ScanStep::End);
+        }
+        let left = self.end - position;
+        if left < BATCH_HEADER_BYTES as u64 {
+            return Ok(ScanStep::Invalid {
+                position,
+                reason: format!("{left} trailing bytes, shorter than a batch header"),
+            });
+        }
+        let header = match BatchHeader::parse(self.fill(position, BATCH_HEADER_BYTES)?) {
+            Ok(header) => header,
+            Err(_) => {
+                return Ok(ScanStep::Invalid {
+                    position,
+                    reason: format!("batchLength below the minimum {MIN_BATCH_LENGTH}"),
+                })
+            }
+        };
+        if header.magic != 2 {
+            return Ok(ScanStep::Invalid { position, reason: format!("magic {}", header.magic) });
+        }
+        let total = header.total_bytes() as u64;
+        if total > left {
+            return Ok(ScanStep::Invalid {
+                position,
+                reason: format!("batch of {total} bytes but only {left} bytes left (torn write)"),
+            });
+        }
+        if self.verify_crc {
+            let bytes = self.fill(position, total as usize)?;
+            if crc_matches(&header, bytes).is_err() {
+                return Ok(ScanStep::Invalid { position, reason: "CRC-32C mismatch".to_string() });
+            }
+        }
+        self.position += total;
+        Ok(ScanStep::Batch { position, header })
+    }
+}
+
+/// Writes all of `slices` at `offset` with pwritev, resuming after short writes.
+fn pwritev_all(file: &File, mut slices: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    while !slices.is_empty() {
+        let count = slices.len().min(IOV_MAX);
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the slices outlive the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr() as *const libc::iovec,
+                count as libc::c_int,
+                offset as libc::off_t,
+            )
+        };
+        if written < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        IoSlice::advance_slices(&mut slices, written as usize);
+        offset += written as u64;
+    }
+    Ok(())
+}
+
+/// A batch ready to be written: its rewritten header prefix and the rest of it as received.
+pub(crate) struct PendingBatch<'a> {
+    pub(crate) prefix: [u8; 16],
+    pub(crate) body: &'a Bytes,
+    /// Header as stored (baseOffset and leader epoch already rewritten).
+    pub(crate) header: BatchHeader,
+}
+
+pub(crate) struct Segment {
+    pub(crate) base_offset: i64,
+    pub(crate) log_path: PathBuf,
+    pub(crate) file: Arc<File>,
+    pub(crate) size_bytes: u64,
+    /// One past the last offset stored (== base_offset when empty).
+    pub(crate) next_offset: i64,
+    pub(crate) offset_index: OffsetIndex,
+    pub(crate) time_index: TimeIndex,
+    /// Largest batch maxTimestamp in the segment, -1 if none.
+    pub(crate) max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    bytes_since_last_index_entry: u64,
+    /// When the segment.ms clock started: the first batch's timestamp, as in Kafka, or the
+    /// append time when the batch carries none.
+    pub(crate) roll_base_ms: Option<i64>,
+    /// Data written since the last fsync.
+    dirty: bool,
+}
+
+fn open_log_file(path: &Path, create: bool) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_error(path, e))
+}
+
+impl Segment {
+    /// Creates a new, empty segment (its files are truncated if they exist).
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let file = open_log_file(&log_path, true)?;
+        file.set_len(0).map_err(|e| io_error(&log_path, e))?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size_bytes: 0,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::create(&segment_path(dir, base_offset, "index"), base_offset)?,
+            time_index: TimeIndex::create(&segment_path(dir, base_offset, "timeindex"), base_offset)?,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_last_index_entry: 0,
+            roll_base_ms: None,
+            dirty: true,
+        })
+    }
+
+    fn open_files(dir: &Path, base_offset: i64) -> Result<(PathBuf, File, u64), StorageError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let file = open_log_file(&log_path, false)?;
+        let size = file.metadata().map_err(|e| io_error(&log_path, e))?.len();
+        Ok((log_path, file, size))
+    }
+
+    /// Opens a rolled segment without reading its batches: indexes are mapped and sanity-checked
+    /// (rebuilt from a header scan if they fail), and the end offset comes from a short scan
+    /// after the last index entry.
+    pub(crate) fn open_rolled(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<Segment, StorageError> {
+        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
+        let index_path = segment_path(dir, base_offset, "index");
+        let time_path = segment_path(dir, base_offset, "timeindex");
+        if size > u64::from(u32::MAX) {
+            return Err(StorageError::Corrupt {
+                path: log_path,
+                position: size,
+                reason: "segment larger than 4 GiB".to_string(),
+            });
+        }
+        let Some(offset_index) = OffsetIndex::open_checked(&index_path, base_offset, size)? else {
+            tracing::warn!(index = %index_path.display(), "offset index missing or invalid, rebuilding");
+            return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+        };
+        let (last_indexed, position) = offset_index.lookup(i64::MAX);
+        let mut next_offset = last_indexed;
+        let mut scanner = Scanner::new(&file, &log_path, size, u64::from(position), LOOKUP_WINDOW_BYTES, false);
+        loop {
+            match scanner.next_step()? {
+                ScanStep::Batch { header, .. } => next_offset = header.last_offset() + 1,
+                ScanStep::End => break,
+                ScanStep::Invalid { .. } => {
+                    tracing::warn!(segment = %log_path.display(), "rolled segment has an invalid tail, rebuilding its indexes");
+                    return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+                }
+            }
+        }
+        let Some(time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)? else {
+            tracing::warn!(index = %time_path.display(), "time index missing or invalid, rebuilding");
+            return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+        };
+        let max_timestamp = time_index.last().map_or(-1, |e| e.timestamp);
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size_bytes: size,
+            next_offset,
+            offset_index,
+            time_index,
+            max_timestamp,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_last_index_entry: 0,
+            roll_base_ms: None,
+            dirty: false,
+        })
+    }
+
+    /// Rebuilds a rolled segment's indexes from a header scan (no CRC check: rolled data is
+    /// trusted; only the index was found wanting).
+    fn rebuild(
+        log_path: PathBuf,
+        file: File,
+        size: u64,
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<Segment, StorageError> {
+        let mut segment = Self::with_fresh_indexes(log_path, file, size, dir, base_offset)?;
+        segment.scan_and_index(index_interval_bytes, false)?;
+        segment.seal()?;
+        Ok(segment)
+    }
+
+    fn with_fresh_indexes(
+        log_path: PathBuf,
+        file: File,
+        size: u64,
+        dir: &Path,
+        base_offset: i64,
+    ) -> Result<Segment, StorageError> {
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size_bytes: size,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::create(&segment_path(dir, base_offset, "index"), base_offset)?,
+            time_index: TimeIndex::create(&segment_path(dir, base_offset, "timeindex"), base_offset)?,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_last_index_entry: 0,
+            roll_base_ms: None,
+            dirty: true,
+        })
+    }
+
+    /// Opens the active segment and recovers it: every batch's framing, magic and CRC is checked,
+    /// the first invalid batch and everything after it is truncated away, and both indexes are
+    /// rebuilt for what remains. Returns the segment and the headers of its batches (for
+    /// producer-state replay).
+    pub(crate) fn recover_active(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<Segment, StorageError> {
+        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
+        let mut segment = Self::with_fresh_indexes(log_path, file, size, dir, base_offset)?;
+        if let Some((position, reason)) = segment.scan_and_index(index_interval_bytes, true)? {
+            tracing::warn!(
+                segment = %segment.log_path.display(),
+                position,
+                reason = %reason,
+                truncated_bytes = segment.size_bytes - position,
+                "truncating torn or corrupt tail of the active segment"
+            );
+            segment.file.set_len(position).map_err(|e| io_error(&segment.log_path, e))?;
+            segment.size_bytes = position;
+        }
+        Ok(segment)
+    }
+
+    /// Scans the whole segment, (re)building both indexes and the in-memory summary. Returns
+    /// the first invalid position and why, if the scan stopped early.
+    fn scan_and_index(
+        &mut self,
+        index_interval_bytes: u32,
+        verify_crc: bool,
+    ) -> Result<Option<(u64, String)>, StorageError> {
+        let file = Arc::clone(&self.file);
+        let log_path = self.log_path.clone();
+        let mut scanner =
+            Scanner::new(&file, &log_path, self.size_bytes, 0, RECOVERY_WINDOW_BYTES, verify_crc);
+        let mut expected = self.base_offset;
+        loop {
+            match scanner.next_step()? {
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => return Ok(Some((position, reason))),
+                ScanStep::Batch { position, header } => {
+                    if header.base_offset < expected || header.last_offset_delta < 0 {
+                        let reason = format!(
+                            "batch offsets {}..={} go backwards (expected >= {expected})",
+                            header.base_offset,
+                            header.last_offset()
+                        );
+                        return Ok(Some((position, reason)));
+                    }
+                    expected = header.last_offset() + 1;
+                    self.index_batch(&header, position, index_interval_bytes, None)?;
+                }
+            }
+        }
+    }
+
+    /// Index bookkeeping for one stored batch at `position` (as Kafka's LogSegment.append).
+    fn index_batch(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        index_interval_bytes: u32,
+        now_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        if self.roll_base_ms.is_none() {
+            self.roll_base_ms = if header.max_timestamp >= 0 {
+                Some(header.max_timestamp)
+            } else {
+                now_ms
+            };
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.base_offset;
+        }
+        if self.bytes_since_last_index_entry > u64::from(index_interval_bytes) {
+            let position = u32::try_from(position).expect("segments roll before 4 GiB");
+            self.offset_index.append(header.base_offset, position)?;
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += header.total_bytes() as u64;
+        self.next_offset = header.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Appends batches at the end of the segment with one vectored write. On a write error the
+    /// file is cut back to its previous size, so nothing of the call becomes visible.
+    pub(crate) fn append(
+        &mut self,
+        batches: &[PendingBatch<'_>],
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut slices = Vec::with_capacity(batches.len() * 2);
+        for batch in batches {
+            slices.push(IoSlice::new(&batch.prefix));
+            slices.push(IoSlice::new(&batch.body[16..]));
+        }
+        let start = self.size_bytes;
+        if let Err(e) = pwritev_all(&self.file, &mut slices, start) {
+            // Best effort: a failed cut leaves bytes that recovery would truncate on restart.
+            let _ = self.file.set_len(start);
+            return Err(io_error(&self.log_path, e));
+        }
+        self.dirty = true;
+        let mut position = start;
+        for batch in batches {
+            self.index_batch(&batch.header, position, index_interval_bytes, Some(now_ms))?;
+            position += batch.body.len() as u64;
+        }
+        self.size_bytes = position;
+        Ok(())
+    }
+
+    /// Called when the segment stops being the active one: a final time-index entry makes the
+    /// last entry the segment's largest timestamp.
+    pub(crate) fn seal(&mut self) -> Result<(), StorageError> {
+        if self.max_timestamp >= 0 {
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    pub(crate) fn scanner(&self, position: u64, window_bytes: usize) -> Scanner<'_> {
+        Scanner::new(&self.file, &self.log_path, self.size_bytes, position, window_bytes, false)
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`, if any.
+    pub(crate) fn find_batch(
+        &self,
+        offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let (_, position) = self.offset_index.lookup(offset);
+        let mut scanner = self.scanner(u64::from(position), LOOKUP_WINDOW_BYTES);
+        loop {
+            match scanner.next_step()? {
+                ScanStep::Batch { position, header } if header.last_offset() >= offset => {
+                    return Ok(Some((position, header)))
+                }
+                ScanStep::Batch { .. } => {}
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(StorageError::Corrupt { path: self.log_path.clone(), position, reason })
+                }
+            }
+        }
+    }
+
+    /// First batch whose max timestamp is >= `timestamp`, as (position, header).
+    pub(crate) fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let start_offset = self.time_index.lookup(timestamp);
+        let (_, position) = self.offset_index.lookup(start_offset);
+        let mut scanner = self.scanner(u64::from(position), LOOKUP_WINDOW_BYTES);
+        loop {
+            match scanner.next_step()? {
+                ScanStep::Batch { position, header } if header.max_timestamp >= timestamp => {
+                    return Ok(Some((position, header)))
+                }
+                ScanStep::Batch { .. } => {}
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(StorageError::Corrupt { path: self.log_path.clone(), position, reason })
+                }
+            }
+        }
+    }
+
+    pub(crate) fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, position).map_err(|e| io_error(&self.log_path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Drops the batch containing `offset` and everything after it. Rare (replication
+    /// divergence), so the indexes are simply rebuilt from a scan of what remains.
+    pub(crate) fn truncate_to(
+        &mut self,
+        dir: &Path,
+        offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        let Some((position, _)) = self.find_batch(offset)? else {
+            return Ok(());
+        };
+        self.file.set_len(position).map_err(|e| io_error(&self.log_path, e))?;
+        let file = (*self.file).try_clone().map_err(|e| io_error(&self.log_path, e))?;
+        let mut fresh =
+            Self::with_fresh_indexes(self.log_path.clone(), file, position, dir, self.base_offset)?;
+        fresh.scan_and_index(index_interval_bytes, false)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// fsyncs the data and both indexes if anything was written since the last sync.
+    pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
+        if self.dirty {
+            self.file.sync_data().map_err(|e| io_error(&self.log_path, e))?;
+            self.dirty = false;
+        }
+        self.offset_index.sync()?;
+        self.time_index.sync()
+    }
+
+    /// Removes the segment's three files. Open read chunks keep their `Arc<File>` and stay
+    /// readable: on Linux an unlinked file lives until its last descriptor closes.
+    pub(crate) fn delete_files(self) -> Result<(), StorageError> {
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+        ];
+        drop(self);
+        for path in paths {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -36,13 +36,25 @@ pub enum BatchError {
     #[error("batch at byte {position}: batchLength {batch_length} is smaller than the minimum {MIN_BATCH_LENGTH}")]
     InvalidLength { position: usize, batch_length: i32 },
     #[error("batch at byte {position}: batchLength {batch_length} runs past the end of the input ({available} bytes left)")]
-    Truncated { position: usize, batch_length: i32, available: usize },
+    Truncated {
+        position: usize,
+        batch_length: i32,
+        available: usize,
+    },
     #[error("batch at byte {position}: unsupported magic {magic}, only v2 batches (magic 2) are accepted")]
     UnsupportedMagic { position: usize, magic: i8 },
     #[error("batch at byte {position}: CRC-32C mismatch, header says {expected:#010x}, bytes give {actual:#010x}")]
-    CrcMismatch { position: usize, expected: u32, actual: u32 },
+    CrcMismatch {
+        position: usize,
+        expected: u32,
+        actual: u32,
+    },
     #[error("batch at byte {position}: recordsCount {records_count} does not match lastOffsetDelta {last_offset_delta} + 1")]
-    InvalidRecordCount { position: usize, records_count: i32, last_offset_delta: i32 },
+    InvalidRecordCount {
+        position: usize,
+        records_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("produce request carries no record batch")]
     Empty,
 }
@@ -85,7 +97,10 @@ impl BatchHeader {
     /// there and that `batchLength` is plausible; magic and CRC are [`split_batches`]' job.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::ShortHeader { position: 0, available: buf.len() });
+            return Err(BatchError::ShortHeader {
+                position: 0,
+                available: buf.len(),
+            });
         }
         let header = BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -103,7 +118,10 @@ impl BatchHeader {
             records_count: be_i32(buf, 57),
         };
         if header.batch_length < MIN_BATCH_LENGTH {
-            return Err(BatchError::InvalidLength { position: 0, batch_length: header.batch_length });
+            return Err(BatchError::InvalidLength {
+                position: 0,
+                batch_length: header.batch_length,
+            });
         }
         Ok(header)
     }
@@ -181,12 +199,18 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
     while position < records.len() {
         let rest = &records[position..];
         if rest.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::ShortHeader { position, available: rest.len() });
+            return Err(BatchError::ShortHeader {
+                position,
+                available: rest.len(),
+            });
         }
         let header = BatchHeader::parse(rest).map_err(|e| with_position(e, position))?;
         // Magic first: a v0/v1 message set has a different layout, so its "length" is meaningless.
         if header.magic != 2 {
-            return Err(BatchError::UnsupportedMagic { position, magic: header.magic });
+            return Err(BatchError::UnsupportedMagic {
+                position,
+                magic: header.magic,
+            });
         }
         let total = header.total_bytes();
         if total > rest.len() {
@@ -197,7 +221,11 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
             });
         }
         if let Err(actual) = crc_matches(&header, &rest[..total]) {
-            return Err(BatchError::CrcMismatch { position, expected: header.crc, actual });
+            return Err(BatchError::CrcMismatch {
+                position,
+                expected: header.crc,
+                actual,
+            });
         }
         if header.records_count < 1
             || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
@@ -208,7 +236,10 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
                 last_offset_delta: header.last_offset_delta,
             });
         }
-        batches.push(Batch { header, bytes: records.slice(position..position + total) });
+        batches.push(Batch {
+            header,
+            bytes: records.slice(position..position + total),
+        });
         position += total;
     }
     if batches.is_empty() {
@@ -219,10 +250,14 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
 
 fn with_position(error: BatchError, position: usize) -> BatchError {
     match error {
-        BatchError::ShortHeader { available, .. } => BatchError::ShortHeader { position, available },
-        BatchError::InvalidLength { batch_length, .. } => {
-            BatchError::InvalidLength { position, batch_length }
-        }
+        BatchError::ShortHeader { available, .. } => BatchError::ShortHeader {
+            position,
+            available,
+        },
+        BatchError::InvalidLength { batch_length, .. } => BatchError::InvalidLength {
+            position,
+            batch_length,
+        },
         other => other,
     }
 }
@@ -244,8 +279,15 @@ mod tests {
     use crate::storage::test_util::{build_batch, BatchSpec};
 
     fn two_batches() -> Bytes {
-        let a = build_batch(&BatchSpec { records: 3, ..BatchSpec::default() });
-        let b = build_batch(&BatchSpec { records: 1, value_bytes: 100, ..BatchSpec::default() });
+        let a = build_batch(&BatchSpec {
+            records: 3,
+            ..BatchSpec::default()
+        });
+        let b = build_batch(&BatchSpec {
+            records: 1,
+            value_bytes: 100,
+            ..BatchSpec::default()
+        });
         let mut all = a.to_vec();
         all.extend_from_slice(&b);
         Bytes::from(all)
@@ -259,10 +301,16 @@ mod tests {
         assert_eq!(batches[0].header.records_count, 3);
         assert_eq!(batches[0].header.last_offset_delta, 2);
         assert_eq!(batches[1].header.records_count, 1);
-        assert_eq!(batches[0].bytes.len() + batches[1].bytes.len(), records.len());
+        assert_eq!(
+            batches[0].bytes.len() + batches[1].bytes.len(),
+            records.len()
+        );
         // Zero copy: the batch bytes point into the request buffer.
         assert_eq!(batches[0].bytes.as_ptr(), records.as_ptr());
-        assert_eq!(batches[1].bytes.as_ptr(), records[batches[0].bytes.len()..].as_ptr());
+        assert_eq!(
+            batches[1].bytes.as_ptr(),
+            records[batches[0].bytes.len()..].as_ptr()
+        );
     }
 
     #[test]
@@ -281,7 +329,10 @@ mod tests {
     fn rejects_truncated_and_short() {
         let records = two_batches();
         let truncated = records.slice(..records.len() - 5);
-        assert!(matches!(split_batches(&truncated), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            split_batches(&truncated),
+            Err(BatchError::Truncated { .. })
+        ));
         let first_len = split_batches(&records).expect("valid")[0].bytes.len();
         let short = records.slice(..first_len + 30);
         assert!(matches!(
@@ -296,7 +347,13 @@ mod tests {
         let mut bytes = build_batch(&BatchSpec::default()).to_vec();
         bytes[16] = 1;
         let err = split_batches(&Bytes::from(bytes)).expect_err("magic 1");
-        assert_eq!(err, BatchError::UnsupportedMagic { position: 0, magic: 1 });
+        assert_eq!(
+            err,
+            BatchError::UnsupportedMagic {
+                position: 0,
+                magic: 1
+            }
+        );
     }
 
     #[test]
@@ -305,15 +362,26 @@ mod tests {
         bytes[8..12].copy_from_slice(&10i32.to_be_bytes());
         assert!(matches!(
             split_batches(&Bytes::from(bytes)),
-            Err(BatchError::InvalidLength { batch_length: 10, .. })
+            Err(BatchError::InvalidLength {
+                batch_length: 10,
+                ..
+            })
         ));
-        let mut bytes = build_batch(&BatchSpec { records: 2, ..BatchSpec::default() }).to_vec();
+        let mut bytes = build_batch(&BatchSpec {
+            records: 2,
+            ..BatchSpec::default()
+        })
+        .to_vec();
         bytes[57..61].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&bytes[CRC_START..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(
             split_batches(&Bytes::from(bytes)),
-            Err(BatchError::InvalidRecordCount { records_count: 5, last_offset_delta: 1, .. })
+            Err(BatchError::InvalidRecordCount {
+                records_count: 5,
+                last_offset_delta: 1,
+                ..
+            })
         ));
     }
 

@@ -40,14 +40,21 @@ pub struct BatchCache {
 
 impl BatchCache {
     pub fn new(budget_bytes: usize) -> BatchCache {
-        BatchCache { batches: VecDeque::new(), bytes: 0, budget_bytes }
+        BatchCache {
+            batches: VecDeque::new(),
+            bytes: 0,
+            budget_bytes,
+        }
     }
 
     /// Adds the newest batch, evicting the oldest to stay within budget. A batch larger than the
     /// whole budget empties the cache (it must stay contiguous up to the log end).
     pub fn push(&mut self, batch: CachedBatch) {
         if let Some(last) = self.batches.back() {
-            assert!(batch.base_offset > last.last_offset, "cache offsets only grow");
+            assert!(
+                batch.base_offset > last.last_offset,
+                "cache offsets only grow"
+            );
         }
         if batch.len() > self.budget_bytes {
             self.clear();
@@ -113,7 +120,13 @@ mod tests {
         assert_eq!(cache.start_offset(), Some(0));
         cache.push(cached(3, 5, 34));
         assert_eq!(cache.start_offset(), Some(2));
-        assert_eq!(cache.from_offset(4).map(|b| b.base_offset).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            cache
+                .from_offset(4)
+                .map(|b| b.base_offset)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
         cache.push(cached(6, 6, 500));
         assert_eq!(cache.start_offset(), None);
         cache.push(cached(7, 7, 10));

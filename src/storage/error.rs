@@ -14,13 +14,34 @@ pub enum StorageError {
         source: std::io::Error,
     },
     #[error("{dir}: producer {producer_id}: out of order sequence number, expected {expected}, got {got}")]
-    OutOfOrderSequence { dir: PathBuf, producer_id: i64, expected: i32, got: i32 },
-    #[error("{dir}: producer {producer_id}: epoch {got} is older than the current epoch {current}")]
-    InvalidProducerEpoch { dir: PathBuf, producer_id: i64, current: i16, got: i16 },
+    OutOfOrderSequence {
+        dir: PathBuf,
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error(
+        "{dir}: producer {producer_id}: epoch {got} is older than the current epoch {current}"
+    )]
+    InvalidProducerEpoch {
+        dir: PathBuf,
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
     #[error("{path}: corrupt at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
     #[error("{dir}: offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { dir: PathBuf, offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        dir: PathBuf,
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("{dir}: invalid append: {reason}")]
     InvalidAppend { dir: PathBuf, reason: String },
     #[error("{dir}: {source}")]
@@ -32,5 +53,8 @@ pub enum StorageError {
 }
 
 pub(crate) fn io_error(path: &Path, source: std::io::Error) -> StorageError {
-    StorageError::Io { path: path.to_path_buf(), source }
+    StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

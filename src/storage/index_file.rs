@@ -62,7 +62,7 @@ impl IndexFile {
             Err(e) => return Err(io_error(path, e)),
         };
         let len = file.metadata().map_err(|e| io_error(path, e))?.len() as usize;
-        if len % entry_bytes != 0 {
+        if !len.is_multiple_of(entry_bytes) {
             return Ok(None);
         }
         let backing = if len == 0 {
@@ -121,7 +121,9 @@ impl IndexFile {
         assert_eq!(entry.len(), self.entry_bytes);
         self.make_owned();
         let at = self.size_bytes();
-        self.file.write_all_at(entry, at).map_err(|e| io_error(&self.path, e))?;
+        self.file
+            .write_all_at(entry, at)
+            .map_err(|e| io_error(&self.path, e))?;
         if let Backing::Owned(v) = &mut self.backing {
             v.extend_from_slice(entry);
         }
@@ -141,7 +143,11 @@ impl IndexFile {
 
 /// Binary search over entries `0..len` for the last entry whose key is <= `target`, where
 /// `key(i)` is non-decreasing. Returns `None` when every key is greater (or there are none).
-pub(crate) fn last_at_or_below(len: usize, target: i64, key: impl Fn(usize) -> i64) -> Option<usize> {
+pub(crate) fn last_at_or_below(
+    len: usize,
+    target: i64,
+    key: impl Fn(usize) -> i64,
+) -> Option<usize> {
     // partition_point: first index whose key > target.
     let (mut lo, mut hi) = (0usize, len);
     while lo < hi {

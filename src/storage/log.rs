@@ -61,7 +61,11 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// `log_append_time_ms` is -1 unless a batch uses LogAppendTime (Kafka's ProduceResponse).
-    Appended { base_offset: i64, last_offset: i64, log_append_time_ms: i64 },
+    Appended {
+        base_offset: i64,
+        last_offset: i64,
+        log_append_time_ms: i64,
+    },
     /// A retried idempotent batch already in the log, acknowledged with its original offsets.
     Duplicate { base_offset: i64, last_offset: i64 },
 }
@@ -78,7 +82,11 @@ pub enum ReadChunk {
     /// Batches from the tail cache: alternating 16-byte prefixes and bodies (zero copy).
     Cached(Vec<Bytes>),
     /// A byte range of a segment file, for sendfile/splice.
-    File { file: Arc<File>, position: u64, len: u32 },
+    File {
+        file: Arc<File>,
+        position: u64,
+        len: u32,
+    },
 }
 
 impl ReadSlice {
@@ -89,7 +97,11 @@ impl ReadSlice {
         for chunk in &self.chunks {
             match chunk {
                 ReadChunk::Cached(pieces) => pieces.iter().for_each(|p| out.extend_from_slice(p)),
-                ReadChunk::File { file, position, len } => {
+                ReadChunk::File {
+                    file,
+                    position,
+                    len,
+                } => {
                     let start = out.len();
                     out.resize(start + *len as usize, 0);
                     file.read_exact_at(&mut out[start..], *position)?;
@@ -184,11 +196,15 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
     }
 
     /// Appends validated batches at the log end. Sequence checks run first for every batch, so
@@ -219,8 +235,14 @@ impl Log {
                     batch.header.total_bytes()
                 )));
             }
-            match self.producer_state.check(&self.dir, &batch.header, &pending_state)? {
-                SequenceCheck::Duplicate { base_offset, last_offset } => {
+            match self
+                .producer_state
+                .check(&self.dir, &batch.header, &pending_state)?
+            {
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
                     duplicates.push((base_offset, last_offset));
                     continue;
                 }
@@ -230,8 +252,9 @@ impl Log {
             header.base_offset = next_offset;
             header.partition_leader_epoch = leader_epoch;
             if header.has_producer_id() && !header.is_control() {
-                let before =
-                    pending_state.get(&header.producer_id).or(self.producer_state.get(header.producer_id));
+                let before = pending_state
+                    .get(&header.producer_id)
+                    .or(self.producer_state.get(header.producer_id));
                 let after = ProducerStateManager::applied(before, &header);
                 pending_state.insert(header.producer_id, after);
             }
@@ -251,7 +274,10 @@ impl Log {
             }
             let (base_offset, _) = duplicates[0];
             let (_, last_offset) = duplicates[duplicates.len() - 1];
-            return Ok(AppendOutcome::Duplicate { base_offset, last_offset });
+            return Ok(AppendOutcome::Duplicate {
+                base_offset,
+                last_offset,
+            });
         }
         let base_offset = self.log_end_offset();
         if self.should_roll(total_bytes, next_offset, now_ms) {
@@ -281,11 +307,18 @@ impl Log {
             self.flush()?;
             self.last_flush_ms = now_ms;
         }
-        Ok(AppendOutcome::Appended { base_offset, last_offset: next_offset - 1, log_append_time_ms })
+        Ok(AppendOutcome::Appended {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time_ms,
+        })
     }
 
     fn invalid_append(&self, reason: String) -> StorageError {
-        StorageError::InvalidAppend { dir: self.dir.clone(), reason }
+        StorageError::InvalidAppend {
+            dir: self.dir.clone(),
+            reason,
+        }
     }
 
     /// Kafka's roll rules, for an append of `append_bytes` ending before `next_offset`: size,
@@ -366,10 +399,15 @@ impl Log {
         let cache_start = self.cache.start_offset().unwrap_or(i64::MAX);
         let mut from_cache_at = None;
         if offset < cache_start {
-            let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+            let first = self
+                .segments
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
             let mut want = offset;
             'segments: for segment in &self.segments[first..] {
-                let Some((start, _)) = segment.find_batch(want)? else { continue };
+                let Some((start, _)) = segment.find_batch(want)? else {
+                    continue;
+                };
                 let mut scanner = segment.scanner(start, LOOKUP_WINDOW_BYTES);
                 let mut len = 0u64;
                 let mut done = false;
@@ -438,7 +476,11 @@ impl Log {
     /// The first batch whose maxTimestamp is >= `timestamp` (time index, then a short scan),
     /// returned whole so the caller can find the exact record. `None` if every batch is older.
     pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, StorageError> {
-        for segment in self.segments.iter().filter(|s| s.max_timestamp >= timestamp) {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= timestamp)
+        {
             if let Some((position, header)) = segment.find_batch_by_timestamp(timestamp)? {
                 return segment.read_bytes(position, header.total_bytes()).map(Some);
             }
@@ -458,7 +500,10 @@ impl Log {
             } else {
                 file_mtime_ms(&segment.file).map_err(|e| io_error(&segment.log_path, e))?
             };
-            summaries.push(SegmentSummary { largest_timestamp_ms, size_bytes: segment.size_bytes });
+            summaries.push(SegmentSummary {
+                largest_timestamp_ms,
+                size_bytes: segment.size_bytes,
+            });
         }
         let count = segments_to_delete(
             &summaries,
@@ -477,7 +522,11 @@ impl Log {
         }
         self.dir_dirty = true;
         let log_start_offset = self.log_start_offset();
-        if self.cache.start_offset().is_some_and(|s| s < log_start_offset) {
+        if self
+            .cache
+            .start_offset()
+            .is_some_and(|s| s < log_start_offset)
+        {
             self.cache.clear();
         }
         self.delete_snapshots(|offset| offset < log_start_offset)?;
@@ -532,7 +581,9 @@ impl Log {
     /// then a full flush. Index files need no trimming: they are never preallocated.
     pub fn close(mut self) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
-        let path = self.producer_state.write_snapshot(&self.dir, log_end_offset)?;
+        let path = self
+            .producer_state
+            .write_snapshot(&self.dir, log_end_offset)?;
         self.unsynced_snapshots.push(path);
         self.dir_dirty = true;
         self.flush()
@@ -577,7 +628,10 @@ impl Log {
 
     /// Header of the batch containing `offset` (for replication's epoch lookups and tests).
     pub fn batch_header_at(&self, offset: i64) -> Result<Option<BatchHeader>, StorageError> {
-        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         for segment in &self.segments[first..] {
             if let Some((_, header)) = segment.find_batch(offset)? {
                 return Ok(Some(header));
@@ -589,7 +643,9 @@ impl Log {
 
 fn file_mtime_ms(file: &File) -> io::Result<i64> {
     let modified = file.metadata()?.modified()?;
-    Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    Ok(modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
 }
 
 #[cfg(test)]
@@ -600,7 +656,11 @@ mod tests {
     const EPOCH: i32 = 3;
 
     fn small_config() -> LogConfig {
-        LogConfig { segment_bytes: 1_000, index_interval_bytes: 200, ..LogConfig::default() }
+        LogConfig {
+            segment_bytes: 1_000,
+            index_interval_bytes: 200,
+            ..LogConfig::default()
+        }
     }
 
     fn spec(i: usize) -> BatchSpec {
@@ -618,9 +678,19 @@ mod tests {
         let mut stored = Vec::new();
         for i in 0..n {
             let b = batch(&spec(i));
-            match log.append(std::slice::from_ref(&b), EPOCH, 0).expect("append") {
-                AppendOutcome::Appended { base_offset, last_offset, .. } => {
-                    assert_eq!(last_offset - base_offset + 1, i64::from(b.header.records_count));
+            match log
+                .append(std::slice::from_ref(&b), EPOCH, 0)
+                .expect("append")
+            {
+                AppendOutcome::Appended {
+                    base_offset,
+                    last_offset,
+                    ..
+                } => {
+                    assert_eq!(
+                        last_offset - base_offset + 1,
+                        i64::from(b.header.records_count)
+                    );
                     stored.push((base_offset, patched(&b.bytes, base_offset, EPOCH)));
                 }
                 other => panic!("unexpected {other:?}"),
@@ -641,7 +711,11 @@ mod tests {
     }
 
     fn read_all(log: &Log, offset: i64) -> Vec<u8> {
-        log.read(offset, usize::MAX, i64::MAX, true).expect("read").to_bytes().expect("bytes").to_vec()
+        log.read(offset, usize::MAX, i64::MAX, true)
+            .expect("read")
+            .to_bytes()
+            .expect("bytes")
+            .to_vec()
     }
 
     #[test]
@@ -652,9 +726,16 @@ mod tests {
         let stored = fill(&mut log, 40);
         assert!(log.segment_count() > 3, "tiny segment_bytes must roll");
         let leo = log.log_end_offset();
-        assert_eq!(leo, (0..40).map(|i| i64::from(spec(i).records)).sum::<i64>());
+        assert_eq!(
+            leo,
+            (0..40).map(|i| i64::from(spec(i).records)).sum::<i64>()
+        );
         for offset in 0..leo {
-            assert_eq!(read_all(&log, offset), expected_from(&stored, offset), "offset {offset}");
+            assert_eq!(
+                read_all(&log, offset),
+                expected_from(&stored, offset),
+                "offset {offset}"
+            );
         }
         assert!(log.read(leo, 100, i64::MAX, true).expect("read").is_empty());
         assert!(matches!(
@@ -668,8 +749,14 @@ mod tests {
         assert_eq!(log.log_end_offset(), leo);
         for offset in 0..leo {
             let slice = log.read(offset, usize::MAX, i64::MAX, true).expect("read");
-            assert!(slice.chunks.iter().all(|c| matches!(c, ReadChunk::File { .. })));
-            assert_eq!(slice.to_bytes().expect("bytes").to_vec(), expected_from(&stored, offset));
+            assert!(slice
+                .chunks
+                .iter()
+                .all(|c| matches!(c, ReadChunk::File { .. })));
+            assert_eq!(
+                slice.to_bytes().expect("bytes").to_vec(),
+                expected_from(&stored, offset)
+            );
         }
     }
 
@@ -680,11 +767,20 @@ mod tests {
         let stored = fill(&mut log, 10);
         let first_len = stored[0].1.len();
         let two = first_len + stored[1].1.len();
-        for log in [&log, &Log::open(dir.path(), small_config()).expect("reopen")] {
+        for log in [
+            &log,
+            &Log::open(dir.path(), small_config()).expect("reopen"),
+        ] {
             let slice = log.read(0, two, i64::MAX, false).expect("read");
             assert_eq!(slice.bytes, two);
-            assert!(log.read(0, first_len - 1, i64::MAX, false).expect("read").is_empty());
-            assert_eq!(log.read(0, 1, i64::MAX, true).expect("read").bytes, first_len);
+            assert!(log
+                .read(0, first_len - 1, i64::MAX, false)
+                .expect("read")
+                .is_empty());
+            assert_eq!(
+                log.read(0, 1, i64::MAX, true).expect("read").bytes,
+                first_len
+            );
             // max_offset is exclusive: batch 1 starts at stored[1].0, so only batch 0 is below.
             let slice = log.read(0, usize::MAX, stored[1].0, true).expect("read");
             assert_eq!(slice.to_bytes().expect("bytes").to_vec(), stored[0].1);
@@ -697,13 +793,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
         let b = batch(&spec(1));
-        log.append(std::slice::from_ref(&b), EPOCH, 0).expect("append");
+        log.append(std::slice::from_ref(&b), EPOCH, 0)
+            .expect("append");
         let slice = log.read(0, usize::MAX, i64::MAX, true).expect("read");
         let [ReadChunk::Cached(pieces)] = slice.chunks.as_slice() else {
             panic!("expected one cached chunk, got {:?}", slice.chunks);
         };
-        assert_eq!(pieces[1].as_ptr(), b.bytes[16..].as_ptr(), "body is the produced Bytes");
-        assert_eq!(slice.to_bytes().expect("bytes").to_vec(), patched(&b.bytes, 0, EPOCH));
+        assert_eq!(
+            pieces[1].as_ptr(),
+            b.bytes[16..].as_ptr(),
+            "body is the produced Bytes"
+        );
+        assert_eq!(
+            slice.to_bytes().expect("bytes").to_vec(),
+            patched(&b.bytes, 0, EPOCH)
+        );
     }
 
     #[test]
@@ -711,12 +815,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = Log::open(dir.path(), small_config()).expect("open");
         let stored = fill(&mut log, 30);
-        for log in [&log, &Log::open(dir.path(), small_config()).expect("reopen")] {
+        for log in [
+            &log,
+            &Log::open(dir.path(), small_config()).expect("reopen"),
+        ] {
             for (i, (base, bytes)) in stored.iter().enumerate() {
                 let s = spec(i);
                 // Any timestamp in (previous max, this max] finds this batch.
-                for ts in [s.base_timestamp, s.base_timestamp + i64::from(s.records) - 1] {
-                    let found = log.find_batch_by_timestamp(ts).expect("find").expect("some");
+                for ts in [
+                    s.base_timestamp,
+                    s.base_timestamp + i64::from(s.records) - 1,
+                ] {
+                    let found = log
+                        .find_batch_by_timestamp(ts)
+                        .expect("find")
+                        .expect("some");
                     assert_eq!(found.to_vec(), *bytes, "ts {ts} batch at {base}");
                 }
             }
@@ -729,7 +842,10 @@ mod tests {
     #[test]
     fn retention_deletes_old_segments_and_advances_log_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { retention_ms: 100, ..small_config() };
+        let config = LogConfig {
+            retention_ms: 100,
+            ..small_config()
+        };
         let mut log = Log::open(dir.path(), config.clone()).expect("open");
         let stored = fill(&mut log, 40);
         let segments = log.segment_count();
@@ -740,7 +856,10 @@ mod tests {
         assert_eq!(log.segment_count(), segments - deleted);
         let start = log.log_start_offset();
         assert!(start > 0);
-        assert!(matches!(log.read(0, 10, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(0, 10, i64::MAX, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(read_all(&log, start), expected_from(&stored, start));
         // Everything expired: only the active segment survives.
         log.enforce_retention(i64::MAX).expect("retention");
@@ -755,7 +874,11 @@ mod tests {
 
         // By size.
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { retention_bytes: 1_500, retention_ms: -1, ..small_config() };
+        let config = LogConfig {
+            retention_bytes: 1_500,
+            retention_ms: -1,
+            ..small_config()
+        };
         let mut log = Log::open(dir.path(), config).expect("open");
         fill(&mut log, 40);
         assert!(log.enforce_retention(0).expect("retention") > 0);
@@ -796,7 +919,10 @@ mod tests {
         std::fs::write(&active, &file).expect("write");
         let mut log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
         assert_eq!(log.log_end_offset(), leo);
-        assert_eq!(std::fs::metadata(&active).expect("meta").len() as usize, good_len);
+        assert_eq!(
+            std::fs::metadata(&active).expect("meta").len() as usize,
+            good_len
+        );
         // Appends continue at the right offset after recovery.
         let more = fill(&mut log, 1);
         assert_eq!(more[0].0, leo);
@@ -810,6 +936,24 @@ mod tests {
         let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+    }
+
+    #[test]
+    fn implausible_base_offset_outside_crc_is_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let stored = fill(&mut log, 4);
+        let active = log.active().log_path.clone();
+        drop(log);
+        // baseOffset is not covered by the CRC: recovery must still refuse a batch whose
+        // offset jumps past what a segment can index.
+        let mut file = std::fs::read(&active).expect("read");
+        let last_start = file.len() - stored[3].1.len();
+        file[last_start..last_start + 8].copy_from_slice(&(1i64 << 40).to_be_bytes());
+        std::fs::write(&active, &file).expect("write");
+        let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), stored[3].0);
+        assert_eq!(read_all(&log, 0), expected_from(&stored[..3], 0));
     }
 
     #[test]
@@ -827,7 +971,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&first_index).expect("meta").len() % 8, 0);
         assert!(first_time_index.exists());
         assert_eq!(
-            log.find_batch_by_timestamp(spec(1).base_timestamp).expect("find").expect("some").to_vec(),
+            log.find_batch_by_timestamp(spec(1).base_timestamp)
+                .expect("find")
+                .expect("some")
+                .to_vec(),
             stored[1].1
         );
     }
@@ -848,48 +995,89 @@ mod tests {
         let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
         let first = idem(7, 0, 0, 3);
         assert!(matches!(
-            log.append(std::slice::from_ref(&first), EPOCH, 0).expect("append"),
-            AppendOutcome::Appended { base_offset: 0, last_offset: 2, .. }
+            log.append(std::slice::from_ref(&first), EPOCH, 0)
+                .expect("append"),
+            AppendOutcome::Appended {
+                base_offset: 0,
+                last_offset: 2,
+                ..
+            }
         ));
         // Retry: acknowledged with the original offsets, nothing written.
         let size = log.size_bytes();
         assert_eq!(
-            log.append(std::slice::from_ref(&first), EPOCH, 0).expect("dup"),
-            AppendOutcome::Duplicate { base_offset: 0, last_offset: 2 }
+            log.append(std::slice::from_ref(&first), EPOCH, 0)
+                .expect("dup"),
+            AppendOutcome::Duplicate {
+                base_offset: 0,
+                last_offset: 2
+            }
         );
         assert_eq!(log.size_bytes(), size);
         // All-or-nothing: a good batch followed by a gap appends nothing.
-        let err = log.append(&[idem(7, 0, 3, 1), idem(7, 0, 9, 1)], EPOCH, 0).expect_err("gap");
-        assert!(matches!(err, StorageError::OutOfOrderSequence { expected: 4, got: 9, .. }));
+        let err = log
+            .append(&[idem(7, 0, 3, 1), idem(7, 0, 9, 1)], EPOCH, 0)
+            .expect_err("gap");
+        assert!(matches!(
+            err,
+            StorageError::OutOfOrderSequence {
+                expected: 4,
+                got: 9,
+                ..
+            }
+        ));
         assert!(err.to_string().contains(&dir.path().display().to_string()));
         assert_eq!(log.log_end_offset(), 3);
         // Two in-order batches in one call are both accepted.
         assert!(matches!(
-            log.append(&[idem(7, 0, 3, 1), idem(7, 0, 4, 2)], EPOCH, 0).expect("append"),
-            AppendOutcome::Appended { base_offset: 3, last_offset: 5, .. }
+            log.append(&[idem(7, 0, 3, 1), idem(7, 0, 4, 2)], EPOCH, 0)
+                .expect("append"),
+            AppendOutcome::Appended {
+                base_offset: 3,
+                last_offset: 5,
+                ..
+            }
         ));
         assert!(matches!(
             log.append(&[idem(8, 0, 1, 1)], EPOCH, 0),
-            Err(StorageError::OutOfOrderSequence { expected: 0, got: 1, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                got: 1,
+                ..
+            })
         ));
         assert!(matches!(
             log.append(&[idem(7, 1, 5, 1)], EPOCH, 0),
-            Err(StorageError::OutOfOrderSequence { expected: 0, got: 5, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                got: 5,
+                ..
+            })
         ));
-        log.append(&[idem(7, 1, 0, 1)], EPOCH, 0).expect("new epoch restarts at 0");
+        log.append(&[idem(7, 1, 0, 1)], EPOCH, 0)
+            .expect("new epoch restarts at 0");
         assert!(matches!(
             log.append(&[idem(7, 0, 6, 1)], EPOCH, 0),
-            Err(StorageError::InvalidProducerEpoch { current: 1, got: 0, .. })
+            Err(StorageError::InvalidProducerEpoch {
+                current: 1,
+                got: 0,
+                ..
+            })
         ));
         // Non-idempotent producers are never checked.
-        log.append(&[batch(&BatchSpec::default())], EPOCH, 0).expect("plain");
-        log.append(&[batch(&BatchSpec::default())], EPOCH, 0).expect("plain again");
+        log.append(&[batch(&BatchSpec::default())], EPOCH, 0)
+            .expect("plain");
+        log.append(&[batch(&BatchSpec::default())], EPOCH, 0)
+            .expect("plain again");
         assert_eq!(log.log_end_offset(), 9);
     }
 
     fn producer_state_survives(crash: bool) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        };
         let mut log = Log::open(dir.path(), config.clone()).expect("open");
         let mut seq = 0;
         for i in 0..10 {
@@ -909,14 +1097,19 @@ mod tests {
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(
             log.append(&[last], EPOCH, 0).expect("dup"),
-            AppendOutcome::Duplicate { base_offset: leo - 3, last_offset: leo - 2 }
+            AppendOutcome::Duplicate {
+                base_offset: leo - 3,
+                last_offset: leo - 2
+            }
         );
         assert!(matches!(
             log.append(&[idem(5, 2, seq + 1, 1)], EPOCH, 0),
             Err(StorageError::OutOfOrderSequence { .. })
         ));
-        log.append(&[idem(5, 2, seq, 1)], EPOCH, 0).expect("next in sequence");
-        log.append(&[idem(6, 0, 10, 1)], EPOCH, 0).expect("next in sequence");
+        log.append(&[idem(5, 2, seq, 1)], EPOCH, 0)
+            .expect("next in sequence");
+        log.append(&[idem(6, 0, 10, 1)], EPOCH, 0)
+            .expect("next in sequence");
         assert!(matches!(
             log.append(&[idem(6, 0, 0, 1)], EPOCH, 0),
             Err(StorageError::OutOfOrderSequence { .. })
@@ -943,25 +1136,44 @@ mod tests {
         let mut log = Log::open(dir.path(), small_config()).expect("reopen");
         let cut = stored[13].0; // batch 13 holds two records
         log.truncate_to(cut + 1).expect("truncate");
-        assert_eq!(log.log_end_offset(), cut, "the batch containing the offset goes");
+        assert_eq!(
+            log.log_end_offset(),
+            cut,
+            "the batch containing the offset goes"
+        );
         assert_eq!(read_all(&log, 0), expected_from(&stored[..13], 0));
         // The producer's batch is gone, so it must start again at 0.
-        log.append(&[idem(1, 0, 0, 1)], EPOCH, 0).expect("sequence 0 again");
+        log.append(&[idem(1, 0, 0, 1)], EPOCH, 0)
+            .expect("sequence 0 again");
         let refill = fill(&mut log, 3);
         assert_eq!(refill[0].0, cut + 1, "after the producer's one record");
         drop(log);
         let log = Log::open(dir.path(), small_config()).expect("reopen");
-        assert_eq!(log.log_end_offset(), refill[2].0 + i64::from(spec(2).records));
+        assert_eq!(
+            log.log_end_offset(),
+            refill[2].0 + i64::from(spec(2).records)
+        );
         let mut log = log;
         log.truncate_to(0).expect("truncate all");
-        assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (0, 0, 1));
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.segment_count()
+            ),
+            (0, 0, 1)
+        );
     }
 
     #[test]
     fn flush_policies_and_delete() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t-1");
-        let config = LogConfig { flush_messages: 2, flush_ms: 1_000, ..small_config() };
+        let config = LogConfig {
+            flush_messages: 2,
+            flush_ms: 1_000,
+            ..small_config()
+        };
         let mut log = Log::open(&path, config).expect("open");
         fill(&mut log, 3);
         log.flush_if_due(i64::MAX).expect("flush.ms");

@@ -14,10 +14,19 @@ const EPOCH: i32 = 4;
 enum Op {
     /// One append call of (records, value bytes, base timestamp) batches.
     Append(Vec<(i32, usize, i64)>),
-    Reopen { close: bool },
-    Read { at: usize, max_bytes: usize, limit_at: Option<usize>, min_one: bool },
+    Reopen {
+        close: bool,
+    },
+    Read {
+        at: usize,
+        max_bytes: usize,
+        limit_at: Option<usize>,
+        min_one: bool,
+    },
     FindByTimestamp(i64),
-    Truncate { at: usize },
+    Truncate {
+        at: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,7 +61,13 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .iter()
                     .map(|&(records, value_bytes, base_timestamp)| {
                         fill = fill.wrapping_add(1);
-                        batch(&BatchSpec { records, value_bytes, base_timestamp, fill, ..BatchSpec::default() })
+                        batch(&BatchSpec {
+                            records,
+                            value_bytes,
+                            base_timestamp,
+                            fill,
+                            ..BatchSpec::default()
+                        })
                     })
                     .collect();
                 let outcome = l.append(&batches, EPOCH, 0).expect("append");
@@ -68,7 +83,11 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 prop_assert_eq!(
                     outcome,
-                    AppendOutcome::Appended { base_offset: model_end, last_offset: next - 1, log_append_time_ms: -1 }
+                    AppendOutcome::Appended {
+                        base_offset: model_end,
+                        last_offset: next - 1,
+                        log_append_time_ms: -1
+                    }
                 );
             }
             Op::Reopen { close } => {
@@ -80,27 +99,51 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 log = Some(Log::open(dir.path(), config.clone()).expect("reopen"));
             }
-            Op::Read { at, max_bytes, limit_at, min_one } => {
-                let offset = if model_end == 0 { 0 } else { (at as i64).rem_euclid(model_end + 1) };
-                let max_offset =
-                    limit_at.map_or(i64::MAX, |x| if model_end == 0 { 0 } else { (x as i64).rem_euclid(model_end + 1) });
+            Op::Read {
+                at,
+                max_bytes,
+                limit_at,
+                min_one,
+            } => {
+                let offset = if model_end == 0 {
+                    0
+                } else {
+                    (at as i64).rem_euclid(model_end + 1)
+                };
+                let max_offset = limit_at.map_or(i64::MAX, |x| {
+                    if model_end == 0 {
+                        0
+                    } else {
+                        (x as i64).rem_euclid(model_end + 1)
+                    }
+                });
                 let mut expected = Vec::new();
                 for b in model.iter().filter(|b| b.last_offset >= offset) {
                     if b.last_offset >= max_offset {
                         break;
                     }
-                    if expected.len() + b.bytes.len() > max_bytes && !(min_one && expected.is_empty()) {
+                    if expected.len() + b.bytes.len() > max_bytes
+                        && !(min_one && expected.is_empty())
+                    {
                         break;
                     }
                     expected.extend_from_slice(&b.bytes);
                 }
-                let slice = l.read(offset, max_bytes, max_offset, min_one).expect("read");
+                let slice = l
+                    .read(offset, max_bytes, max_offset, min_one)
+                    .expect("read");
                 prop_assert_eq!(slice.bytes, expected.len());
                 prop_assert_eq!(slice.to_bytes().expect("materialize").to_vec(), expected);
             }
             Op::FindByTimestamp(ts) => {
-                let expected = model.iter().find(|b| b.max_timestamp >= ts).map(|b| b.bytes.clone());
-                let found = l.find_batch_by_timestamp(ts).expect("find").map(|b| b.to_vec());
+                let expected = model
+                    .iter()
+                    .find(|b| b.max_timestamp >= ts)
+                    .map(|b| b.bytes.clone());
+                let found = l
+                    .find_batch_by_timestamp(ts)
+                    .expect("find")
+                    .map(|b| b.to_vec());
                 prop_assert_eq!(found, expected);
             }
             Op::Truncate { at } => {
@@ -112,12 +155,22 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         let l = log.as_ref().expect("log is open");
-        prop_assert_eq!(l.log_end_offset(), model.last().map_or(0, |b| b.last_offset + 1));
-        prop_assert_eq!(l.size_bytes(), model.iter().map(|b| b.bytes.len() as u64).sum::<u64>());
+        prop_assert_eq!(
+            l.log_end_offset(),
+            model.last().map_or(0, |b| b.last_offset + 1)
+        );
+        prop_assert_eq!(
+            l.size_bytes(),
+            model.iter().map(|b| b.bytes.len() as u64).sum::<u64>()
+        );
     }
     // Every stored batch is intact, with its rewritten header.
     let l = log.as_ref().expect("log is open");
-    let all = l.read(0, usize::MAX, i64::MAX, true).expect("read").to_bytes().expect("bytes");
+    let all = l
+        .read(0, usize::MAX, i64::MAX, true)
+        .expect("read")
+        .to_bytes()
+        .expect("bytes");
     let mut position = 0;
     for b in &model {
         let header = BatchHeader::parse(&all[position..]).expect("header");

@@ -28,7 +28,10 @@ pub(crate) struct OffsetIndex {
 
 impl OffsetIndex {
     pub(crate) fn create(path: &Path, base_offset: i64) -> Result<OffsetIndex, StorageError> {
-        Ok(OffsetIndex { file: IndexFile::create(path, OFFSET_INDEX_ENTRY_BYTES)?, base_offset })
+        Ok(OffsetIndex {
+            file: IndexFile::create(path, OFFSET_INDEX_ENTRY_BYTES)?,
+            base_offset,
+        })
     }
 
     /// Opens a rolled segment's index and sanity-checks it against the segment's size: entries
@@ -90,9 +93,12 @@ impl OffsetIndex {
         if let Some(last) = self.len().checked_sub(1).map(|i| self.entry(i)) {
             assert!(relative_offset > last.relative_offset && position > last.position);
         }
-        let entry = OffsetIndexEntry { relative_offset, position };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&entry)
-            .expect("archiving two u32s cannot fail");
+        let entry = OffsetIndexEntry {
+            relative_offset,
+            position,
+        };
+        let bytes =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&entry).expect("archiving two u32s cannot fail");
         self.file.append(&bytes)
     }
 
@@ -131,7 +137,9 @@ mod tests {
         let path = dir.path().join("00000000000000000100.index");
         let mut index = OffsetIndex::create(&path, 100).expect("create");
         for i in 1..=1000u32 {
-            index.append(100 + i64::from(i) * 10, i * 4096).expect("append");
+            index
+                .append(100 + i64::from(i) * 10, i * 4096)
+                .expect("append");
         }
         assert_eq!(index.lookup(50), (100, 0));
         assert_eq!(index.lookup(105), (100, 0));
@@ -141,10 +149,14 @@ mod tests {
         drop(index);
 
         // Reopened through the map, the same answers; a bound below the last entry is rejected.
-        let index = OffsetIndex::open_checked(&path, 100, 1001 * 4096).expect("open").expect("ok");
+        let index = OffsetIndex::open_checked(&path, 100, 1001 * 4096)
+            .expect("open")
+            .expect("ok");
         assert_eq!(index.len(), 1000);
         assert_eq!(index.lookup(555), (550, 45 * 4096));
-        assert!(OffsetIndex::open_checked(&path, 100, 4096).expect("open").is_none());
+        assert!(OffsetIndex::open_checked(&path, 100, 4096)
+            .expect("open")
+            .is_none());
     }
 
     #[test]
@@ -157,9 +169,13 @@ mod tests {
         let mut bytes = std::fs::read(&path).expect("read");
         bytes.extend_from_slice(&[0; 8]);
         std::fs::write(&path, &bytes).expect("write");
-        assert!(OffsetIndex::open_checked(&path, 0, 1000).expect("open").is_none());
+        assert!(OffsetIndex::open_checked(&path, 0, 1000)
+            .expect("open")
+            .is_none());
         bytes.push(1);
         std::fs::write(&path, &bytes).expect("write");
-        assert!(OffsetIndex::open_checked(&path, 0, 1000).expect("open").is_none());
+        assert!(OffsetIndex::open_checked(&path, 0, 1000)
+            .expect("open")
+            .is_none());
     }
 }

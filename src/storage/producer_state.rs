@@ -100,7 +100,9 @@ impl ProducerStateManager {
         }
         let producer_id = header.producer_id;
         let first_seq = header.base_sequence;
-        let entry = pending.get(&producer_id).or_else(|| self.producers.get(&producer_id));
+        let entry = pending
+            .get(&producer_id)
+            .or_else(|| self.producers.get(&producer_id));
         let Some(entry) = entry else {
             if first_seq != 0 {
                 return Err(StorageError::OutOfOrderSequence {
@@ -132,15 +134,20 @@ impl ProducerStateManager {
             return Ok(SequenceCheck::Append);
         }
         let last_seq = header.last_sequence();
-        if let Some(dup) =
-            entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
         {
             return Ok(SequenceCheck::Duplicate {
                 base_offset: dup.base_offset,
                 last_offset: dup.last_offset,
             });
         }
-        let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_seq));
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |b| next_sequence(b.last_seq));
         if first_seq != expected {
             return Err(StorageError::OutOfOrderSequence {
                 dir: dir.to_path_buf(),
@@ -157,7 +164,10 @@ impl ProducerStateManager {
     pub(crate) fn applied(entry: Option<&ProducerEntry>, header: &BatchHeader) -> ProducerEntry {
         let mut entry = match entry {
             Some(e) if e.producer_epoch == header.producer_epoch => e.clone(),
-            _ => ProducerEntry { producer_epoch: header.producer_epoch, batches: VecDeque::new() },
+            _ => ProducerEntry {
+                producer_epoch: header.producer_epoch,
+                batches: VecDeque::new(),
+            },
         };
         if entry.batches.len() == PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
@@ -235,7 +245,10 @@ impl ProducerStateManager {
                 .collect();
             state.producers.insert(
                 p.producer_id.to_native(),
-                ProducerEntry { producer_epoch: p.producer_epoch.to_native(), batches },
+                ProducerEntry {
+                    producer_epoch: p.producer_epoch.to_native(),
+                    batches,
+                },
             );
         }
         Ok((archived.offset.to_native(), state))
@@ -289,35 +302,67 @@ mod tests {
         // Unknown producer must start at 0.
         assert!(matches!(
             state.check(dir, &header(1, 0, 5, 1, 0), &none),
-            Err(StorageError::OutOfOrderSequence { expected: 0, got: 5, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                got: 5,
+                ..
+            })
         ));
         let first = header(1, 0, 0, 3, 0);
-        assert_eq!(state.check(dir, &first, &none).expect("ok"), SequenceCheck::Append);
+        assert_eq!(
+            state.check(dir, &first, &none).expect("ok"),
+            SequenceCheck::Append
+        );
         state.replay(&first);
         // Retry -> duplicate with original offsets.
         assert_eq!(
-            state.check(dir, &header(1, 0, 0, 3, 99), &none).expect("ok"),
-            SequenceCheck::Duplicate { base_offset: 0, last_offset: 2 }
+            state
+                .check(dir, &header(1, 0, 0, 3, 99), &none)
+                .expect("ok"),
+            SequenceCheck::Duplicate {
+                base_offset: 0,
+                last_offset: 2
+            }
         );
         // Gap -> out of order.
         assert!(matches!(
             state.check(dir, &header(1, 0, 4, 1, 3), &none),
-            Err(StorageError::OutOfOrderSequence { expected: 3, got: 4, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 3,
+                got: 4,
+                ..
+            })
         ));
         // Lower epoch is fenced; higher epoch must restart at 0.
         let mut bumped = state.clone();
         bumped.replay(&header(1, 2, 0, 1, 3));
         assert!(matches!(
             bumped.check(dir, &header(1, 1, 1, 1, 4), &none),
-            Err(StorageError::InvalidProducerEpoch { current: 2, got: 1, .. })
+            Err(StorageError::InvalidProducerEpoch {
+                current: 2,
+                got: 1,
+                ..
+            })
         ));
         assert!(matches!(
             state.check(dir, &header(1, 1, 7, 1, 3), &none),
-            Err(StorageError::OutOfOrderSequence { expected: 0, got: 7, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                got: 7,
+                ..
+            })
         ));
-        assert_eq!(state.check(dir, &header(1, 1, 0, 1, 3), &none).expect("ok"), SequenceCheck::Append);
+        assert_eq!(
+            state.check(dir, &header(1, 1, 0, 1, 3), &none).expect("ok"),
+            SequenceCheck::Append
+        );
         // Non-idempotent batches are never checked.
-        assert_eq!(state.check(dir, &header(-1, -1, -1, 1, 3), &none).expect("ok"), SequenceCheck::Append);
+        assert_eq!(
+            state
+                .check(dir, &header(-1, -1, -1, 1, 3), &none)
+                .expect("ok"),
+            SequenceCheck::Append
+        );
     }
 
     #[test]
@@ -330,13 +375,24 @@ mod tests {
         let mut entry = state.get(9).expect("entry").clone();
         entry.batches.back_mut().expect("one").last_seq = i32::MAX - 2;
         state.producers.insert(9, entry);
-        assert_eq!(state.check(dir, &wrap, &none).expect("ok"), SequenceCheck::Append);
+        assert_eq!(
+            state.check(dir, &wrap, &none).expect("ok"),
+            SequenceCheck::Append
+        );
         state.replay(&wrap);
-        assert_eq!(state.check(dir, &header(9, 0, 0, 1, 3), &none).expect("wraps"), SequenceCheck::Append);
+        assert_eq!(
+            state
+                .check(dir, &header(9, 0, 0, 1, 3), &none)
+                .expect("wraps"),
+            SequenceCheck::Append
+        );
         for i in 0..6 {
             state.replay(&header(9, 0, i, 1, 3 + i64::from(i)));
         }
-        assert_eq!(state.get(9).expect("entry").batches.len(), PRODUCER_BATCHES_REMEMBERED);
+        assert_eq!(
+            state.get(9).expect("entry").batches.len(),
+            PRODUCER_BATCHES_REMEMBERED
+        );
         assert_eq!(state.get(9).expect("entry").batches[0].first_seq, 1);
     }
 

@@ -29,7 +29,8 @@ pub(crate) fn segments_to_delete(
             .count();
     }
     if retention_bytes >= 0 {
-        let mut remaining: u64 = log_size_bytes - rolled[..count].iter().map(|s| s.size_bytes).sum::<u64>();
+        let mut remaining: u64 =
+            log_size_bytes - rolled[..count].iter().map(|s| s.size_bytes).sum::<u64>();
         let limit = retention_bytes as u64;
         for s in &rolled[count..] {
             if remaining >= s.size_bytes && remaining - s.size_bytes >= limit {
@@ -48,7 +49,10 @@ mod tests {
     use super::*;
 
     fn s(ts: i64, size: u64) -> SegmentSummary {
-        SegmentSummary { largest_timestamp_ms: ts, size_bytes: size }
+        SegmentSummary {
+            largest_timestamp_ms: ts,
+            size_bytes: size,
+        }
     }
 
     #[test]

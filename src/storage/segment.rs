@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::storage::batch::{
-    crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH,
-};
+use crate::storage::batch::{crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::offset_index::OffsetIndex;
 use crate::storage::time_index::TimeIndex;
@@ -37,9 +35,15 @@ pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> Pat
 
 /// One batch seen by a scan.
 pub(crate) enum ScanStep {
-    Batch { position: u64, header: BatchHeader },
+    Batch {
+        position: u64,
+        header: BatchHeader,
+    },
     /// The bytes at `position` are not a whole valid batch.
-    Invalid { position: u64, reason: String },
+    Invalid {
+        position: u64,
+        reason: String,
+    },
     End,
 }
 
@@ -82,9 +86,14 @@ impl<'a> Scanner<'a> {
         let have = at >= self.window_start
             && at + len as u64 <= self.window_start + self.window.len() as u64;
         if !have {
-            let want = len.max(self.window_bytes).min((self.end - at) as usize).max(len);
+            let want = len
+                .max(self.window_bytes)
+                .min((self.end - at) as usize)
+                .max(len);
             self.window.resize(want, 0);
-            self.file.read_exact_at(&mut self.window, at).map_err(|e| io_error(self.path, e))?;
+            self.file
+                .read_exact_at(&mut self.window, at)
+                .map_err(|e| io_error(self.path, e))?;
             self.window_start = at;
         }
         let from = (at - self.window_start) as usize;
@@ -113,7 +122,10 @@ impl<'a> Scanner<'a> {
             }
         };
         if header.magic != 2 {
-            return Ok(ScanStep::Invalid { position, reason: format!("magic {}", header.magic) });
+            return Ok(ScanStep::Invalid {
+                position,
+                reason: format!("magic {}", header.magic),
+            });
         }
         let total = header.total_bytes() as u64;
         if total > left {
@@ -125,7 +137,10 @@ impl<'a> Scanner<'a> {
         if self.verify_crc {
             let bytes = self.fill(position, total as usize)?;
             if crc_matches(&header, bytes).is_err() {
-                return Ok(ScanStep::Invalid { position, reason: "CRC-32C mismatch".to_string() });
+                return Ok(ScanStep::Invalid {
+                    position,
+                    reason: "CRC-32C mismatch".to_string(),
+                });
             }
         }
         self.position += total;
@@ -154,7 +169,10 @@ fn pwritev_all(file: &File, mut slices: &mut [IoSlice<'_>], mut offset: u64) -> 
             return Err(error);
         }
         if written == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
         }
         IoSlice::advance_slices(&mut slices, written as usize);
         offset += written as u64;
@@ -212,8 +230,14 @@ impl Segment {
             file: Arc::new(file),
             size_bytes: 0,
             next_offset: base_offset,
-            offset_index: OffsetIndex::create(&segment_path(dir, base_offset, "index"), base_offset)?,
-            time_index: TimeIndex::create(&segment_path(dir, base_offset, "timeindex"), base_offset)?,
+            offset_index: OffsetIndex::create(
+                &segment_path(dir, base_offset, "index"),
+                base_offset,
+            )?,
+            time_index: TimeIndex::create(
+                &segment_path(dir, base_offset, "timeindex"),
+                base_offset,
+            )?,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
@@ -226,6 +250,14 @@ impl Segment {
         let log_path = segment_path(dir, base_offset, "log");
         let file = open_log_file(&log_path, false)?;
         let size = file.metadata().map_err(|e| io_error(&log_path, e))?.len();
+        // Index positions are u32 and segments roll well before 4 GiB; a bigger file is foreign.
+        if size > u64::from(u32::MAX) {
+            return Err(StorageError::Corrupt {
+                path: log_path,
+                position: size,
+                reason: "segment larger than 4 GiB".to_string(),
+            });
+        }
         Ok((log_path, file, size))
     }
 
@@ -240,31 +272,39 @@ impl Segment {
         let (log_path, file, size) = Self::open_files(dir, base_offset)?;
         let index_path = segment_path(dir, base_offset, "index");
         let time_path = segment_path(dir, base_offset, "timeindex");
-        if size > u64::from(u32::MAX) {
-            return Err(StorageError::Corrupt {
-                path: log_path,
-                position: size,
-                reason: "segment larger than 4 GiB".to_string(),
-            });
-        }
         let Some(offset_index) = OffsetIndex::open_checked(&index_path, base_offset, size)? else {
             tracing::warn!(index = %index_path.display(), "offset index missing or invalid, rebuilding");
             return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
         };
         let (last_indexed, position) = offset_index.lookup(i64::MAX);
         let mut next_offset = last_indexed;
-        let mut scanner = Scanner::new(&file, &log_path, size, u64::from(position), LOOKUP_WINDOW_BYTES, false);
+        let mut scanner = Scanner::new(
+            &file,
+            &log_path,
+            size,
+            u64::from(position),
+            LOOKUP_WINDOW_BYTES,
+            false,
+        );
         loop {
             match scanner.next_step()? {
                 ScanStep::Batch { header, .. } => next_offset = header.last_offset() + 1,
                 ScanStep::End => break,
                 ScanStep::Invalid { .. } => {
                     tracing::warn!(segment = %log_path.display(), "rolled segment has an invalid tail, rebuilding its indexes");
-                    return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+                    return Self::rebuild(
+                        log_path,
+                        file,
+                        size,
+                        dir,
+                        base_offset,
+                        index_interval_bytes,
+                    );
                 }
             }
         }
-        let Some(time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)? else {
+        let Some(time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)?
+        else {
             tracing::warn!(index = %time_path.display(), "time index missing or invalid, rebuilding");
             return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
         };
@@ -314,8 +354,14 @@ impl Segment {
             file: Arc::new(file),
             size_bytes: size,
             next_offset: base_offset,
-            offset_index: OffsetIndex::create(&segment_path(dir, base_offset, "index"), base_offset)?,
-            time_index: TimeIndex::create(&segment_path(dir, base_offset, "timeindex"), base_offset)?,
+            offset_index: OffsetIndex::create(
+                &segment_path(dir, base_offset, "index"),
+                base_offset,
+            )?,
+            time_index: TimeIndex::create(
+                &segment_path(dir, base_offset, "timeindex"),
+                base_offset,
+            )?,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
@@ -343,7 +389,10 @@ impl Segment {
                 truncated_bytes = segment.size_bytes - position,
                 "truncating torn or corrupt tail of the active segment"
             );
-            segment.file.set_len(position).map_err(|e| io_error(&segment.log_path, e))?;
+            segment
+                .file
+                .set_len(position)
+                .map_err(|e| io_error(&segment.log_path, e))?;
             segment.size_bytes = position;
         }
         Ok(segment)
@@ -358,17 +407,28 @@ impl Segment {
     ) -> Result<Option<(u64, String)>, StorageError> {
         let file = Arc::clone(&self.file);
         let log_path = self.log_path.clone();
-        let mut scanner =
-            Scanner::new(&file, &log_path, self.size_bytes, 0, RECOVERY_WINDOW_BYTES, verify_crc);
+        let mut scanner = Scanner::new(
+            &file,
+            &log_path,
+            self.size_bytes,
+            0,
+            RECOVERY_WINDOW_BYTES,
+            verify_crc,
+        );
         let mut expected = self.base_offset;
         loop {
             match scanner.next_step()? {
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid { position, reason } => return Ok(Some((position, reason))),
                 ScanStep::Batch { position, header } => {
-                    if header.base_offset < expected || header.last_offset_delta < 0 {
+                    // baseOffset lies outside the CRC, so check it is plausible before it
+                    // reaches the index (relative offsets are u32).
+                    if header.base_offset < expected
+                        || header.last_offset_delta < 0
+                        || header.last_offset() - self.base_offset > i64::from(u32::MAX)
+                    {
                         let reason = format!(
-                            "batch offsets {}..={} go backwards (expected >= {expected})",
+                            "batch offsets {}..={} are out of place (expected from {expected})",
                             header.base_offset,
                             header.last_offset()
                         );
@@ -403,7 +463,8 @@ impl Segment {
         if self.bytes_since_last_index_entry > u64::from(index_interval_bytes) {
             let position = u32::try_from(position).expect("segments roll before 4 GiB");
             self.offset_index.append(header.base_offset, position)?;
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
             self.bytes_since_last_index_entry = 0;
         }
         self.bytes_since_last_index_entry += header.total_bytes() as u64;
@@ -444,7 +505,8 @@ impl Segment {
     /// last entry the segment's largest timestamp.
     pub(crate) fn seal(&mut self) -> Result<(), StorageError> {
         if self.max_timestamp >= 0 {
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
         }
         Ok(())
     }
@@ -454,7 +516,14 @@ impl Segment {
     }
 
     pub(crate) fn scanner(&self, position: u64, window_bytes: usize) -> Scanner<'_> {
-        Scanner::new(&self.file, &self.log_path, self.size_bytes, position, window_bytes, false)
+        Scanner::new(
+            &self.file,
+            &self.log_path,
+            self.size_bytes,
+            position,
+            window_bytes,
+            false,
+        )
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`, if any.
@@ -472,7 +541,11 @@ impl Segment {
                 ScanStep::Batch { .. } => {}
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid { position, reason } => {
-                    return Err(StorageError::Corrupt { path: self.log_path.clone(), position, reason })
+                    return Err(StorageError::Corrupt {
+                        path: self.log_path.clone(),
+                        position,
+                        reason,
+                    })
                 }
             }
         }
@@ -494,7 +567,11 @@ impl Segment {
                 ScanStep::Batch { .. } => {}
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid { position, reason } => {
-                    return Err(StorageError::Corrupt { path: self.log_path.clone(), position, reason })
+                    return Err(StorageError::Corrupt {
+                        path: self.log_path.clone(),
+                        position,
+                        reason,
+                    })
                 }
             }
         }
@@ -502,7 +579,9 @@ impl Segment {
 
     pub(crate) fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, position).map_err(|e| io_error(&self.log_path, e))?;
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| io_error(&self.log_path, e))?;
         Ok(Bytes::from(buf))
     }
 
@@ -517,8 +596,12 @@ impl Segment {
         let Some((position, _)) = self.find_batch(offset)? else {
             return Ok(());
         };
-        self.file.set_len(position).map_err(|e| io_error(&self.log_path, e))?;
-        let file = (*self.file).try_clone().map_err(|e| io_error(&self.log_path, e))?;
+        self.file
+            .set_len(position)
+            .map_err(|e| io_error(&self.log_path, e))?;
+        let file = (*self.file)
+            .try_clone()
+            .map_err(|e| io_error(&self.log_path, e))?;
         let mut fresh =
             Self::with_fresh_indexes(self.log_path.clone(), file, position, dir, self.base_offset)?;
         fresh.scan_and_index(index_interval_bytes, false)?;
@@ -529,7 +612,9 @@ impl Segment {
     /// fsyncs the data and both indexes if anything was written since the last sync.
     pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
         if self.dirty {
-            self.file.sync_data().map_err(|e| io_error(&self.log_path, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| io_error(&self.log_path, e))?;
             self.dirty = false;
         }
         self.offset_index.sync()?;

@@ -51,7 +51,10 @@ pub fn put_varint(out: &mut Vec<u8>, value: i64) {
 
 /// Builds one v2 batch with base offset 0, leader epoch -1 and a correct CRC-32C.
 pub fn build_batch(spec: &BatchSpec) -> Bytes {
-    assert!(spec.records >= 1, "a produced batch has at least one record");
+    assert!(
+        spec.records >= 1,
+        "a produced batch has at least one record"
+    );
     let mut records = Vec::with_capacity(spec.records as usize * (spec.value_bytes + 16));
     let value = vec![spec.fill; spec.value_bytes];
     for i in 0..spec.records {

@@ -28,7 +28,10 @@ pub(crate) struct TimeIndex {
 
 impl TimeIndex {
     pub(crate) fn create(path: &Path, base_offset: i64) -> Result<TimeIndex, StorageError> {
-        Ok(TimeIndex { file: IndexFile::create(path, TIME_INDEX_ENTRY_BYTES)?, base_offset })
+        Ok(TimeIndex {
+            file: IndexFile::create(path, TIME_INDEX_ENTRY_BYTES)?,
+            base_offset,
+        })
     }
 
     /// Opens a rolled segment's time index; `Ok(None)` if missing, torn, not increasing, or if
@@ -88,7 +91,10 @@ impl TimeIndex {
         }
         let relative_offset = u32::try_from(offset - self.base_offset)
             .expect("segment rolls before relative offsets overflow u32");
-        let entry = TimeIndexEntry { timestamp, relative_offset };
+        let entry = TimeIndexEntry {
+            timestamp,
+            relative_offset,
+        };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&entry)
             .expect("archiving an i64 and a u32 cannot fail");
         self.file.append(&bytes)
@@ -126,8 +132,18 @@ mod tests {
         assert_eq!(index.lookup(200), 1010);
         assert_eq!(index.lookup(10_000), 1020);
         drop(index);
-        let index = TimeIndex::open_checked(&path, 1000, 1030).expect("open").expect("valid");
-        assert_eq!(index.last(), Some(TimeIndexEntry { timestamp: 300, relative_offset: 20 }));
-        assert!(TimeIndex::open_checked(&path, 1000, 1015).expect("open").is_none());
+        let index = TimeIndex::open_checked(&path, 1000, 1030)
+            .expect("open")
+            .expect("valid");
+        assert_eq!(
+            index.last(),
+            Some(TimeIndexEntry {
+                timestamp: 300,
+                relative_offset: 20
+            })
+        );
+        assert!(TimeIndex::open_checked(&path, 1000, 1015)
+            .expect("open")
+            .is_none());
     }
 }

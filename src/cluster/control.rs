@@ -52,6 +52,9 @@ pub enum ControlRequest {
     CreateTopic { spec: CreateTopicSpec, reply: oneshot::Sender<Result<(), AdminError>> },
     DeleteTopic { name: String, reply: oneshot::Sender<Result<(), AdminError>> },
     AllocateProducerId { reply: oneshot::Sender<Result<i64, AdminError>> },
+    /// Clean shutdown: give up the registration and the controllership now instead of making the
+    /// cluster wait a session timeout for them.
+    Shutdown { reply: std::sync::mpsc::Sender<()> },
 }
 
 /// What a shard holds to reach the control thread.
@@ -85,6 +88,14 @@ impl ControlHandle {
 
     pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
         self.ask(|reply| ControlRequest::AllocateProducerId { reply }).await
+    }
+
+    /// Blocking: called from the main thread once the shards have closed their partitions.
+    pub fn shut_down(&self, timeout: Duration) {
+        let (reply, done) = std::sync::mpsc::channel();
+        if self.tx.send(ControlRequest::Shutdown { reply }).is_ok() {
+            let _ = done.recv_timeout(timeout);
+        }
     }
 }
 
@@ -212,6 +223,11 @@ impl Control {
             tokio::select! {
                 _ = changed => {}
                 request = self.requests.recv_async() => match request {
+                    Ok(ControlRequest::Shutdown { reply }) => {
+                        self.deregister(zk, is_controller).await;
+                        let _ = reply.send(());
+                        return Ok(());
+                    }
                     Ok(request) => self.serve(zk, request, is_controller).await?,
                     Err(_) => return Ok(()),
                 },
@@ -234,6 +250,7 @@ impl Control {
         let path = broker_path(id);
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64 * 2 + 5000);
+        let mut warned = false;
         loop {
             let registration = BrokerRegistration::new(&listener.host, listener.port, now_ms());
             if zk.create_json(&path, &registration, &ephemeral()).await? {
@@ -244,8 +261,24 @@ impl Control {
                 error!("{path} is held by another live session: is another broker running with broker.id = {id}?");
                 std::process::exit(1);
             }
-            warn!("{path} still exists (a previous session of broker {id}?); waiting for it to expire");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !warned {
+                warn!("{path} still exists (a previous session of broker {id}?); waiting for it to expire");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn deregister(&self, zk: &Zk, is_controller: bool) {
+        let id = self.config.broker_id;
+        if is_controller {
+            if let Err(e) = zk.client.delete(CONTROLLER, None).await {
+                warn!("cannot resign as controller: {e}");
+            }
+        }
+        match zk.client.delete(&broker_path(id), None).await {
+            Ok(()) => info!("deregistered broker {id}"),
+            Err(e) => warn!("cannot remove {}: {e}", broker_path(id)),
         }
     }
 
@@ -315,6 +348,7 @@ impl Control {
                 let result = self.delete_topic(zk, &name, is_controller).await;
                 let _ = reply.send(result);
             }
+            ControlRequest::Shutdown { .. } => unreachable!("session() handles Shutdown itself"),
             ControlRequest::AllocateProducerId { reply } => {
                 if self.producer_ids.is_empty() {
                     match controller::claim_producer_id_block(zk, self.config.broker_id).await {

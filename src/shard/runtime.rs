@@ -61,6 +61,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
 
     let control_core = cores.first().copied();
     control::spawn(config.clone(), senders.clone(), control_rx, control_core)?;
+    let control_handle = control;
 
     let signal = wait_for_signal(&signals);
     info!("received {signal}; closing partitions");
@@ -81,6 +82,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             break;
         }
     }
+    control_handle.shut_down(Duration::from_secs(5));
     info!("broker {} stopped", config.broker_id);
     // The executors never return on their own (they serve forever); leaving them to process exit is
     // what closes their sockets and rings.

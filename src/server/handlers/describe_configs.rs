@@ -24,7 +24,11 @@ pub fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DescribeConfig
         .into_iter()
         .map(|resource| {
             let wanted = |name: &str| {
-                resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                // Null or empty both mean "every setting", as Kafka's tools send either.
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
             };
             let entry = |name: &str, value: String, source: i8| {
                 let mut e = DescribeConfigsResourceResult::default()

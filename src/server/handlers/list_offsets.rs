@@ -16,7 +16,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -42,10 +42,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
                     .await
                     .unwrap_or(Err(ResponseError::NotLeaderOrFollower));
                 match found {
-                    Ok((offset, timestamp, leader_epoch)) => response
-                        .with_offset(offset)
-                        .with_timestamp(timestamp)
-                        .with_leader_epoch(leader_epoch),
+                    Ok((offset, timestamp, leader_epoch)) => {
+                        let response = response.with_offset(offset).with_timestamp(timestamp);
+                        // The field exists from v4; kafka-protocol refuses to encode it earlier.
+                        if version >= 4 {
+                            response.with_leader_epoch(leader_epoch)
+                        } else {
+                            response
+                        }
+                    }
                     Err(code) => response.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
                 }
             }

@@ -70,7 +70,7 @@ pub async fn handle(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Respon
             None => return Ok(None),
         },
         RequestKind::Fetch(r) => return fetch::handle(shard, &header, r).await.map(Some),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, version, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, &header, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, &header, r).await),
         RequestKind::DescribeConfigs(r) => {

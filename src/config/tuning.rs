@@ -10,8 +10,11 @@ use super::{flatten, read_toml, ConfigError, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardTuning {
-    /// CPU the shard's executor is pinned to; `None` = the shard's index.
+    /// CPU the shard's executor is pinned to; `None` = `first_core` + the shard's index.
     pub core: Option<usize>,
+    /// First CPU shards use (cores below it are left to the OS); also lowers the default shard
+    /// count to the cores from here on.
+    pub first_core: usize,
     /// Bytes of the tail batch cache each partition keeps for fetches at the log end.
     pub partition_cache_bytes: usize,
     /// Bytes glommio registers (locks) for its io_uring buffers.
@@ -30,6 +33,7 @@ impl Default for ShardTuning {
     fn default() -> Self {
         ShardTuning {
             core: None,
+            first_core: 0,
             partition_cache_bytes: 8 << 20,
             io_memory_bytes: 4 << 20,
             ring_depth: 128,
@@ -75,7 +79,7 @@ impl Tuning {
 
     pub fn shard(&self, index: usize) -> ShardTuning {
         let mut tuning = self.shards.get(index).cloned().flatten().unwrap_or_else(|| self.defaults.clone());
-        tuning.core.get_or_insert(index);
+        tuning.core.get_or_insert(tuning.first_core + index);
         tuning
     }
 }
@@ -86,6 +90,7 @@ fn apply(mut tuning: ShardTuning, path: &Path) -> Result<ShardTuning, ConfigErro
         let v = Value { path, key: &key, value: &value };
         match key.as_str() {
             "core" => tuning.core = Some(v.i64_at_least(0)? as usize),
+            "first_core" => tuning.first_core = v.i64_at_least(0)? as usize,
             "partition_cache_bytes" => tuning.partition_cache_bytes = v.i64_at_least(0)? as usize,
             "io_memory_bytes" => tuning.io_memory_bytes = v.i64_at_least(64 << 10)? as usize,
             "ring_depth" => tuning.ring_depth = v.i64_at_least(8)? as usize,

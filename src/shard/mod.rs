@@ -160,8 +160,8 @@ impl Shard {
         answer.await.map_err(|_| ShardStopped(target))
     }
 
-    /// Applies a metadata snapshot: opens the partitions newly placed on this shard and closes
-    /// (deleting their data if their topic is gone) the ones no longer placed here.
+    /// Applies a metadata snapshot: opens the partitions newly placed on this shard and closes the
+    /// ones no longer placed here.
     pub fn apply_metadata(&self, metadata: Arc<Metadata>) {
         let me = self.config.broker_id;
         let mut partitions = self.partitions.borrow_mut();
@@ -176,11 +176,16 @@ impl Shard {
             .collect();
         for tp in gone {
             let Some(partition) = partitions.remove(&tp) else { continue };
-            let topic_gone = metadata.topic(&tp.topic).is_none_or(|t| t.topic_id != partition.topic_id);
-            let replica_gone = metadata
-                .partition(&tp.topic, tp.partition)
-                .is_none_or(|p| !p.replicas.contains(&me));
-            partition.shut_down(topic_gone || replica_gone);
+            // A deleted topic's data is removed by the controller's deletion step once the log is
+            // closed, never merely because a topic is missing from a snapshot (a ZooKeeper that
+            // lost its data must not make brokers erase theirs). A replica moved off this broker
+            // is deleted here, as Kafka's StopReplica(delete) does.
+            let moved_away = metadata
+                .topic(&tp.topic)
+                .filter(|t| t.topic_id == partition.topic_id)
+                .and_then(|_| metadata.partition(&tp.topic, tp.partition))
+                .is_some_and(|p| !p.replicas.contains(&me));
+            partition.shut_down(moved_away);
         }
         for (tp, &shard) in &metadata.placement {
             if shard != self.id {

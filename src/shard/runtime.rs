@@ -19,17 +19,13 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let listener = config.listeners[0].clone();
     let addr = listener.socket_addr().map_err(anyhow::Error::msg)?;
-    // glommio binds every listener with SO_REUSEPORT, so a second broker on the same port would bind
-    // silently and steal half the connections. A plain bind (no SO_REUSEPORT) fails if anyone holds it.
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => drop(probe),
-        Err(e) => anyhow::bail!("cannot listen on {addr} (listeners): {e}; is another broker running there?"),
-    }
+    refuse_if_port_taken(addr)?;
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", config.log_dir.display()))?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let shard_count = config.num_shards.unwrap_or(cores.len().max(1));
+    let first_core = config.tuning.defaults.first_core;
+    let shard_count = config.num_shards.unwrap_or(cores.len().saturating_sub(first_core).max(1));
     // Block the stop signals before any thread starts, so every thread inherits the mask and only
     // the main thread's sigwait sees them.
     let signals = block_stop_signals();
@@ -88,6 +84,34 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     // what closes their sockets and rings.
     drop(shards);
     std::process::exit(0);
+}
+
+/// glommio binds every listener with SO_REUSEPORT, so a second broker on the same port would bind
+/// silently and take half the connections. Refuse to start if anything is listening there.
+fn refuse_if_port_taken(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let in_use = match std::net::TcpListener::bind(addr) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
+        Err(e) => anyhow::bail!("cannot listen on {addr} (listeners): {e}"),
+    };
+    // A plain bind also fails while connections of a killed predecessor linger in FIN_WAIT on the
+    // port; only a listener answers a connect, so that is the test of "another broker".
+    let target = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    // A killed predecessor's listener can also outlive it briefly: io_uring tears a dead
+    // process's ring down asynchronously, and a pending accept keeps the socket listening until
+    // then. So give it a few seconds to go before deciding another broker holds the port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("cannot listen on {addr} (listeners): {in_use}; is another broker running there?");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 fn block_stop_signals() -> libc::sigset_t {

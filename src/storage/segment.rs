@@ -395,6 +395,12 @@ impl Segment {
                 .map_err(|e| io_error(&segment.log_path, e))?;
             segment.size_bytes = position;
         }
+        // Start-up cost is this one scan: rolled segments are trusted as they are.
+        tracing::info!(
+            segment = %segment.log_path.display(),
+            scanned_bytes = segment.size_bytes,
+            "recovered the active segment"
+        );
         Ok(segment)
     }
 

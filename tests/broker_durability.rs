@@ -19,20 +19,61 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn consume_all(broker: &Broker, topic: &str) -> Vec<String> {
-    let out = kcat(&["-b", &broker.bootstrap(), "-t", topic, "-C", "-e", "-q", "-f", "%p %o %s\n"]);
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    let out = kcat(&[
+        "-b",
+        &broker.bootstrap(),
+        "-t",
+        topic,
+        "-C",
+        "-e",
+        "-q",
+        "-f",
+        "%p %o %s\n",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_and_recovery_scans_only_the_active_segment() {
     let zk = ZooKeeper::start(1);
-    let mut broker = Broker::start(&zk, BrokerOpts::id(1).shards(2).set("log.segment.bytes", "16384").set("zookeeper.session.timeout.ms", "6000"));
-    skein_cli(&["topics", "create", "--bootstrap", &broker.bootstrap(), "--topic", "durable", "--partitions", "2"]);
+    let mut broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(2)
+            .set("log.segment.bytes", "16384")
+            .set("zookeeper.session.timeout.ms", "6000"),
+    );
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--topic",
+        "durable",
+        "--partitions",
+        "2",
+    ]);
     // Many small batches (kcat waits for every delivery report before it exits), so the
     // partitions roll through many segments.
-    let input: String = (0..2000).map(|i| format!("key{}:value-{i:04}-{}\n", i % 10, "x".repeat(80))).collect();
+    let input: String = (0..2000)
+        .map(|i| format!("key{}:value-{i:04}-{}\n", i % 10, "x".repeat(80)))
+        .collect();
     kcat_with_input(
-        &["-b", &broker.bootstrap(), "-t", "durable", "-P", "-K:", "-X", "batch.num.messages=20", "-X", "acks=all"],
+        &[
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            "durable",
+            "-P",
+            "-K:",
+            "-X",
+            "batch.num.messages=20",
+            "-X",
+            "acks=all",
+        ],
         input.as_bytes(),
     );
     let before = consume_all(&broker, "durable");
@@ -43,23 +84,40 @@ fn sigkill_loses_nothing_acknowledged_and_recovery_scans_only_the_active_segment
     broker.kill();
     broker.restart();
     let after = consume_all(&broker, "durable");
-    assert_eq!(after, before, "the same records at the same offsets, nothing twice, nothing lost");
+    assert_eq!(
+        after, before,
+        "the same records at the same offsets, nothing twice, nothing lost"
+    );
 
     // One recovery scan per partition, of its last segment only.
     let log = broker.log_text();
-    let scans: Vec<&str> = log.lines().filter(|l| l.contains("recovered the active segment")).collect();
+    let scans: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("recovered the active segment"))
+        .collect();
     let restart_scans = &scans[scans.len() - 2..];
     let active = segments(&broker.log_dir().join("durable-0")).pop().unwrap();
     assert!(
-        restart_scans.iter().any(|l| l.contains(&*active.to_string_lossy())),
+        restart_scans
+            .iter()
+            .any(|l| l.contains(&*active.to_string_lossy())),
         "the active segment {active:?} is scanned: {restart_scans:?}"
     );
     let first = &rolled[0];
-    assert!(!log.contains(&format!("{} ", first.display())), "rolled segment {first:?} must not be rescanned");
+    assert!(
+        !log.contains(&format!("{} ", first.display())),
+        "rolled segment {first:?} must not be rescanned"
+    );
 
     // Producing continues at the right offsets.
-    kcat_with_input(&["-b", &broker.bootstrap(), "-t", "durable", "-p", "0", "-P"], b"after-restart\n");
-    let last = consume_all(&broker, "durable").into_iter().filter(|l| l.starts_with("0 ")).last().unwrap();
+    kcat_with_input(
+        &["-b", &broker.bootstrap(), "-t", "durable", "-p", "0", "-P"],
+        b"after-restart\n",
+    );
+    let last = consume_all(&broker, "durable")
+        .into_iter()
+        .rfind(|l| l.starts_with("0 "))
+        .unwrap();
     let expected_offset = before.iter().filter(|l| l.starts_with("0 ")).count();
     assert_eq!(last, format!("0 {expected_offset} after-restart"));
 }
@@ -67,10 +125,27 @@ fn sigkill_loses_nothing_acknowledged_and_recovery_scans_only_the_active_segment
 #[test]
 fn garbage_at_a_segment_tail_is_truncated_on_restart() {
     let zk = ZooKeeper::start(1);
-    let mut broker = Broker::start(&zk, BrokerOpts::id(1).shards(1).set("zookeeper.session.timeout.ms", "6000"));
-    skein_cli(&["topics", "create", "--bootstrap", &broker.bootstrap(), "--topic", "torn", "--partitions", "1"]);
+    let mut broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(1)
+            .set("zookeeper.session.timeout.ms", "6000"),
+    );
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--topic",
+        "torn",
+        "--partitions",
+        "1",
+    ]);
     let input: String = (0..100).map(|i| format!("record-{i}\n")).collect();
-    kcat_with_input(&["-b", &broker.bootstrap(), "-t", "torn", "-P"], input.as_bytes());
+    kcat_with_input(
+        &["-b", &broker.bootstrap(), "-t", "torn", "-P"],
+        input.as_bytes(),
+    );
     let before = consume_all(&broker, "torn");
     assert_eq!(before.len(), 100);
 
@@ -78,7 +153,10 @@ fn garbage_at_a_segment_tail_is_truncated_on_restart() {
     let active = segments(&broker.log_dir().join("torn-0")).pop().unwrap();
     let clean_len = std::fs::metadata(&active).unwrap().len();
     // A torn write: a plausible batch header promising more bytes than follow, then noise.
-    let mut file = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .unwrap();
     let mut garbage = Vec::new();
     garbage.extend_from_slice(&100i64.to_be_bytes());
     garbage.extend_from_slice(&4000i32.to_be_bytes());
@@ -87,10 +165,26 @@ fn garbage_at_a_segment_tail_is_truncated_on_restart() {
     drop(file);
 
     broker.restart();
-    assert!(broker.log_text().contains("truncating torn or corrupt tail"), "recovery says what it cut");
-    assert_eq!(std::fs::metadata(&active).unwrap().len(), clean_len, "the garbage is gone from disk");
-    assert_eq!(consume_all(&broker, "torn"), before, "only the good records are served");
-    kcat_with_input(&["-b", &broker.bootstrap(), "-t", "torn", "-P"], b"record-100\n");
+    assert!(
+        broker
+            .log_text()
+            .contains("truncating torn or corrupt tail"),
+        "recovery says what it cut"
+    );
+    assert_eq!(
+        std::fs::metadata(&active).unwrap().len(),
+        clean_len,
+        "the garbage is gone from disk"
+    );
+    assert_eq!(
+        consume_all(&broker, "torn"),
+        before,
+        "only the good records are served"
+    );
+    kcat_with_input(
+        &["-b", &broker.bootstrap(), "-t", "torn", "-P"],
+        b"record-100\n",
+    );
     let after = consume_all(&broker, "torn");
     assert_eq!(after.last().unwrap(), "0 100 record-100");
 }

@@ -12,8 +12,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, InitProducerIdRequest, JoinGroupRequest, ListOffsetsRequest, ProduceRequest,
-    TopicName,
+    ApiVersionsRequest, FetchRequest, InitProducerIdRequest, JoinGroupRequest, ListOffsetsRequest,
+    ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -21,7 +21,10 @@ use skein::client::Connection;
 use skein::storage::test_util::{build_batch, BatchSpec};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -29,48 +32,89 @@ fn topic_name(name: &str) -> TopicName {
 }
 
 fn produce_request(topic: &str, partitions: &[(i32, Bytes)]) -> ProduceRequest {
-    ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(topic_name(topic))
-        .with_partition_data(
-            partitions
-                .iter()
-                .map(|(p, records)| PartitionProduceData::default().with_index(*p).with_records(Some(records.clone())))
-                .collect(),
-        )])
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(
+                partitions
+                    .iter()
+                    .map(|(p, records)| {
+                        PartitionProduceData::default()
+                            .with_index(*p)
+                            .with_records(Some(records.clone()))
+                    })
+                    .collect(),
+            )])
 }
 
-async fn produce(conn: &mut Connection, topic: &str, partition: i32, batch: Bytes) -> PartitionProduceResponse {
-    let response = conn.send(produce_request(topic, &[(partition, batch)])).await.unwrap();
+async fn produce(
+    conn: &mut Connection,
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+) -> PartitionProduceResponse {
+    let response = conn
+        .send(produce_request(topic, &[(partition, batch)]))
+        .await
+        .unwrap();
     response.responses[0].partition_responses[0].clone()
 }
 
 async fn log_end_offset(conn: &mut Connection, topic: &str, partition: i32) -> i64 {
-    let request = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1)])]);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
     let response = conn.send(request).await.unwrap();
     let p = &response.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
     p.offset
 }
 
-async fn fetch(conn: &mut Connection, topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> (i16, i64, Bytes) {
+async fn fetch(
+    conn: &mut Connection,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+) -> (i16, i64, Bytes) {
     let request = FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(10 << 20)
-        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
-            FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(1 << 20),
-        ])]);
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
     let response = conn.send(request).await.unwrap();
     let p = &response.responses[0].partitions[0];
-    (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
 }
 
 fn create(broker: &Broker, topic: &str, partitions: u32, extra: &[&str]) {
     let (partitions, bootstrap) = (partitions.to_string(), broker.bootstrap());
-    let mut args = vec!["topics", "create", "--bootstrap", &bootstrap, "--topic", topic, "--partitions", &partitions];
+    let mut args = vec![
+        "topics",
+        "create",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions,
+    ];
     args.extend_from_slice(extra);
     skein_cli(&args);
 }
@@ -78,12 +122,23 @@ fn create(broker: &Broker, topic: &str, partitions: u32, extra: &[&str]) {
 #[test]
 fn corrupt_and_oversized_batches_are_rejected_and_nothing_is_appended() {
     let zk = ZooKeeper::start(1);
-    let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2).set("message.max.bytes", "2000"));
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1).shards(2).set("message.max.bytes", "2000"),
+    );
     create(&broker, "guarded", 1, &[]);
     runtime().block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
-        let good = build_batch(&BatchSpec { records: 3, ..BatchSpec::default() });
-        assert_eq!(produce(&mut conn, "guarded", 0, good.clone()).await.error_code, 0);
+        let good = build_batch(&BatchSpec {
+            records: 3,
+            ..BatchSpec::default()
+        });
+        assert_eq!(
+            produce(&mut conn, "guarded", 0, good.clone())
+                .await
+                .error_code,
+            0
+        );
         assert_eq!(log_end_offset(&mut conn, "guarded", 0).await, 3);
 
         let mut corrupt = good.to_vec();
@@ -91,17 +146,33 @@ fn corrupt_and_oversized_batches_are_rejected_and_nothing_is_appended() {
         corrupt[last] ^= 0xff; // inside the CRC-covered records
         let response = produce(&mut conn, "guarded", 0, Bytes::from(corrupt)).await;
         assert_eq!(response.error_code, ResponseError::CorruptMessage.code());
-        assert_eq!(log_end_offset(&mut conn, "guarded", 0).await, 3, "a corrupt batch appends nothing");
+        assert_eq!(
+            log_end_offset(&mut conn, "guarded", 0).await,
+            3,
+            "a corrupt batch appends nothing"
+        );
 
-        let big = build_batch(&BatchSpec { records: 1, value_bytes: 5000, ..BatchSpec::default() });
+        let big = build_batch(&BatchSpec {
+            records: 1,
+            value_bytes: 5000,
+            ..BatchSpec::default()
+        });
         let response = produce(&mut conn, "guarded", 0, big).await;
         assert_eq!(response.error_code, ResponseError::MessageTooLarge.code());
-        assert_eq!(log_end_offset(&mut conn, "guarded", 0).await, 3, "an oversized batch appends nothing");
+        assert_eq!(
+            log_end_offset(&mut conn, "guarded", 0).await,
+            3,
+            "an oversized batch appends nothing"
+        );
 
         // The connection survives rejected batches, and the log still serves what it has.
         let (error, high_watermark, records) = fetch(&mut conn, "guarded", 0, 0, 0).await;
         assert_eq!((error, high_watermark), (0, 3));
-        assert_eq!(records.len(), good.len(), "exactly the one good batch comes back");
+        assert_eq!(
+            records.len(),
+            good.len(),
+            "exactly the one good batch comes back"
+        );
     });
 }
 
@@ -115,10 +186,22 @@ fn produce_reaches_partitions_owned_by_the_other_shard() {
     runtime().block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
         let batches: Vec<(i32, Bytes)> = (0..4)
-            .map(|p| (p, build_batch(&BatchSpec { records: p + 1, fill: b'a' + p as u8, ..BatchSpec::default() })))
+            .map(|p| {
+                (
+                    p,
+                    build_batch(&BatchSpec {
+                        records: p + 1,
+                        fill: b'a' + p as u8,
+                        ..BatchSpec::default()
+                    }),
+                )
+            })
             .collect();
         for round in 0..3 {
-            let response = conn.send(produce_request("spread", &batches)).await.unwrap();
+            let response = conn
+                .send(produce_request("spread", &batches))
+                .await
+                .unwrap();
             for p in &response.responses[0].partition_responses {
                 assert_eq!(p.error_code, 0, "partition {}", p.index);
                 assert_eq!(p.base_offset, round * (p.index as i64 + 1));
@@ -138,12 +221,24 @@ fn produce_reaches_partitions_owned_by_the_other_shard() {
 #[test]
 fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts() {
     let zk = ZooKeeper::start(1);
-    let mut broker = Broker::start(&zk, BrokerOpts::id(1).shards(2).set("zookeeper.session.timeout.ms", "6000"));
+    let mut broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(2)
+            .set("zookeeper.session.timeout.ms", "6000"),
+    );
     create(&broker, "exactly-once", 1, &[]);
     let rt = runtime();
     let producer_id = rt.block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
-        let init = conn.send(InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000)).await.unwrap();
+        let init = conn
+            .send(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .await
+            .unwrap();
         assert_eq!(init.error_code, 0);
         assert!(init.producer_id.0 >= 0);
         let batch = |seq: i32| {
@@ -158,10 +253,21 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
         let first = produce(&mut conn, "exactly-once", 0, batch(0)).await;
         assert_eq!((first.error_code, first.base_offset), (0, 0));
         let retry = produce(&mut conn, "exactly-once", 0, batch(0)).await;
-        assert_eq!((retry.error_code, retry.base_offset), (0, 0), "a retry is acknowledged with its first offset");
-        assert_eq!(log_end_offset(&mut conn, "exactly-once", 0).await, 2, "and not appended twice");
+        assert_eq!(
+            (retry.error_code, retry.base_offset),
+            (0, 0),
+            "a retry is acknowledged with its first offset"
+        );
+        assert_eq!(
+            log_end_offset(&mut conn, "exactly-once", 0).await,
+            2,
+            "and not appended twice"
+        );
         let gap = produce(&mut conn, "exactly-once", 0, batch(5)).await;
-        assert_eq!(gap.error_code, ResponseError::OutOfOrderSequenceNumber.code());
+        assert_eq!(
+            gap.error_code,
+            ResponseError::OutOfOrderSequenceNumber.code()
+        );
         let next = produce(&mut conn, "exactly-once", 0, batch(2)).await;
         assert_eq!((next.error_code, next.base_offset), (0, 2));
         (init.producer_id.0, init.producer_epoch)
@@ -181,10 +287,17 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
             })
         };
         let retry = produce(&mut conn, "exactly-once", 0, batch(2)).await;
-        assert_eq!((retry.error_code, retry.base_offset), (0, 2), "producer state survived the restart");
+        assert_eq!(
+            (retry.error_code, retry.base_offset),
+            (0, 2),
+            "producer state survived the restart"
+        );
         assert_eq!(log_end_offset(&mut conn, "exactly-once", 0).await, 4);
         let gap = produce(&mut conn, "exactly-once", 0, batch(9)).await;
-        assert_eq!(gap.error_code, ResponseError::OutOfOrderSequenceNumber.code());
+        assert_eq!(
+            gap.error_code,
+            ResponseError::OutOfOrderSequenceNumber.code()
+        );
     });
 }
 
@@ -200,7 +313,10 @@ fn fetch_long_polls_until_data_arrives() {
         let (error, _, records) = fetch(&mut idle, "polled", 0, 0, 300).await;
         assert_eq!(error, 0);
         assert!(records.is_empty());
-        assert!(started.elapsed() >= Duration::from_millis(250), "an empty fetch waits max_wait_ms");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "an empty fetch waits max_wait_ms"
+        );
 
         let bootstrap = broker.bootstrap();
         let producer = tokio::spawn(async move {
@@ -210,7 +326,10 @@ fn fetch_long_polls_until_data_arrives() {
         });
         let (error, high_watermark, records) = fetch(&mut idle, "polled", 0, 0, 20_000).await;
         assert_eq!((error, high_watermark), (0, 1));
-        assert!(!records.is_empty(), "the waiting fetch returns the new batch");
+        assert!(
+            !records.is_empty(),
+            "the waiting fetch returns the new batch"
+        );
         assert_eq!(producer.await.unwrap().error_code, 0);
 
         let (error, _, _) = fetch(&mut idle, "polled", 0, 99, 0).await;
@@ -225,26 +344,45 @@ fn unsupported_versions_and_apis_are_answered_or_logged() {
     runtime().block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
         // A newer ApiVersions than skein knows: UNSUPPORTED_VERSION in v0, with the table.
-        let response = conn.send_version(ApiVersionsRequest::default(), 4).await.unwrap();
+        let response = conn
+            .send_version(ApiVersionsRequest::default(), 4)
+            .await
+            .unwrap();
         assert_eq!(response.error_code, 0);
-        let produce = response.api_keys.iter().find(|k| k.api_key == 0).expect("Produce is advertised");
+        let produce = response
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == 0)
+            .expect("Produce is advertised");
         assert_eq!(produce.min_version, 0);
         let raw = raw_request(&broker, 18, 9).await;
-        assert_eq!(i16::from_be_bytes([raw[4], raw[5]]), ResponseError::UnsupportedVersion.code());
+        assert_eq!(
+            i16::from_be_bytes([raw[4], raw[5]]),
+            ResponseError::UnsupportedVersion.code()
+        );
 
         // An API skein does not serve: the connection is closed, and the broker says why.
         let result = conn.send_version(JoinGroupRequest::default(), 5).await;
         assert!(result.is_err(), "the connection is closed");
     });
-    harness::wait_until("the broker to log the unsupported API", Duration::from_secs(5), || {
-        broker.log_text().contains("JoinGroup is not supported").then_some(())
-    });
+    harness::wait_until(
+        "the broker to log the unsupported API",
+        Duration::from_secs(5),
+        || {
+            broker
+                .log_text()
+                .contains("JoinGroup is not supported")
+                .then_some(())
+        },
+    );
 }
 
 /// Sends a header-only request frame and returns the response body after the correlation id.
 async fn raw_request(broker: &Broker, api_key: i16, version: i16) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(broker.bootstrap()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(broker.bootstrap())
+        .await
+        .unwrap();
     let mut frame = Vec::new();
     frame.extend_from_slice(&api_key.to_be_bytes());
     frame.extend_from_slice(&version.to_be_bytes());

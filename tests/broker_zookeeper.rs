@@ -7,36 +7,94 @@ use std::time::Duration;
 
 use harness::{python_json, skein_cli, wait_until, Broker, BrokerOpts, ZooKeeper};
 
+/// The parsed JSON a znode holds (`Null` if it does not exist), read with kazoo.
 fn znode(zk: &ZooKeeper, path: &str) -> serde_json::Value {
     let dump = python_json("zk_dump.py", &["--zk", &zk.connect_string(), path]);
-    dump[path].clone()
+    let node = &dump["znodes"][path];
+    if node["exists"] == true {
+        node["data"].clone()
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn is_ephemeral(zk: &ZooKeeper, path: &str) -> bool {
+    let dump = python_json("zk_dump.py", &["--zk", &zk.connect_string(), path]);
+    dump["znodes"][path]["ephemeral"] == true
 }
 
 #[test]
 fn broker_registers_and_topics_live_where_kafka_keeps_them() {
     let zk = ZooKeeper::start(3);
     let mut broker = Broker::start(&zk, BrokerOpts::id(7));
-    skein_cli(&["topics", "create", "--bootstrap", &broker.bootstrap(), "--topic", "laid-out", "--partitions", "2", "--config", "retention.ms=123456"]);
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--topic",
+        "laid-out",
+        "--partitions",
+        "2",
+        "--config",
+        "retention.ms=123456",
+    ]);
 
     let registration = znode(&zk, "/brokers/ids/7");
-    assert_eq!(registration["endpoints"][0], format!("PLAINTEXT://127.0.0.1:{}", broker.port()), "{registration}");
+    assert_eq!(
+        registration["endpoints"][0],
+        format!("PLAINTEXT://127.0.0.1:{}", broker.port()),
+        "{registration}"
+    );
     assert_eq!(registration["port"], broker.port());
+    assert!(is_ephemeral(&zk, "/brokers/ids/7") && is_ephemeral(&zk, "/controller"));
     assert_eq!(znode(&zk, "/controller")["brokerid"], 7);
     let topic = znode(&zk, "/brokers/topics/laid-out");
     assert_eq!(topic["partitions"]["0"], serde_json::json!([7]), "{topic}");
-    assert!(topic["topic_id"].as_str().is_some_and(|id| id.len() == 22), "{topic}");
+    assert!(
+        topic["topic_id"].as_str().is_some_and(|id| id.len() == 22),
+        "{topic}"
+    );
     let state = znode(&zk, "/brokers/topics/laid-out/partitions/1/state");
-    assert_eq!((state["leader"].clone(), state["isr"].clone()), (serde_json::json!(7), serde_json::json!([7])), "{state}");
-    assert_eq!(znode(&zk, "/config/topics/laid-out")["config"]["retention.ms"], "123456");
+    assert_eq!(
+        (state["leader"].clone(), state["isr"].clone()),
+        (serde_json::json!(7), serde_json::json!([7])),
+        "{state}"
+    );
+    assert_eq!(
+        znode(&zk, "/config/topics/laid-out")["config"]["retention.ms"],
+        "123456"
+    );
 
     // A clean stop gives up the registration at once; a restart rebuilds the view from ZooKeeper.
     broker.stop();
-    assert!(znode(&zk, "/brokers/ids/7").is_null(), "deregistered on SIGTERM");
+    assert!(
+        znode(&zk, "/brokers/ids/7").is_null(),
+        "deregistered on SIGTERM"
+    );
     broker.restart();
-    let described = String::from_utf8_lossy(&skein_cli(&["topics", "describe", "--bootstrap", &broker.bootstrap(), "--topic", "laid-out"]).stdout).into_owned();
+    let described = String::from_utf8_lossy(
+        &skein_cli(&[
+            "topics",
+            "describe",
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--topic",
+            "laid-out",
+        ])
+        .stdout,
+    )
+    .into_owned();
     assert!(described.contains("retention.ms = 123456"), "{described}");
 
-    skein_cli(&["topics", "delete", "--bootstrap", &broker.bootstrap(), "--topic", "laid-out"]);
+    skein_cli(&[
+        "topics",
+        "delete",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--topic",
+        "laid-out",
+    ]);
     assert!(znode(&zk, "/brokers/topics/laid-out").is_null());
     assert!(znode(&zk, "/config/topics/laid-out").is_null());
 }
@@ -45,14 +103,26 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
 fn broker_waits_for_zookeeper_and_registers_again_after_losing_its_session() {
     let mut zk = ZooKeeper::start(1);
     zk.stop_node(0);
-    let mut broker = Broker::start_unready(&zk, BrokerOpts::id(1).set("zookeeper.session.timeout.ms", "4000"));
-    wait_until("the broker to say ZooKeeper is unreachable", Duration::from_secs(20), || {
-        broker.log_text().contains("cannot reach ZooKeeper").then_some(())
-    });
+    let mut broker = Broker::start_unready(
+        &zk,
+        BrokerOpts::id(1).set("zookeeper.session.timeout.ms", "4000"),
+    );
+    wait_until(
+        "the broker to say ZooKeeper is unreachable",
+        Duration::from_secs(20),
+        || {
+            broker
+                .log_text()
+                .contains("cannot reach ZooKeeper")
+                .then_some(())
+        },
+    );
     assert!(broker.is_running(), "it keeps retrying instead of exiting");
     zk.start_node(0);
     broker.wait_ready();
-    wait_until("registration", Duration::from_secs(20), || (!znode(&zk, "/brokers/ids/1").is_null()).then_some(()));
+    wait_until("registration", Duration::from_secs(20), || {
+        (!znode(&zk, "/brokers/ids/1").is_null()).then_some(())
+    });
 
     // Frozen for longer than the session timeout (a long GC-like pause): ZooKeeper expires the
     // session and removes the registration; once thawed, the broker registers again.
@@ -67,26 +137,50 @@ fn broker_waits_for_zookeeper_and_registers_again_after_losing_its_session() {
     // SAFETY: as above; the broker is resumed even if the wait failed.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     expired.expect("ZooKeeper expires a frozen broker's session");
-    wait_until("re-registration after session loss", Duration::from_secs(40), || {
-        (!znode(&zk, "/brokers/ids/1").is_null()).then_some(())
-    });
-    assert!(broker.log_text().contains("registering again"), "the broker says it re-registered");
-    skein_cli(&["topics", "create", "--bootstrap", &broker.bootstrap(), "--topic", "after-expiry", "--partitions", "1"]);
+    wait_until(
+        "re-registration after session loss",
+        Duration::from_secs(40),
+        || (!znode(&zk, "/brokers/ids/1").is_null()).then_some(()),
+    );
+    assert!(
+        broker.log_text().contains("registering again"),
+        "the broker says it re-registered"
+    );
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--topic",
+        "after-expiry",
+        "--partitions",
+        "1",
+    ]);
 }
 
 #[test]
 fn bad_configs_and_busy_ports_are_refused_with_a_clear_error() {
     let zk = ZooKeeper::start(1);
-    let (status, stderr) = Broker::start_expect_failure(&zk, BrokerOpts::id(1).set("log.segmnet.bytes", "5"));
+    let (status, stderr) =
+        Broker::start_expect_failure(&zk, BrokerOpts::id(1).set("log.segmnet.bytes", "5"));
     assert!(!status.success());
-    assert!(stderr.contains("unknown config key 'log.segmnet.bytes'"), "{stderr}");
-    let (status, stderr) = Broker::start_expect_failure(&zk, BrokerOpts::id(1).set("num.partitions", "\"many\""));
+    assert!(
+        stderr.contains("unknown config key 'log.segmnet.bytes'"),
+        "{stderr}"
+    );
+    let (status, stderr) =
+        Broker::start_expect_failure(&zk, BrokerOpts::id(1).set("num.partitions", "\"many\""));
     assert!(!status.success());
     assert!(stderr.contains("'num.partitions'"), "{stderr}");
 
     let running = Broker::start(&zk, BrokerOpts::id(1));
-    let config = std::fs::read_to_string(running.config_path()).unwrap().replace("broker.id = 1", "broker.id = 2");
+    let config = std::fs::read_to_string(running.config_path())
+        .unwrap()
+        .replace("broker.id = 1", "broker.id = 2");
     let (status, stderr) = Broker::start_expect_failure_with_config(&config);
     assert!(!status.success());
-    assert!(stderr.contains("is another broker running there?"), "{stderr}");
+    assert!(
+        stderr.contains("is another broker running there?"),
+        "{stderr}"
+    );
 }

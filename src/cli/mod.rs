@@ -6,7 +6,11 @@ mod topics;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skein", version, about = "A Kafka-compatible message broker, thread-per-core")]
+#[command(
+    name = "skein",
+    version,
+    about = "A Kafka-compatible message broker, thread-per-core"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -70,18 +70,28 @@ fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()
 }
 
 pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let mut conn = Connection::connect(&args.bootstrap).await?;
         match args.command {
-            TopicsCommand::Create { topic, partitions, replication_factor, configs } => {
+            TopicsCommand::Create {
+                topic,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
                 let mut parsed = BTreeMap::new();
                 for c in &configs {
-                    let (k, v) = c.split_once('=').with_context(|| format!("--config {c}: expected NAME=VALUE"))?;
+                    let (k, v) = c
+                        .split_once('=')
+                        .with_context(|| format!("--config {c}: expected NAME=VALUE"))?;
                     parsed.insert(k.to_owned(), v.to_owned());
                 }
-                let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
-                    CreatableTopic::default()
+                let request = CreateTopicsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_topics(vec![CreatableTopic::default()
                         .with_name(name(&topic))
                         .with_num_partitions(partitions)
                         .with_replication_factor(replication_factor)
@@ -94,18 +104,29 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                                         .with_value(Some(StrBytes::from_string(v)))
                                 })
                                 .collect(),
-                        ),
-                ]);
+                        )]);
                 let response = conn.send(request).await?;
                 for t in &response.topics {
-                    check(t.error_code, t.error_message.as_ref(), &format!("creating topic '{}'", t.name.0))?;
-                    println!("created topic '{}' with {} partition(s)", t.name.0, t.num_partitions);
+                    check(
+                        t.error_code,
+                        t.error_message.as_ref(),
+                        &format!("creating topic '{}'", t.name.0),
+                    )?;
+                    println!(
+                        "created topic '{}' with {} partition(s)",
+                        t.name.0, t.num_partitions
+                    );
                 }
             }
             TopicsCommand::List => {
-                let response = conn.send(MetadataRequest::default().with_topics(None)).await?;
-                let mut names: Vec<String> =
-                    response.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+                let response = conn
+                    .send(MetadataRequest::default().with_topics(None))
+                    .await?;
+                let mut names: Vec<String> = response
+                    .topics
+                    .iter()
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                    .collect();
                 names.sort();
                 for n in names {
                     println!("{n}");
@@ -113,47 +134,79 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
             }
             TopicsCommand::Describe { topic } => {
                 let request = MetadataRequest::default()
-                    .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(&topic)))]))
+                    .with_topics(Some(vec![
+                        MetadataRequestTopic::default().with_name(Some(name(&topic)))
+                    ]))
                     .with_allow_auto_topic_creation(false);
                 let response = conn.send(request).await?;
                 for t in &response.topics {
                     check(t.error_code, None, &format!("describing topic '{topic}'"))?;
-                    println!("topic {topic}  id {}  partitions {}", t.topic_id, t.partitions.len());
+                    println!(
+                        "topic {topic}  id {}  partitions {}",
+                        t.topic_id,
+                        t.partitions.len()
+                    );
                     for p in &t.partitions {
                         let ids = |v: &[kafka_protocol::messages::BrokerId]| {
-                            v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+                            v.iter()
+                                .map(|b| b.0.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
                         };
                         println!(
                             "  partition {:>3}  leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]",
-                            p.partition_index, p.leader_id.0, p.leader_epoch, ids(&p.replica_nodes), ids(&p.isr_nodes)
+                            p.partition_index,
+                            p.leader_id.0,
+                            p.leader_epoch,
+                            ids(&p.replica_nodes),
+                            ids(&p.isr_nodes)
                         );
                     }
                 }
-                let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_string(topic.clone()))]);
+                let request = DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.clone())),
+                ]);
                 let response = conn.send(request).await?;
                 for r in &response.results {
-                    check(r.error_code, r.error_message.as_ref(), &format!("describing configs of '{topic}'"))?;
+                    check(
+                        r.error_code,
+                        r.error_message.as_ref(),
+                        &format!("describing configs of '{topic}'"),
+                    )?;
                     println!("configs:");
                     for c in &r.configs {
-                        let source = if c.config_source == 1 { "  (topic override)" } else { "" };
-                        println!("  {} = {}{source}", c.name, c.value.as_ref().map(|v| v.as_str()).unwrap_or(""));
+                        let source = if c.config_source == 1 {
+                            "  (topic override)"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "  {} = {}{source}",
+                            c.name,
+                            c.value.as_ref().map(|v| v.as_str()).unwrap_or("")
+                        );
                     }
                 }
             }
             TopicsCommand::Delete { topic } => {
                 let version = conn.version_of::<DeleteTopicsRequest>()?;
                 let request = if version >= 6 {
-                    DeleteTopicsRequest::default()
-                        .with_topics(vec![DeleteTopicState::default().with_name(Some(name(&topic)))])
+                    DeleteTopicsRequest::default().with_topics(vec![
+                        DeleteTopicState::default().with_name(Some(name(&topic)))
+                    ])
                 } else {
                     DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
                 }
                 .with_timeout_ms(30_000);
                 let response = conn.send(request).await?;
                 for r in &response.responses {
-                    check(r.error_code, r.error_message.as_ref(), &format!("deleting topic '{topic}'"))?;
+                    check(
+                        r.error_code,
+                        r.error_message.as_ref(),
+                        &format!("deleting topic '{topic}'"),
+                    )?;
                 }
                 println!("deleted topic '{topic}'");
             }

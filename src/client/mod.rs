@@ -29,13 +29,26 @@ impl Connection {
             .map_err(|_| anyhow!("connecting to {addr} timed out"))?
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        let mut connection = Connection { stream, next_correlation_id: 1, broker_versions: HashMap::new(), timeout };
-        let versions: ApiVersionsResponse = connection.send_version(ApiVersionsRequest::default(), 0).await?;
+        let mut connection = Connection {
+            stream,
+            next_correlation_id: 1,
+            broker_versions: HashMap::new(),
+            timeout,
+        };
+        let versions: ApiVersionsResponse = connection
+            .send_version(ApiVersionsRequest::default(), 0)
+            .await?;
         if versions.error_code != 0 {
-            bail!("{addr}: ApiVersions failed with error code {}", versions.error_code);
+            bail!(
+                "{addr}: ApiVersions failed with error code {}",
+                versions.error_code
+            );
         }
-        connection.broker_versions =
-            versions.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        connection.broker_versions = versions
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
         Ok(connection)
     }
 
@@ -58,7 +71,11 @@ impl Connection {
         self.send_version(request, version).await
     }
 
-    pub async fn send_version<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<R::Response> {
+    pub async fn send_version<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
@@ -83,11 +100,16 @@ impl Connection {
         .await
         .map_err(|_| anyhow!("{api:?} request timed out"))??;
         // ApiVersions responses always carry header v0.
-        let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
+        let header_version = if api == ApiKey::ApiVersions {
+            0
+        } else {
+            api.response_header_version(version)
+        };
         let response_correlation = if header_version == 0 {
             frame.get_i32()
         } else {
-            kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)?.correlation_id
+            kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)?
+                .correlation_id
         };
         if response_correlation != correlation_id {
             bail!("response correlation id {response_correlation} does not match request {correlation_id}");

@@ -16,7 +16,9 @@ use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
 use super::controller;
-use super::metadata::{place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition};
+use super::metadata::{
+    place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition,
+};
 use super::zookeeper::*;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::shard::ShardSenders;
@@ -44,14 +46,25 @@ pub struct AdminError {
 
 impl AdminError {
     pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        AdminError { code, message: message.into() }
+        AdminError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 pub enum ControlRequest {
-    CreateTopic { spec: CreateTopicSpec, reply: oneshot::Sender<Result<(), AdminError>> },
-    DeleteTopic { name: String, reply: oneshot::Sender<Result<(), AdminError>> },
-    AllocateProducerId { reply: oneshot::Sender<Result<i64, AdminError>> },
+    CreateTopic {
+        spec: CreateTopicSpec,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    DeleteTopic {
+        name: String,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    AllocateProducerId {
+        reply: oneshot::Sender<Result<i64, AdminError>>,
+    },
     /// Clean shutdown: give up the registration and the controllership now instead of making the
     /// cluster wait a session timeout for them.
     Shutdown { reply: std::sync::mpsc::Sender<()> },
@@ -73,21 +86,29 @@ impl ControlHandle {
         make: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> ControlRequest,
     ) -> Result<T, AdminError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || AdminError::new(ResponseError::BrokerNotAvailable, "the control thread has stopped");
+        let gone = || {
+            AdminError::new(
+                ResponseError::BrokerNotAvailable,
+                "the control thread has stopped",
+            )
+        };
         self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<(), AdminError> {
-        self.ask(|reply| ControlRequest::CreateTopic { spec, reply }).await
+        self.ask(|reply| ControlRequest::CreateTopic { spec, reply })
+            .await
     }
 
     pub async fn delete_topic(&self, name: String) -> Result<(), AdminError> {
-        self.ask(|reply| ControlRequest::DeleteTopic { name, reply }).await
+        self.ask(|reply| ControlRequest::DeleteTopic { name, reply })
+            .await
     }
 
     pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
-        self.ask(|reply| ControlRequest::AllocateProducerId { reply }).await
+        self.ask(|reply| ControlRequest::AllocateProducerId { reply })
+            .await
     }
 
     /// Blocking: called from the main thread once the shards have closed their partitions.
@@ -115,40 +136,51 @@ pub fn spawn(
     requests: flume::Receiver<ControlRequest>,
     core: Option<core_affinity::CoreId>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("skein-control".to_owned()).spawn(move || {
-        if let Some(core) = core {
-            core_affinity::set_for_current(core);
-        }
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                error!("control thread: cannot start its tokio runtime: {e}");
-                std::process::exit(1);
+    std::thread::Builder::new()
+        .name("skein-control".to_owned())
+        .spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
             }
-        };
-        let mut control = Control {
-            config,
-            shards,
-            requests,
-            metadata: Arc::new(Metadata::default()),
-            producer_ids: 0..0,
-        };
-        runtime.block_on(control.run());
-    })
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    error!("control thread: cannot start its tokio runtime: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let mut control = Control {
+                config,
+                shards,
+                requests,
+                metadata: Arc::new(Metadata::default()),
+                producer_ids: 0..0,
+            };
+            runtime.block_on(control.run());
+        })
 }
 
 impl Control {
     async fn run(&mut self) {
         loop {
             let zk = self.connect().await;
-            match self.session(&zk).await {
-                Ok(()) => return,
-                Err(e) if e.is_session_lost() => {
-                    warn!("ZooKeeper session lost ({e}); reconnecting and registering again")
-                }
-                Err(e) => {
-                    warn!("ZooKeeper: {e}; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            // A session survives connection losses (the client reconnects by itself), so errors
+            // are retried on the same session; only an expired session means starting over, with
+            // a new registration.
+            loop {
+                match self.session(&zk).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_session_lost() => {
+                        warn!("ZooKeeper session lost ({e}); reconnecting and registering again");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!("ZooKeeper: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
         }
@@ -161,7 +193,9 @@ impl Control {
         loop {
             attempt += 1;
             let connector = zk::Client::connector()
-                .with_session_timeout(Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64))
+                .with_session_timeout(Duration::from_millis(
+                    self.config.zookeeper_session_timeout_ms as u64,
+                ))
                 .with_connection_timeout(Duration::from_millis(
                     self.config.zookeeper_connection_timeout_ms as u64,
                 ))
@@ -191,35 +225,57 @@ impl Control {
         for path in PERSISTENT_PATHS {
             zk.ensure_path(path).await?;
         }
-        let cluster_id = ClusterIdZnode { version: "1".to_owned(), id: encode_topic_id(uuid::Uuid::new_v4()) };
-        zk.create_json(CLUSTER_ID, &cluster_id, &persistent()).await?;
+        let cluster_id = ClusterIdZnode {
+            version: "1".to_owned(),
+            id: encode_topic_id(uuid::Uuid::new_v4()),
+        };
+        zk.create_json(CLUSTER_ID, &cluster_id, &persistent())
+            .await?;
         self.register(zk).await?;
         let mut state_watcher = zk.client.state_watcher();
         // One persistent recursive watch per subtree skein reads; every event just means "read again".
         let mut watches = Vec::new();
         for path in ["/brokers", "/admin", "/config/topics", CONTROLLER] {
-            let mode = if path == CONTROLLER { zk::AddWatchMode::Persistent } else { zk::AddWatchMode::PersistentRecursive };
-            watches.push(zk.client.watch(path, mode).await.map_err(|source| ZkError::Op {
-                op: "watch",
-                path: path.to_owned(),
-                source,
-            })?);
+            let mode = if path == CONTROLLER {
+                zk::AddWatchMode::Persistent
+            } else {
+                zk::AddWatchMode::PersistentRecursive
+            };
+            watches.push(
+                zk.client
+                    .watch(path, mode)
+                    .await
+                    .map_err(|source| ZkError::Op {
+                        op: "watch",
+                        path: path.to_owned(),
+                        source,
+                    })?,
+            );
         }
         let mut is_controller = false;
         loop {
             if !is_controller {
-                is_controller = controller::try_become_controller(zk, self.config.broker_id).await?;
+                is_controller =
+                    controller::try_become_controller(zk, self.config.broker_id).await?;
             } else if !controller::still_controller(zk, self.config.broker_id).await? {
-                warn!("broker {} is no longer the controller", self.config.broker_id);
+                warn!(
+                    "broker {} is no longer the controller",
+                    self.config.broker_id
+                );
                 is_controller = false;
             }
-            let deleted = if is_controller { controller::step(zk, &self.config).await? } else { Vec::new() };
+            let deleted = if is_controller {
+                controller::step(zk, &self.config).await?
+            } else {
+                Vec::new()
+            };
             self.refresh(zk).await?;
             for topic in deleted {
                 self.remove_local_data(&topic);
             }
 
-            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let changed =
+                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
                 _ = changed => {}
                 request = self.requests.recv_async() => match request {
@@ -254,8 +310,23 @@ impl Control {
         loop {
             let registration = BrokerRegistration::new(&listener.host, listener.port, now_ms());
             if zk.create_json(&path, &registration, &ephemeral()).await? {
-                info!("registered broker {id} at {path} ({}:{})", listener.host, listener.port);
+                info!(
+                    "registered broker {id} at {path} ({}:{})",
+                    listener.host, listener.port
+                );
                 return Ok(());
+            }
+            let owner = zk
+                .client
+                .check_stat(&path)
+                .await
+                .map_err(|source| ZkError::Op {
+                    op: "stat",
+                    path: path.clone(),
+                    source,
+                })?;
+            if owner.is_some_and(|stat| stat.ephemeral_owner == zk.client.session_id().0) {
+                return Ok(()); // ours already: registered earlier in this session
             }
             if tokio::time::Instant::now() > deadline {
                 error!("{path} is held by another live session: is another broker running with broker.id = {id}?");
@@ -287,9 +358,15 @@ impl Control {
         let mut metadata = read_metadata(zk, &self.config).await?;
         let me = self.config.broker_id;
         let hosted = metadata.topics.values().flat_map(|topic| {
-            topic.partitions.iter().enumerate().filter(|(_, p)| p.replicas.contains(&me)).map(|(i, _)| {
-                TopicPartition { topic: topic.name.clone(), partition: i as i32 }
-            })
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.replicas.contains(&me))
+                .map(|(i, _)| TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: i as i32,
+                })
         });
         metadata.placement = place_partitions(&self.metadata.placement, hosted, self.shards.len());
         let unchanged = metadata.cluster_id == self.metadata.cluster_id
@@ -309,7 +386,9 @@ impl Control {
 
     /// Removes what is left on this broker's disk of a deleted topic (partitions no shard had open).
     fn remove_local_data(&self, topic: &str) {
-        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_partition_of_topic = name
@@ -317,16 +396,25 @@ impl Control {
                 .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
             if is_partition_of_topic {
                 if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    warn!("deleting topic '{topic}': cannot remove {}: {e}", entry.path().display());
+                    warn!(
+                        "deleting topic '{topic}': cannot remove {}: {e}",
+                        entry.path().display()
+                    );
                 }
             }
         }
     }
 
-    async fn serve(&mut self, zk: &Zk, request: ControlRequest, is_controller: bool) -> Result<(), ZkError> {
+    async fn serve(
+        &mut self,
+        zk: &Zk,
+        request: ControlRequest,
+        is_controller: bool,
+    ) -> Result<(), ZkError> {
         match request {
             ControlRequest::CreateTopic { spec, reply } => {
-                let result = controller::create_topic(zk, &self.config, &self.metadata, &spec).await;
+                let result =
+                    controller::create_topic(zk, &self.config, &self.metadata, &spec).await;
                 let result = match result {
                     Ok(()) if !spec.validate_only => {
                         // Give the new topic its partition states and leaders now, so the reply
@@ -339,9 +427,11 @@ impl Control {
                     }
                     other => other,
                 };
-                let _ = reply.send(result.or_else(|e| match e {
-                    CreateFailure::Admin(e) => Err(e),
-                    CreateFailure::Zk(e) => Err(AdminError::new(ResponseError::UnknownServerError, e.to_string())),
+                let _ = reply.send(result.map_err(|e| match e {
+                    CreateFailure::Admin(e) => e,
+                    CreateFailure::Zk(e) => {
+                        AdminError::new(ResponseError::UnknownServerError, e.to_string())
+                    }
                 }));
             }
             ControlRequest::DeleteTopic { name, reply } => {
@@ -354,7 +444,10 @@ impl Control {
                     match controller::claim_producer_id_block(zk, self.config.broker_id).await {
                         Ok(block) => self.producer_ids = block,
                         Err(e) => {
-                            let _ = reply.send(Err(AdminError::new(ResponseError::UnknownServerError, e.to_string())));
+                            let _ = reply.send(Err(AdminError::new(
+                                ResponseError::UnknownServerError,
+                                e.to_string(),
+                            )));
                             return Ok(());
                         }
                     }
@@ -367,15 +460,29 @@ impl Control {
         Ok(())
     }
 
-    async fn delete_topic(&mut self, zk: &Zk, name: &str, is_controller: bool) -> Result<(), AdminError> {
-        let zk_error = |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
+    async fn delete_topic(
+        &mut self,
+        zk: &Zk,
+        name: &str,
+        is_controller: bool,
+    ) -> Result<(), AdminError> {
+        let zk_error =
+            |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
         if !self.config.delete_topic_enable {
-            return Err(AdminError::new(ResponseError::TopicDeletionDisabled, "delete.topic.enable is false"));
+            return Err(AdminError::new(
+                ResponseError::TopicDeletionDisabled,
+                "delete.topic.enable is false",
+            ));
         }
         if self.metadata.topic(name).is_none() {
-            return Err(AdminError::new(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+            return Err(AdminError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
         }
-        zk.create(&delete_topic_path(name), b"", &persistent()).await.map_err(zk_error)?;
+        zk.create(&delete_topic_path(name), b"", &persistent())
+            .await
+            .map_err(zk_error)?;
         if is_controller {
             let deleted = controller::step(zk, &self.config).await.map_err(zk_error)?;
             self.refresh(zk).await.map_err(zk_error)?;
@@ -400,11 +507,25 @@ impl From<ZkError> for CreateFailure {
 
 /// Reads brokers, controller and topics (assignment, partition states, configs) from ZooKeeper.
 async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkError> {
-    let mut metadata = Metadata { controller_id: -1, ..Metadata::default() };
+    let mut metadata = Metadata {
+        controller_id: -1,
+        ..Metadata::default()
+    };
     for child in zk.children(BROKER_IDS).await? {
-        let Ok(id) = child.parse::<i32>() else { continue };
-        if let Some((registration, _)) = zk.read_json::<BrokerRegistration>(&broker_path(id)).await? {
-            metadata.brokers.insert(id, BrokerInfo { id, host: registration.host, port: registration.port });
+        let Ok(id) = child.parse::<i32>() else {
+            continue;
+        };
+        if let Some((registration, _)) =
+            zk.read_json::<BrokerRegistration>(&broker_path(id)).await?
+        {
+            metadata.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: registration.host,
+                    port: registration.port,
+                },
+            );
         }
     }
     if let Some((cluster, _)) = zk.read_json::<ClusterIdZnode>(CLUSTER_ID).await? {
@@ -414,7 +535,9 @@ async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkErr
         metadata.controller_id = controller.brokerid;
     }
     for name in zk.children(BROKER_TOPICS).await? {
-        let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else { continue };
+        let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else {
+            continue;
+        };
         let Some(topic_id) = topic.topic_id.as_deref().and_then(decode_topic_id) else {
             // The controller gives every topic an id before its partitions get states.
             continue;
@@ -424,23 +547,41 @@ async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkErr
             .await?
             .map(|(c, _)| c.config)
             .unwrap_or_default();
-        let topic_config = TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
-            warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
-            TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new()).expect("defaults are valid")
-        });
+        let topic_config =
+            TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
+                warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
+                TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new())
+                    .expect("defaults are valid")
+            });
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for index in 0..topic.partitions.len() as i32 {
-            let replicas = topic.partitions.get(&index.to_string()).cloned().unwrap_or_default();
-            let state = zk.read_json::<PartitionStateZnode>(&partition_state_path(&name, index)).await?;
+            let replicas = topic
+                .partitions
+                .get(&index.to_string())
+                .cloned()
+                .unwrap_or_default();
+            let state = zk
+                .read_json::<PartitionStateZnode>(&partition_state_path(&name, index))
+                .await?;
             let (leader, leader_epoch, isr) = match state {
                 Some((s, _)) => (s.leader, s.leader_epoch, s.isr),
                 None => (-1, -1, Vec::new()),
             };
-            partitions.push(PartitionState { replicas, leader, leader_epoch, isr });
+            partitions.push(PartitionState {
+                replicas,
+                leader,
+                leader_epoch,
+                isr,
+            });
         }
         metadata.topics.insert(
             name.clone(),
-            Arc::new(TopicMetadata { name, topic_id, partitions, config: topic_config }),
+            Arc::new(TopicMetadata {
+                name,
+                topic_id,
+                partitions,
+                config: topic_config,
+            }),
         );
     }
     Ok(metadata)

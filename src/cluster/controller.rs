@@ -22,13 +22,18 @@ const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 /// Tries to create `/controller`; on success bumps `/controller_epoch`.
 pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
-    let znode = ControllerZnode { version: 1, brokerid: broker_id, timestamp: now_ms().to_string() };
+    let znode = ControllerZnode {
+        version: 1,
+        brokerid: broker_id,
+        timestamp: now_ms().to_string(),
+    };
     if !zk.create_json(CONTROLLER, &znode, &ephemeral()).await? {
         return Ok(false);
     }
     let epoch = match zk.read_json::<i32>(CONTROLLER_EPOCH).await? {
         Some((epoch, stat)) => {
-            zk.set_json(CONTROLLER_EPOCH, &(epoch + 1), Some(stat.version)).await?;
+            zk.set_json(CONTROLLER_EPOCH, &(epoch + 1), Some(stat.version))
+                .await?;
             epoch + 1
         }
         None => {
@@ -41,11 +46,18 @@ pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkEr
 }
 
 pub async fn still_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
-    Ok(zk.read_json::<ControllerZnode>(CONTROLLER).await?.is_some_and(|(c, _)| c.brokerid == broker_id))
+    Ok(zk
+        .read_json::<ControllerZnode>(CONTROLLER)
+        .await?
+        .is_some_and(|(c, _)| c.brokerid == broker_id))
 }
 
 async fn controller_epoch(zk: &Zk) -> Result<i32, ZkError> {
-    Ok(zk.read_json::<i32>(CONTROLLER_EPOCH).await?.map(|(e, _)| e).unwrap_or(0))
+    Ok(zk
+        .read_json::<i32>(CONTROLLER_EPOCH)
+        .await?
+        .map(|(e, _)| e)
+        .unwrap_or(0))
 }
 
 /// One pass of controller duties. Returns the topics whose deletion it completed.
@@ -61,11 +73,18 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
         zk.delete_recursive(&delete_topic_path(&topic)).await?;
     }
 
-    let live: Vec<i32> = zk.children(BROKER_IDS).await?.iter().filter_map(|id| id.parse().ok()).collect();
+    let live: Vec<i32> = zk
+        .children(BROKER_IDS)
+        .await?
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
     let epoch = controller_epoch(zk).await?;
     for name in zk.children(BROKER_TOPICS).await? {
         let path = topic_path(&name);
-        let Some((mut topic, stat)) = zk.read_json::<TopicZnode>(&path).await? else { continue };
+        let Some((mut topic, stat)) = zk.read_json::<TopicZnode>(&path).await? else {
+            continue;
+        };
         if topic.topic_id.is_none() {
             // Topics created by tools that predate topic ids get one, as Kafka's controller does.
             topic.topic_id = Some(encode_topic_id(uuid::Uuid::new_v4()));
@@ -73,13 +92,25 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
             zk.set_json(&path, &topic, Some(stat.version)).await?;
         }
         for (partition, replicas) in &topic.partitions {
-            let Ok(partition) = partition.parse::<i32>() else { continue };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
             let state_path = partition_state_path(&name, partition);
             match zk.read_json::<PartitionStateZnode>(&state_path).await? {
                 None => {
-                    let isr: Vec<i32> = replicas.iter().copied().filter(|r| live.contains(r)).collect();
+                    let isr: Vec<i32> = replicas
+                        .iter()
+                        .copied()
+                        .filter(|r| live.contains(r))
+                        .collect();
                     let leader = isr.first().copied().unwrap_or(-1);
-                    let state = PartitionStateZnode { controller_epoch: epoch, leader, version: 1, leader_epoch: 0, isr };
+                    let state = PartitionStateZnode {
+                        controller_epoch: epoch,
+                        leader,
+                        version: 1,
+                        leader_epoch: 0,
+                        isr,
+                    };
                     zk.ensure_path(&partition_path(&name, partition)).await?;
                     zk.create_json(&state_path, &state, &persistent()).await?;
                 }
@@ -87,8 +118,13 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
                     // Elect from the ISR only.
                     let Some(&leader) = state.isr.iter().find(|r| live.contains(r)) else {
                         if state.leader != -1 {
-                            let state = PartitionStateZnode { leader: -1, controller_epoch: epoch, ..state };
-                            zk.set_json(&state_path, &state, Some(version.version)).await?;
+                            let state = PartitionStateZnode {
+                                leader: -1,
+                                controller_epoch: epoch,
+                                ..state
+                            };
+                            zk.set_json(&state_path, &state, Some(version.version))
+                                .await?;
                         }
                         continue;
                     };
@@ -96,11 +132,20 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
                         leader,
                         leader_epoch: state.leader_epoch + 1,
                         controller_epoch: epoch,
-                        isr: state.isr.iter().copied().filter(|r| live.contains(r)).collect(),
+                        isr: state
+                            .isr
+                            .iter()
+                            .copied()
+                            .filter(|r| live.contains(r))
+                            .collect(),
                         version: 1,
                     };
-                    info!("{name}-{partition}: leader {} -> {leader} (epoch {})", state.leader, new_state.leader_epoch);
-                    zk.set_json(&state_path, &new_state, Some(version.version)).await?;
+                    info!(
+                        "{name}-{partition}: leader {} -> {leader} (epoch {})",
+                        state.leader, new_state.leader_epoch
+                    );
+                    zk.set_json(&state_path, &new_state, Some(version.version))
+                        .await?;
                 }
                 Some(_) => {}
             }
@@ -114,9 +159,15 @@ fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name '{name}' is illegal"));
     }
     if name.len() > MAX_TOPIC_NAME_BYTES {
-        return Err(format!("topic name is {} bytes, more than {MAX_TOPIC_NAME_BYTES}", name.len()));
+        return Err(format!(
+            "topic name is {} bytes, more than {MAX_TOPIC_NAME_BYTES}",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!("topic name '{name}' contains '{c}'; legal characters are ASCII letters, digits, '.', '_' and '-'"));
     }
     Ok(())
@@ -134,58 +185,105 @@ pub async fn create_topic(
     if let Err(message) = validate_topic_name(&spec.name) {
         return fail(ResponseError::InvalidTopicException, message);
     }
-    if zk.read_json::<serde_json::Value>(&topic_path(&spec.name)).await?.is_some() {
-        return fail(ResponseError::TopicAlreadyExists, format!("topic '{}' already exists", spec.name));
+    if zk
+        .read_json::<serde_json::Value>(&topic_path(&spec.name))
+        .await?
+        .is_some()
+    {
+        return fail(
+            ResponseError::TopicAlreadyExists,
+            format!("topic '{}' already exists", spec.name),
+        );
     }
     if let Err(message) = TopicConfig::resolve(&config.topic_defaults, &spec.configs) {
         return fail(ResponseError::InvalidConfig, message);
     }
     let live: Vec<i32> = metadata.brokers.keys().copied().collect();
     let assignment: BTreeMap<i32, Vec<i32>> = if spec.assignments.is_empty() {
-        let partitions = if spec.num_partitions == -1 { config.num_partitions } else { spec.num_partitions };
-        let replication =
-            if spec.replication_factor == -1 { config.default_replication_factor } else { spec.replication_factor as i32 };
+        let partitions = if spec.num_partitions == -1 {
+            config.num_partitions
+        } else {
+            spec.num_partitions
+        };
+        let replication = if spec.replication_factor == -1 {
+            config.default_replication_factor
+        } else {
+            spec.replication_factor as i32
+        };
         if partitions < 1 {
-            return fail(ResponseError::InvalidPartitions, format!("{partitions} partitions: must be at least 1"));
+            return fail(
+                ResponseError::InvalidPartitions,
+                format!("{partitions} partitions: must be at least 1"),
+            );
         }
         if replication < 1 || replication as usize > live.len() {
             return fail(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication} but {} live broker(s)", live.len()),
+                format!(
+                    "replication factor {replication} but {} live broker(s)",
+                    live.len()
+                ),
             );
         }
         assign_replicas(&live, partitions, replication as usize)
     } else {
-        if let Some((p, replicas)) =
-            spec.assignments.iter().find(|(_, r)| r.is_empty() || r.iter().any(|b| !live.contains(b)))
+        if let Some((p, replicas)) = spec
+            .assignments
+            .iter()
+            .find(|(_, r)| r.is_empty() || r.iter().any(|b| !live.contains(b)))
         {
-            return fail(ResponseError::InvalidReplicaAssignment, format!("partition {p}: replicas {replicas:?} are not all live brokers"));
+            return fail(
+                ResponseError::InvalidReplicaAssignment,
+                format!("partition {p}: replicas {replicas:?} are not all live brokers"),
+            );
         }
         let expected: Vec<i32> = (0..spec.assignments.len() as i32).collect();
         if spec.assignments.keys().copied().collect::<Vec<_>>() != expected {
-            return fail(ResponseError::InvalidReplicaAssignment, "partitions must be numbered 0..n-1".to_owned());
+            return fail(
+                ResponseError::InvalidReplicaAssignment,
+                "partitions must be numbered 0..n-1".to_owned(),
+            );
         }
         spec.assignments.clone()
     };
     if spec.validate_only {
         return Ok(());
     }
-    let topic_config = TopicConfigZnode { version: 1, config: spec.configs.clone() };
+    let topic_config = TopicConfigZnode {
+        version: 1,
+        config: spec.configs.clone(),
+    };
     let config_path = topic_config_path(&spec.name);
-    if !zk.create_json(&config_path, &topic_config, &persistent()).await? {
+    if !zk
+        .create_json(&config_path, &topic_config, &persistent())
+        .await?
+    {
         zk.set_json(&config_path, &topic_config, None).await?;
     }
     let znode = TopicZnode {
         version: 3,
-        partitions: assignment.iter().map(|(p, r)| (p.to_string(), r.clone())).collect(),
+        partitions: assignment
+            .iter()
+            .map(|(p, r)| (p.to_string(), r.clone()))
+            .collect(),
         topic_id: Some(encode_topic_id(uuid::Uuid::new_v4())),
         adding_replicas: BTreeMap::new(),
         removing_replicas: BTreeMap::new(),
     };
-    if !zk.create_json(&topic_path(&spec.name), &znode, &persistent()).await? {
-        return fail(ResponseError::TopicAlreadyExists, format!("topic '{}' already exists", spec.name));
+    if !zk
+        .create_json(&topic_path(&spec.name), &znode, &persistent())
+        .await?
+    {
+        return fail(
+            ResponseError::TopicAlreadyExists,
+            format!("topic '{}' already exists", spec.name),
+        );
     }
-    info!("created topic '{}' with {} partition(s)", spec.name, assignment.len());
+    info!(
+        "created topic '{}' with {} partition(s)",
+        spec.name,
+        assignment.len()
+    );
     Ok(())
 }
 
@@ -196,13 +294,21 @@ fn assign_replicas(live: &[i32], partitions: i32, replication: usize) -> BTreeMa
     (0..partitions)
         .map(|p| {
             let first = (start + p as usize) % live.len();
-            (p, (0..replication).map(|r| live[(first + r) % live.len()]).collect())
+            (
+                p,
+                (0..replication)
+                    .map(|r| live[(first + r) % live.len()])
+                    .collect(),
+            )
         })
         .collect()
 }
 
 /// Claims the next block of producer ids with a conditional write, retrying on a lost race.
-pub async fn claim_producer_id_block(zk: &Zk, broker_id: i32) -> Result<std::ops::Range<i64>, ZkError> {
+pub async fn claim_producer_id_block(
+    zk: &Zk,
+    broker_id: i32,
+) -> Result<std::ops::Range<i64>, ZkError> {
     for _ in 0..100 {
         let current = zk.read_json::<ProducerIdBlock>(PRODUCER_ID_BLOCK).await?;
         let start = match &current {
@@ -217,19 +323,32 @@ pub async fn claim_producer_id_block(zk: &Zk, broker_id: i32) -> Result<std::ops
             block_end: end.to_string(),
         };
         let won = match current {
-            Some((_, stat)) => match zk.set_json(PRODUCER_ID_BLOCK, &block, Some(stat.version)).await {
+            Some((_, stat)) => match zk
+                .set_json(PRODUCER_ID_BLOCK, &block, Some(stat.version))
+                .await
+            {
                 Ok(_) => true,
-                Err(ZkError::Op { source: zookeeper_client::Error::BadVersion, .. }) => false,
+                Err(ZkError::Op {
+                    source: zookeeper_client::Error::BadVersion,
+                    ..
+                }) => false,
                 Err(e) => return Err(e),
             },
-            None => zk.create_json(PRODUCER_ID_BLOCK, &block, &persistent()).await?,
+            None => {
+                zk.create_json(PRODUCER_ID_BLOCK, &block, &persistent())
+                    .await?
+            }
         };
         if won {
             return Ok(start..end + 1);
         }
     }
     warn!("could not claim a producer id block after 100 attempts");
-    Err(ZkError::Op { op: "claim", path: PRODUCER_ID_BLOCK.to_owned(), source: zookeeper_client::Error::BadVersion })
+    Err(ZkError::Op {
+        op: "claim",
+        path: PRODUCER_ID_BLOCK.to_owned(),
+        source: zookeeper_client::Error::BadVersion,
+    })
 }
 
 #[cfg(test)]

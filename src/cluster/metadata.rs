@@ -97,7 +97,11 @@ pub fn place_partitions(
         }
     }
     for tp in unplaced {
-        let (shard, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).expect("shard_count > 0");
+        let (shard, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, n)| (**n, *i))
+            .expect("shard_count > 0");
         load[shard] += 1;
         placement.insert(tp, shard);
     }
@@ -109,17 +113,26 @@ mod tests {
     use super::*;
 
     fn tp(topic: &str, partition: i32) -> TopicPartition {
-        TopicPartition { topic: topic.to_owned(), partition }
+        TopicPartition {
+            topic: topic.to_owned(),
+            partition,
+        }
     }
 
     #[test]
     fn placement_balances_and_is_stable() {
         let first = place_partitions(&HashMap::new(), (0..5).map(|p| tp("a", p)), 2);
         let counts = |m: &HashMap<TopicPartition, usize>| {
-            (0..2).map(|s| m.values().filter(|v| **v == s).count()).collect::<Vec<_>>()
+            (0..2)
+                .map(|s| m.values().filter(|v| **v == s).count())
+                .collect::<Vec<_>>()
         };
         assert_eq!(counts(&first), vec![3, 2]);
-        let second = place_partitions(&first, (0..5).map(|p| tp("a", p)).chain((0..3).map(|p| tp("b", p))), 2);
+        let second = place_partitions(
+            &first,
+            (0..5).map(|p| tp("a", p)).chain((0..3).map(|p| tp("b", p))),
+            2,
+        );
         for (k, v) in &first {
             assert_eq!(second[k], *v, "existing partitions keep their shard");
         }

@@ -145,14 +145,20 @@ pub fn encode_topic_id(id: uuid::Uuid) -> String {
 }
 
 pub fn decode_topic_id(text: &str) -> Option<uuid::Uuid> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
     uuid::Uuid::from_slice(&bytes).ok()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZkError {
     #[error("ZooKeeper {op} {path}: {source}")]
-    Op { op: &'static str, path: String, source: zk::Error },
+    Op {
+        op: &'static str,
+        path: String,
+        source: zk::Error,
+    },
     #[error("znode {path} holds invalid JSON: {message}")]
     Json { path: String, message: String },
 }
@@ -161,7 +167,10 @@ impl ZkError {
     pub fn is_session_lost(&self) -> bool {
         matches!(
             self,
-            ZkError::Op { source: zk::Error::SessionExpired | zk::Error::ClientClosed, .. }
+            ZkError::Op {
+                source: zk::Error::SessionExpired | zk::Error::ClientClosed,
+                ..
+            }
         )
     }
 }
@@ -180,7 +189,11 @@ pub fn ephemeral() -> zk::CreateOptions<'static> {
 }
 
 fn op<'a>(op: &'static str, path: &'a str) -> impl FnOnce(zk::Error) -> ZkError + 'a {
-    move |source| ZkError::Op { op, path: path.to_owned(), source }
+    move |source| ZkError::Op {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl Zk {
@@ -191,8 +204,10 @@ impl Zk {
     ) -> Result<Option<(T, zk::Stat)>, ZkError> {
         match self.client.get_data(path).await {
             Ok((data, stat)) => {
-                let value = serde_json::from_slice(&data)
-                    .map_err(|e| ZkError::Json { path: path.to_owned(), message: e.to_string() })?;
+                let value = serde_json::from_slice(&data).map_err(|e| ZkError::Json {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
                 Ok(Some((value, stat)))
             }
             Err(zk::Error::NoNode) => Ok(None),
@@ -268,7 +283,10 @@ impl Zk {
         expected_version: Option<i32>,
     ) -> Result<zk::Stat, ZkError> {
         let data = serde_json::to_vec(value).expect("znode types serialize");
-        self.client.set_data(path, &data, expected_version).await.map_err(op("set", path))
+        self.client
+            .set_data(path, &data, expected_version)
+            .await
+            .map_err(op("set", path))
     }
 }
 
@@ -286,9 +304,18 @@ mod tests {
 
     #[test]
     fn znodes_serialize_as_kafka_writes_them() {
-        let state = PartitionStateZnode { controller_epoch: 1, leader: 1, version: 1, leader_epoch: 0, isr: vec![1] };
+        let state = PartitionStateZnode {
+            controller_epoch: 1,
+            leader: 1,
+            version: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+        };
         let json = serde_json::to_string(&state).unwrap();
-        assert_eq!(json, r#"{"controller_epoch":1,"leader":1,"version":1,"leader_epoch":0,"isr":[1]}"#);
+        assert_eq!(
+            json,
+            r#"{"controller_epoch":1,"leader":1,"version":1,"leader_epoch":0,"isr":[1]}"#
+        );
         let registration = BrokerRegistration::new("127.0.0.1", 9092, 5);
         let json = serde_json::to_value(&registration).unwrap();
         assert_eq!(json["endpoints"][0], "PLAINTEXT://127.0.0.1:9092");

@@ -26,11 +26,17 @@ impl Listener {
         let (host, port) = rest
             .rsplit_once(':')
             .ok_or_else(|| format!("listener '{text}' has no port"))?;
-        let port = port.parse::<u16>().map_err(|_| format!("listener '{text}': bad port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("listener '{text}': bad port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         // Kafka's empty host means "all interfaces"; skein's tests and users on loopback say so explicitly.
         let host = if host.is_empty() { "0.0.0.0" } else { host };
-        Ok(Listener { name: name.to_owned(), host: host.to_owned(), port })
+        Ok(Listener {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
     }
 
     pub fn socket_addr(&self) -> Result<SocketAddr, String> {
@@ -105,10 +111,14 @@ impl BrokerConfig {
 
     pub fn from_table(path: &Path, table: &toml::Table) -> Result<BrokerConfig, ConfigError> {
         let entries: BTreeMap<String, toml::Value> = flatten(table).into_iter().collect();
-        let missing = |key: &str| ConfigError::Missing { path: path.to_owned(), key: key.to_owned() };
+        let missing = |key: &str| ConfigError::Missing {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        };
         let mut defaults = TopicDefaults::default();
         let mut broker_id = None;
-        let mut listeners = vec![Listener::parse("PLAINTEXT://127.0.0.1:9092").expect("valid default")];
+        let mut listeners =
+            vec![Listener::parse("PLAINTEXT://127.0.0.1:9092").expect("valid default")];
         let mut advertised = None;
         let mut log_dir = None;
         let mut zookeeper_connect = None;
@@ -143,8 +153,11 @@ impl BrokerConfig {
                 "advertised.listeners" => advertised = Some(parse_listeners(&v)?),
                 "log.dirs" | "log.dir" => {
                     let dirs = v.string()?;
-                    let dirs: Vec<&str> =
-                        dirs.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+                    let dirs: Vec<&str> = dirs
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .collect();
                     match dirs.as_slice() {
                         [one] => log_dir = Some(PathBuf::from(one)),
                         [] => return Err(v.error("names no directory")),
@@ -165,7 +178,9 @@ impl BrokerConfig {
                     config.zookeeper_connection_timeout_ms = v.i64_at_least(100)?
                 }
                 "num.partitions" => config.num_partitions = v.i32_at_least(1)?,
-                "default.replication.factor" => config.default_replication_factor = v.i32_at_least(1)?,
+                "default.replication.factor" => {
+                    config.default_replication_factor = v.i32_at_least(1)?
+                }
                 "auto.create.topics.enable" => config.auto_create_topics_enable = v.bool()?,
                 "delete.topic.enable" => config.delete_topic_enable = v.bool()?,
                 "log.retention.check.interval.ms" => {
@@ -187,15 +202,34 @@ impl BrokerConfig {
                 "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
-                _ => return Err(ConfigError::UnknownKey { path: path.to_owned(), key: key.clone() }),
+                _ => {
+                    return Err(ConfigError::UnknownKey {
+                        path: path.to_owned(),
+                        key: key.clone(),
+                    })
+                }
             }
         }
 
-        defaults.segment_ms = roll_ms.or(roll_hours.map(|h| h * 3_600_000)).unwrap_or(defaults.segment_ms);
+        defaults.segment_ms = roll_ms
+            .or(roll_hours.map(|h| h * 3_600_000))
+            .unwrap_or(defaults.segment_ms);
         defaults.retention_ms = match (retention_ms, retention_minutes, retention_hours) {
             (Some(ms), _, _) => ms,
-            (None, Some(m), _) => if m < 0 { -1 } else { m * 60_000 },
-            (None, None, Some(h)) => if h < 0 { -1 } else { h * 3_600_000 },
+            (None, Some(m), _) => {
+                if m < 0 {
+                    -1
+                } else {
+                    m * 60_000
+                }
+            }
+            (None, None, Some(h)) => {
+                if h < 0 {
+                    -1
+                } else {
+                    h * 3_600_000
+                }
+            }
             (None, None, None) => defaults.retention_ms,
         };
         config.broker_id = broker_id.ok_or_else(|| missing("broker.id"))?;
@@ -254,7 +288,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<BrokerConfig, ConfigError> {
-        BrokerConfig::from_table(Path::new("test.toml"), &text.parse::<toml::Table>().unwrap())
+        BrokerConfig::from_table(
+            Path::new("test.toml"),
+            &text.parse::<toml::Table>().unwrap(),
+        )
     }
 
     const MINIMAL: &str = r#"
@@ -285,7 +322,11 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let err = parse(&format!("{MINIMAL}\nlog.segmnet.bytes = 5\n")).unwrap_err();
-        assert!(err.to_string().contains("unknown config key 'log.segmnet.bytes'"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown config key 'log.segmnet.bytes'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -304,7 +345,10 @@ mod tests {
 
     #[test]
     fn retention_units_follow_kafka_precedence() {
-        let config = parse(&format!("{MINIMAL}\nlog.retention.hours = 1\nlog.retention.minutes = 2\n")).unwrap();
+        let config = parse(&format!(
+            "{MINIMAL}\nlog.retention.hours = 1\nlog.retention.minutes = 2\n"
+        ))
+        .unwrap();
         assert_eq!(config.topic_defaults.retention_ms, 120_000);
     }
 }

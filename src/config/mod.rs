@@ -18,13 +18,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Toml { path: PathBuf, message: String },
     #[error("{path}: unknown config key '{key}'")]
     UnknownKey { path: PathBuf, key: String },
     #[error("{path}: config key '{key}': {message}")]
-    BadValue { path: PathBuf, key: String, message: String },
+    BadValue {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("{path}: required config key '{key}' is missing")]
     Missing { path: PathBuf, key: String },
 }
@@ -33,7 +40,11 @@ pub enum ConfigError {
 pub(crate) fn flatten(table: &toml::Table) -> Vec<(String, toml::Value)> {
     fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
         for (key, value) in table {
-            let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let full = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match value {
                 toml::Value::Table(inner) => walk(&full, inner, out),
                 other => out.push((full, other.clone())),
@@ -47,10 +58,14 @@ pub(crate) fn flatten(table: &toml::Table) -> Vec<(String, toml::Value)> {
 
 /// Reads `path` and parses it as TOML.
 pub(crate) fn read_toml(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Toml { path: path.to_owned(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Toml {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Typed access to one flattened value, with errors that name the key.

@@ -36,12 +36,13 @@ impl TopicConfig {
         let mut values = defaults.clone();
         for (name, text) in overrides {
             let int = |min: i64| -> Result<i64, String> {
-                let n = text
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| format!("topic config '{name}': expected an integer, got '{text}'"))?;
+                let n = text.trim().parse::<i64>().map_err(|_| {
+                    format!("topic config '{name}': expected an integer, got '{text}'")
+                })?;
                 if n < min {
-                    return Err(format!("topic config '{name}': must be at least {min}, got {n}"));
+                    return Err(format!(
+                        "topic config '{name}': must be at least {min}, got {n}"
+                    ));
                 }
                 Ok(n)
             };
@@ -67,7 +68,10 @@ impl TopicConfig {
                 _ => return Err(format!("unknown topic config '{name}'")),
             }
         }
-        Ok(TopicConfig { values, overrides: overrides.clone() })
+        Ok(TopicConfig {
+            values,
+            overrides: overrides.clone(),
+        })
     }
 
     /// Every topic-level setting as `(name, value, is_default)`, for DescribeConfigs.
@@ -111,8 +115,12 @@ mod tests {
         assert!(described.contains(&("segment.bytes", (1i64 << 30).to_string(), true)));
 
         let bad = BTreeMap::from([("retention.msx".to_owned(), "1".to_owned())]);
-        assert!(TopicConfig::resolve(&defaults, &bad).unwrap_err().contains("retention.msx"));
+        assert!(TopicConfig::resolve(&defaults, &bad)
+            .unwrap_err()
+            .contains("retention.msx"));
         let bad = BTreeMap::from([("segment.bytes".to_owned(), "x".to_owned())]);
-        assert!(TopicConfig::resolve(&defaults, &bad).unwrap_err().contains("segment.bytes"));
+        assert!(TopicConfig::resolve(&defaults, &bad)
+            .unwrap_err()
+            .contains("segment.bytes"));
     }
 }

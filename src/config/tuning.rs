@@ -56,12 +56,20 @@ impl Tuning {
         let defaults_path = dir.join("defaults.toml");
         let defaults = apply(ShardTuning::default(), &defaults_path)?;
         let mut shards = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|source| ConfigError::Read { path: dir.to_owned(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| ConfigError::Read { path: dir.to_owned(), source })?;
+            let entry = entry.map_err(|source| ConfigError::Read {
+                path: dir.to_owned(),
+                source,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(index) = name.strip_prefix("shard-").and_then(|n| n.strip_suffix(".toml")) else {
+            let Some(index) = name
+                .strip_prefix("shard-")
+                .and_then(|n| n.strip_suffix(".toml"))
+            else {
                 continue;
             };
             let index: usize = index.parse().map_err(|_| ConfigError::BadValue {
@@ -78,7 +86,12 @@ impl Tuning {
     }
 
     pub fn shard(&self, index: usize) -> ShardTuning {
-        let mut tuning = self.shards.get(index).cloned().flatten().unwrap_or_else(|| self.defaults.clone());
+        let mut tuning = self
+            .shards
+            .get(index)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| self.defaults.clone());
         tuning.core.get_or_insert(tuning.first_core + index);
         tuning
     }
@@ -87,7 +100,11 @@ impl Tuning {
 fn apply(mut tuning: ShardTuning, path: &Path) -> Result<ShardTuning, ConfigError> {
     let table = read_toml(path)?;
     for (key, value) in flatten(&table) {
-        let v = Value { path, key: &key, value: &value };
+        let v = Value {
+            path,
+            key: &key,
+            value: &value,
+        };
         match key.as_str() {
             "core" => tuning.core = Some(v.i64_at_least(0)? as usize),
             "first_core" => tuning.first_core = v.i64_at_least(0)? as usize,
@@ -97,7 +114,12 @@ fn apply(mut tuning: ShardTuning, path: &Path) -> Result<ShardTuning, ConfigErro
             "background_shares" => tuning.background_shares = v.i64_at_least(1)? as usize,
             "spin_before_park_us" => tuning.spin_before_park_us = v.i64_at_least(0)? as u64,
             "max_connections" => tuning.max_connections = v.i64_at_least(1)? as usize,
-            _ => return Err(ConfigError::UnknownKey { path: path.to_owned(), key }),
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    key,
+                })
+            }
         }
     }
     Ok(tuning)

@@ -24,7 +24,11 @@ pub enum FrameError {
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Bytes, FrameError> {
     let mut len = [0u8; 4];
     if let Err(e) = reader.read_exact(&mut len).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Closed } else { e.into() });
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            e.into()
+        });
     }
     let len = i32::from_be_bytes(len);
     let len = usize::try_from(len).map_err(|_| FrameError::TooShort(0))?;

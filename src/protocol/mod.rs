@@ -23,7 +23,12 @@ pub struct SupportedApi {
 }
 
 const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
-    SupportedApi { key, min_version, max_version, min_decodable: min_version }
+    SupportedApi {
+        key,
+        min_version,
+        max_version,
+        min_decodable: min_version,
+    }
 }
 
 /// Every API skein serves. Max versions stop short of topic-id-only versions (Produce 13, Fetch 13+),
@@ -32,7 +37,12 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // Produce is advertised from v0 because some clients read a broker's age from the minimum
     // versions; message formats v0/v1 (Produce v0-2) are not accepted and no client that speaks
     // ApiVersions picks them when v3+ is offered.
-    SupportedApi { key: ApiKey::Produce, min_version: 0, max_version: 11, min_decodable: 3 },
+    SupportedApi {
+        key: ApiKey::Produce,
+        min_version: 0,
+        max_version: 11,
+        min_decodable: 3,
+    },
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
@@ -56,7 +66,11 @@ pub fn encode_response(
     let version = header.request_api_version;
     // ApiVersions always answers with header v0, so a client that sent a version we don't know can
     // still read the error and the list of versions we do.
-    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { response.header_version(version) };
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        response.header_version(version)
+    };
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);

@@ -11,7 +11,10 @@ use crate::protocol::frame::{read_frame, FrameError};
 use crate::shard::Shard;
 
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown peer".to_owned());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown peer".to_owned());
     if let Err(e) = stream.set_nodelay(true) {
         debug!("{peer}: cannot set TCP_NODELAY: {e}");
     }

@@ -58,7 +58,10 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
             }
         };
         if open_connections.get() >= shard.tuning.max_connections {
-            warn!("shard {}: refusing a connection: max_connections ({}) reached", shard.id, shard.tuning.max_connections);
+            warn!(
+                "shard {}: refusing a connection: max_connections ({}) reached",
+                shard.id, shard.tuning.max_connections
+            );
             continue;
         }
         open_connections.set(open_connections.get() + 1);

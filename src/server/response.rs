@@ -12,7 +12,11 @@ use glommio::net::TcpStream;
 
 pub enum ResponsePiece {
     Bytes(Bytes),
-    File { file: Arc<std::fs::File>, position: u64, len: u32 },
+    File {
+        file: Arc<std::fs::File>,
+        position: u64,
+        len: u32,
+    },
 }
 
 #[derive(Default)]
@@ -22,7 +26,9 @@ pub struct Response {
 
 impl Response {
     pub fn bytes(bytes: Bytes) -> Self {
-        Response { pieces: vec![ResponsePiece::Bytes(bytes)] }
+        Response {
+            pieces: vec![ResponsePiece::Bytes(bytes)],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -45,7 +51,11 @@ impl Response {
         for piece in self.pieces {
             match piece {
                 ResponsePiece::Bytes(bytes) => pending.push(bytes),
-                ResponsePiece::File { file, position, len } => {
+                ResponsePiece::File {
+                    file,
+                    position,
+                    len,
+                } => {
                     write_all_vectored(stream, &mut pending).await?;
                     let socket = stream.as_raw_fd();
                     glommio::executor()
@@ -59,7 +69,10 @@ impl Response {
     }
 }
 
-async fn write_all_vectored(stream: &mut TcpStream, pieces: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    pieces: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     for piece in pieces.drain(..) {
         stream.write_all(&piece).await?;
     }
@@ -68,7 +81,12 @@ async fn write_all_vectored(stream: &mut TcpStream, pieces: &mut Vec<Bytes>) -> 
 
 /// Sends `len` bytes of `file` from `position` to the socket. Runs on the blocking pool: the socket
 /// is non-blocking, so a full send buffer is waited out with poll(2) instead of spinning.
-fn sendfile_all(socket: RawFd, file: &std::fs::File, position: u64, len: usize) -> std::io::Result<()> {
+fn sendfile_all(
+    socket: RawFd,
+    file: &std::fs::File,
+    position: u64,
+    len: usize,
+) -> std::io::Result<()> {
     let mut offset = position as libc::off_t;
     let mut remaining = len;
     while remaining > 0 {
@@ -80,16 +98,26 @@ fn sendfile_all(socket: RawFd, file: &std::fs::File, position: u64, len: usize) 
             continue;
         }
         if sent == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment file shorter than its index says"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment file shorter than its index says",
+            ));
         }
         let error = std::io::Error::last_os_error();
         match error.kind() {
             std::io::ErrorKind::WouldBlock => {
-                let mut poll = libc::pollfd { fd: socket, events: libc::POLLOUT, revents: 0 };
+                let mut poll = libc::pollfd {
+                    fd: socket,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd; a 10 s bound so a dead peer cannot pin the thread forever.
                 let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
                 if ready == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading a fetch response"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client stopped reading a fetch response",
+                    ));
                 }
             }
             std::io::ErrorKind::Interrupted => {}

@@ -72,8 +72,14 @@ impl ShardSenders {
             }
         }
         let all = futures::future::join_all(acks);
-        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
-            warn!("a shard took more than 30 s to apply metadata version {}", metadata.version);
+        if tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
+            warn!(
+                "a shard took more than 30 s to apply metadata version {}",
+                metadata.version
+            );
         }
     }
 }
@@ -139,7 +145,11 @@ impl Shard {
     }
 
     /// Runs `work` on shard `target` and returns its result. On this shard it runs inline.
-    pub async fn invoke_on<F, Fut, R>(self: &Rc<Self>, target: usize, work: F) -> Result<R, ShardStopped>
+    pub async fn invoke_on<F, Fut, R>(
+        self: &Rc<Self>,
+        target: usize,
+        work: F,
+    ) -> Result<R, ShardStopped>
     where
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
@@ -169,13 +179,17 @@ impl Shard {
             .iter()
             .filter(|(tp, partition)| {
                 let still_here = metadata.shard_of(tp) == Some(self.id);
-                let same_topic = metadata.topic(&tp.topic).is_some_and(|t| t.topic_id == partition.topic_id);
+                let same_topic = metadata
+                    .topic(&tp.topic)
+                    .is_some_and(|t| t.topic_id == partition.topic_id);
                 !(still_here && same_topic)
             })
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in gone {
-            let Some(partition) = partitions.remove(&tp) else { continue };
+            let Some(partition) = partitions.remove(&tp) else {
+                continue;
+            };
             // A deleted topic's data is removed by the controller's deletion step once the log is
             // closed, never merely because a topic is missing from a snapshot (a ZooKeeper that
             // lost its data must not make brokers erase theirs). A replica moved off this broker
@@ -191,13 +205,16 @@ impl Shard {
             if shard != self.id {
                 continue;
             }
-            let (Some(topic), Some(state)) = (metadata.topic(&tp.topic), metadata.partition(&tp.topic, tp.partition))
-            else {
+            let (Some(topic), Some(state)) = (
+                metadata.topic(&tp.topic),
+                metadata.partition(&tp.topic, tp.partition),
+            ) else {
                 continue;
             };
             match partitions.get(tp) {
                 Some(partition) => partition.update_state(state, &topic.config),
-                None => match Partition::open(&self.config, &self.tuning, tp.clone(), topic, state) {
+                None => match Partition::open(&self.config, &self.tuning, tp.clone(), topic, state)
+                {
                     Ok(partition) => {
                         partitions.insert(tp.clone(), Rc::new(partition));
                     }

@@ -55,12 +55,21 @@ impl Partition {
     ) -> Result<Partition, StorageError> {
         let dir = Self::dir(config, &tp);
         let id_file = dir.join(PARTITION_METADATA);
-        let io = |source| StorageError::Io { path: id_file.clone(), source };
-        let wanted = format!("version: 0\ntopic_id: {}\n", crate::cluster::zookeeper::encode_topic_id(topic.topic_id));
+        let io = |source| StorageError::Io {
+            path: id_file.clone(),
+            source,
+        };
+        let wanted = format!(
+            "version: 0\ntopic_id: {}\n",
+            crate::cluster::zookeeper::encode_topic_id(topic.topic_id)
+        );
         match std::fs::read_to_string(&id_file) {
             Ok(found) if found == wanted => {}
             Ok(_) => {
-                warn!("{tp}: data in {} belongs to an earlier topic of that name; removing it", dir.display());
+                warn!(
+                    "{tp}: data in {} belongs to an earlier topic of that name; removing it",
+                    dir.display()
+                );
                 std::fs::remove_dir_all(&dir).map_err(io)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -99,7 +108,10 @@ impl Partition {
         self.high_watermark.get()
     }
 
-    fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> Result<R, StorageError>) -> Result<R, StorageError> {
+    fn with_log<R>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
         match self.log.borrow_mut().as_mut() {
             Some(log) => f(log),
             None => Err(StorageError::Io {
@@ -132,12 +144,20 @@ impl Partition {
         Ok(outcome)
     }
 
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadSlice, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadSlice, StorageError> {
         let high_watermark = self.high_watermark.get();
         self.with_log(|log| log.read(offset, max_bytes, high_watermark, min_one))
     }
 
-    pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<bytes::Bytes>, StorageError> {
+    pub fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<bytes::Bytes>, StorageError> {
         self.with_log(|log| log.find_batch_by_timestamp(timestamp))
     }
 
@@ -158,7 +178,11 @@ impl Partition {
             if retention_due {
                 let deleted = log.enforce_retention(now_ms)?;
                 if deleted > 0 {
-                    info!("{}: retention deleted {deleted} segment(s); log start is now {}", self.tp, log.log_start_offset());
+                    info!(
+                        "{}: retention deleted {deleted} segment(s); log start is now {}",
+                        self.tp,
+                        log.log_start_offset()
+                    );
                 }
             }
             Ok(())
@@ -175,7 +199,9 @@ impl Partition {
     /// Closes the log; with `delete`, removes its data (topic deleted or replica moved away).
     pub fn shut_down(&self, delete: bool) {
         self.waiters.borrow_mut().clear();
-        let Some(log) = self.log.borrow_mut().take() else { return };
+        let Some(log) = self.log.borrow_mut().take() else {
+            return;
+        };
         let result = if delete { log.delete() } else { log.close() };
         match result {
             Ok(()) if delete => info!("{}: deleted", self.tp),

@@ -25,12 +25,15 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let first_core = config.tuning.defaults.first_core;
-    let shard_count = config.num_shards.unwrap_or(cores.len().saturating_sub(first_core).max(1));
+    let shard_count = config
+        .num_shards
+        .unwrap_or(cores.len().saturating_sub(first_core).max(1));
     // Block the stop signals before any thread starts, so every thread inherits the mask and only
     // the main thread's sigwait sees them.
     let signals = block_stop_signals();
 
-    let (job_senders, job_receivers): (Vec<_>, Vec<_>) = (0..shard_count).map(|_| flume::unbounded::<Job>()).unzip();
+    let (job_senders, job_receivers): (Vec<_>, Vec<_>) =
+        (0..shard_count).map(|_| flume::unbounded::<Job>()).unzip();
     let senders = ShardSenders::new(job_senders);
     let (control_tx, control_rx) = flume::unbounded();
     let control = ControlHandle::new(control_tx);
@@ -39,21 +42,29 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     for (id, jobs) in job_receivers.into_iter().enumerate() {
         let tuning = config.tuning.shard(id);
         let core = tuning.core.unwrap_or(id);
-        let placement = if core < cores.len().max(1) { Placement::Fixed(core) } else { Placement::Unbound };
+        let placement = if core < cores.len().max(1) {
+            Placement::Fixed(core)
+        } else {
+            Placement::Unbound
+        };
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("skein-shard-{id}"))
             .io_memory(tuning.io_memory_bytes)
             .ring_depth(tuning.ring_depth)
             .spin_before_park(Duration::from_micros(tuning.spin_before_park_us));
         let (config, senders, control) = (config.clone(), senders.clone(), control.clone());
-        let handle = builder.spawn(move || async move {
-            let shard = Rc::new(Shard::new(id, config, tuning, senders, control));
-            server::run_shard(shard, jobs, addr).await;
-        })
-        .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;
+        let handle = builder
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(id, config, tuning, senders, control));
+                server::run_shard(shard, jobs, addr).await;
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;
         shards.push(handle);
     }
-    info!("broker {} started {shard_count} shard(s) listening on {addr}", config.broker_id);
+    info!(
+        "broker {} started {shard_count} shard(s) listening on {addr}",
+        config.broker_id
+    );
 
     let control_core = cores.first().copied();
     control::spawn(config.clone(), senders.clone(), control_rx, control_core)?;
@@ -107,7 +118,9 @@ fn refuse_if_port_taken(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
         if std::time::Instant::now() >= deadline {
-            anyhow::bail!("cannot listen on {addr} (listeners): {in_use}; is another broker running there?");
+            anyhow::bail!(
+                "cannot listen on {addr} (listeners): {in_use}; is another broker running there?"
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
@@ -13,7 +15,11 @@ use super::str_bytes;
 use crate::cluster::control::{AdminError, CreateTopicSpec};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let timeout = Duration::from_millis(request.timeout_ms.clamp(1, 600_000) as u64);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -25,7 +31,12 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: CreateTo
             assignments: topic
                 .assignments
                 .iter()
-                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
                 .collect(),
             configs: topic
                 .configs
@@ -45,7 +56,10 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: CreateTo
             Ok(()) => {
                 let metadata = shard.metadata();
                 if let Some(created) = metadata.topic(&name) {
-                    let replication = created.partitions.first().map_or(0, |p| p.replicas.len() as i16);
+                    let replication = created
+                        .partitions
+                        .first()
+                        .map_or(0, |p| p.replicas.len() as i16);
                     result = result
                         .with_topic_id(created.topic_id)
                         .with_num_partitions(created.partitions.len() as i32)
@@ -66,7 +80,9 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: CreateTo
                         result = result.with_configs(Some(configs));
                     }
                 } else {
-                    result = result.with_num_partitions(topic.num_partitions).with_replication_factor(topic.replication_factor);
+                    result = result
+                        .with_num_partitions(topic.num_partitions)
+                        .with_replication_factor(topic.replication_factor);
                 }
             }
             Err(e) => {

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
@@ -17,7 +19,11 @@ const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
-pub fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let metadata = shard.metadata();
     let results = request
         .resources
@@ -52,28 +58,59 @@ pub fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DescribeConfig
                             .into_iter()
                             .filter(|(name, _, _)| wanted(name))
                             .map(|(name, value, is_default)| {
-                                entry(name, value, if is_default { SOURCE_DEFAULT_CONFIG } else { SOURCE_TOPIC_CONFIG })
+                                entry(
+                                    name,
+                                    value,
+                                    if is_default {
+                                        SOURCE_DEFAULT_CONFIG
+                                    } else {
+                                        SOURCE_TOPIC_CONFIG
+                                    },
+                                )
                             })
                             .collect(),
                     ),
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(str_bytes(&format!("topic '{}' does not exist", resource.resource_name)))),
+                        .with_error_message(Some(str_bytes(&format!(
+                            "topic '{}' does not exist",
+                            resource.resource_name
+                        )))),
                 },
-                RESOURCE_BROKER if resource.resource_name.as_str() == shard.config.broker_id.to_string() => {
+                RESOURCE_BROKER
+                    if resource.resource_name.as_str() == shard.config.broker_id.to_string() =>
+                {
                     let c = &shard.config;
                     let settings = [
                         ("broker.id", c.broker_id.to_string()),
                         ("log.dirs", c.log_dir.display().to_string()),
                         ("zookeeper.connect", c.zookeeper_connect.clone()),
                         ("num.partitions", c.num_partitions.to_string()),
-                        ("default.replication.factor", c.default_replication_factor.to_string()),
-                        ("auto.create.topics.enable", c.auto_create_topics_enable.to_string()),
+                        (
+                            "default.replication.factor",
+                            c.default_replication_factor.to_string(),
+                        ),
+                        (
+                            "auto.create.topics.enable",
+                            c.auto_create_topics_enable.to_string(),
+                        ),
                         ("delete.topic.enable", c.delete_topic_enable.to_string()),
-                        ("log.segment.bytes", c.topic_defaults.segment_bytes.to_string()),
-                        ("log.retention.ms", c.topic_defaults.retention_ms.to_string()),
-                        ("message.max.bytes", c.topic_defaults.max_message_bytes.to_string()),
-                        ("min.insync.replicas", c.topic_defaults.min_insync_replicas.to_string()),
+                        (
+                            "log.segment.bytes",
+                            c.topic_defaults.segment_bytes.to_string(),
+                        ),
+                        (
+                            "log.retention.ms",
+                            c.topic_defaults.retention_ms.to_string(),
+                        ),
+                        (
+                            "message.max.bytes",
+                            c.topic_defaults.max_message_bytes.to_string(),
+                        ),
+                        (
+                            "min.insync.replicas",
+                            c.topic_defaults.min_insync_replicas.to_string(),
+                        ),
                     ];
                     result.with_configs(
                         settings
@@ -85,10 +122,14 @@ pub fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: DescribeConfig
                 }
                 RESOURCE_BROKER => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes("DescribeConfigs for another broker must go to that broker"))),
+                    .with_error_message(Some(str_bytes(
+                        "DescribeConfigs for another broker must go to that broker",
+                    ))),
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(&format!("resource type {other} is not supported")))),
+                    .with_error_message(Some(str_bytes(&format!(
+                        "resource type {other} is not supported"
+                    )))),
             }
         })
         .collect();

@@ -31,7 +31,12 @@ struct PartitionRead {
 
 impl PartitionRead {
     fn error(error: ResponseError) -> Self {
-        PartitionRead { error: Some(error), high_watermark: -1, log_start_offset: -1, slice: None }
+        PartitionRead {
+            error: Some(error),
+            high_watermark: -1,
+            log_start_offset: -1,
+            slice: None,
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -46,20 +51,38 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: FetchRequest) -> Result<Response, HandleError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: FetchRequest,
+) -> Result<Response, HandleError> {
     let started = Instant::now();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let max_bytes = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
     let metadata = shard.metadata();
     let mut wanted = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            let tp = TopicPartition { topic: topic.topic.0.to_string(), partition: p.partition };
+            let tp = TopicPartition {
+                topic: topic.topic.0.to_string(),
+                partition: p.partition,
+            };
             let owner = metadata.shard_of(&tp).filter(|_| {
-                metadata.partition(&tp.topic, tp.partition).is_some_and(|s| s.leader == shard.config.broker_id)
+                metadata
+                    .partition(&tp.topic, tp.partition)
+                    .is_some_and(|s| s.leader == shard.config.broker_id)
             });
-            wanted.push(Wanted { tp, owner, offset: p.fetch_offset, max_bytes: p.partition_max_bytes.max(0) as usize });
+            wanted.push(Wanted {
+                tp,
+                owner,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
         }
     }
 
@@ -89,18 +112,32 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
                     let Some(partition) = owner_shard.partition(&tp) else {
                         return PartitionRead::error(ResponseError::NotLeaderOrFollower);
                     };
-                    let (log_start, log_end) = (partition.log_start_offset(), partition.log_end_offset());
+                    let (log_start, log_end) =
+                        (partition.log_start_offset(), partition.log_end_offset());
                     let high_watermark = partition.high_watermark();
                     if offset < log_start || offset > log_end {
-                        return PartitionRead { high_watermark, log_start_offset: log_start, ..PartitionRead::error(ResponseError::OffsetOutOfRange) };
+                        return PartitionRead {
+                            high_watermark,
+                            log_start_offset: log_start,
+                            ..PartitionRead::error(ResponseError::OffsetOutOfRange)
+                        };
                     }
                     // Kafka returns at least one whole batch even if larger than the limit, so a
                     // consumer can never get stuck behind a big batch.
                     match partition.read(offset, limit, true) {
-                        Ok(slice) => PartitionRead { error: None, high_watermark, log_start_offset: log_start, slice: Some(slice) },
+                        Ok(slice) => PartitionRead {
+                            error: None,
+                            high_watermark,
+                            log_start_offset: log_start,
+                            slice: Some(slice),
+                        },
                         Err(e) => {
                             tracing::warn!("{tp}: fetch at {offset} failed: {e}");
-                            PartitionRead { high_watermark, log_start_offset: log_start, ..PartitionRead::error(ResponseError::KafkaStorageError) }
+                            PartitionRead {
+                                high_watermark,
+                                log_start_offset: log_start,
+                                ..PartitionRead::error(ResponseError::KafkaStorageError)
+                            }
                         }
                     }
                 })
@@ -179,7 +216,10 @@ fn encode(
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for _ in &topic.partitions {
-            let (w, read) = (wanted.next().expect("one read per partition"), reads.next().expect("one read per partition"));
+            let (w, read) = (
+                wanted.next().expect("one read per partition"),
+                reads.next().expect("one read per partition"),
+            );
             let records = match read.slice {
                 Some(slice) if slice.bytes > 0 => {
                     let m = marker(data.len());
@@ -198,18 +238,36 @@ fn encode(
                     .with_records(records),
             );
         }
-        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
     }
-    let response = FetchResponse::default().with_responses(responses).with_session_id(0);
-    let encoded = crate::protocol::encode_response(header, ApiKey::Fetch, &ResponseKind::Fetch(response))
-        .map_err(|e| HandleError::Encode { api: ApiKey::Fetch, version, message: e.to_string() })?;
-    splice_records(encoded, version >= 12, data)
-        .map_err(|message| HandleError::Encode { api: ApiKey::Fetch, version, message })
+    let response = FetchResponse::default()
+        .with_responses(responses)
+        .with_session_id(0);
+    let encoded =
+        crate::protocol::encode_response(header, ApiKey::Fetch, &ResponseKind::Fetch(response))
+            .map_err(|e| HandleError::Encode {
+                api: ApiKey::Fetch,
+                version,
+                message: e.to_string(),
+            })?;
+    splice_records(encoded, version >= 12, data).map_err(|message| HandleError::Encode {
+        api: ApiKey::Fetch,
+        version,
+        message,
+    })
 }
 
 /// Replaces each marker (with its encoded length prefix) by the real length prefix and the record
 /// data, and fixes the frame length.
-fn splice_records(encoded: Bytes, flexible: bool, data: Vec<(Bytes, ReadSlice)>) -> Result<Response, String> {
+fn splice_records(
+    encoded: Bytes,
+    flexible: bool,
+    data: Vec<(Bytes, ReadSlice)>,
+) -> Result<Response, String> {
     let marker_len = 16usize;
     // Length prefix of a 16-byte records field: INT32 16, or unsigned varint 17 when flexible.
     let prefix_len = if flexible { 1 } else { 4 };
@@ -217,7 +275,9 @@ fn splice_records(encoded: Bytes, flexible: bool, data: Vec<(Bytes, ReadSlice)>)
     let mut cursor = 4; // after the frame length
     let mut frame_len = encoded.len() - 4;
     for (m, slice) in data {
-        let at = find(&encoded[cursor..], &m).ok_or("record marker missing from encoded FetchResponse")? + cursor;
+        let at = find(&encoded[cursor..], &m)
+            .ok_or("record marker missing from encoded FetchResponse")?
+            + cursor;
         let prefix_start = at - prefix_len;
         pieces.push(ResponsePiece::Bytes(encoded.slice(cursor..prefix_start)));
         let mut prefix = BytesMut::with_capacity(5);
@@ -230,15 +290,28 @@ fn splice_records(encoded: Bytes, flexible: bool, data: Vec<(Bytes, ReadSlice)>)
         pieces.push(ResponsePiece::Bytes(prefix.freeze()));
         for chunk in slice.chunks {
             match chunk {
-                ReadChunk::Cached(parts) => pieces.extend(parts.into_iter().map(ResponsePiece::Bytes)),
-                ReadChunk::File { file, position, len } => pieces.push(ResponsePiece::File { file, position, len }),
+                ReadChunk::Cached(parts) => {
+                    pieces.extend(parts.into_iter().map(ResponsePiece::Bytes))
+                }
+                ReadChunk::File {
+                    file,
+                    position,
+                    len,
+                } => pieces.push(ResponsePiece::File {
+                    file,
+                    position,
+                    len,
+                }),
             }
         }
         cursor = at + marker_len;
     }
     pieces.push(ResponsePiece::Bytes(encoded.slice(cursor..)));
     let frame_len = i32::try_from(frame_len).map_err(|_| "fetch response larger than 2 GiB")?;
-    pieces.insert(0, ResponsePiece::Bytes(Bytes::copy_from_slice(&frame_len.to_be_bytes())));
+    pieces.insert(
+        0,
+        ResponsePiece::Bytes(Bytes::copy_from_slice(&frame_len.to_be_bytes())),
+    );
     Ok(Response { pieces })
 }
 

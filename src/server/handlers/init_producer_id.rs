@@ -16,7 +16,9 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
             .with_producer_epoch(-1);
     }
     match shard.control.allocate_producer_id().await {
-        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
         Err(e) => {
             tracing::warn!("InitProducerId: {}", e.message);
             InitProducerIdResponse::default()

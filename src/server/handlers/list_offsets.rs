@@ -4,7 +4,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
@@ -16,14 +18,23 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let lookups = topic.partitions.iter().map(|p| {
-            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            let tp = TopicPartition {
+                topic: topic.name.0.to_string(),
+                partition: p.partition_index,
+            };
             let owner = metadata.shard_of(&tp).filter(|_| {
-                metadata.partition(&tp.topic, tp.partition).is_some_and(|s| s.leader == shard.config.broker_id)
+                metadata
+                    .partition(&tp.topic, tp.partition)
+                    .is_some_and(|s| s.leader == shard.config.broker_id)
             });
             let (index, timestamp) = (p.partition_index, p.timestamp);
             let topic_known = metadata.topic(&tp.topic).is_some();
@@ -35,10 +46,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest
                     } else {
                         ResponseError::NotLeaderOrFollower
                     };
-                    return response.with_error_code(code.code()).with_offset(-1).with_timestamp(-1);
+                    return response
+                        .with_error_code(code.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
                 };
                 let found = shard
-                    .invoke_on(owner, move |owner_shard| async move { lookup(&owner_shard, &tp, timestamp) })
+                    .invoke_on(owner, move |owner_shard| async move {
+                        lookup(&owner_shard, &tp, timestamp)
+                    })
                     .await
                     .unwrap_or(Err(ResponseError::NotLeaderOrFollower));
                 match found {
@@ -51,19 +67,32 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest
                             response
                         }
                     }
-                    Err(code) => response.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
+                    Err(code) => response
+                        .with_error_code(code.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1),
                 }
             }
         });
         let partitions = futures::future::join_all(lookups).await;
-        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }
 
 /// (offset, timestamp, leader epoch) for one partition, on its owner shard.
-fn lookup(shard: &Shard, tp: &TopicPartition, timestamp: i64) -> Result<(i64, i64, i32), ResponseError> {
-    let partition = shard.partition(tp).ok_or(ResponseError::NotLeaderOrFollower)?;
+fn lookup(
+    shard: &Shard,
+    tp: &TopicPartition,
+    timestamp: i64,
+) -> Result<(i64, i64, i32), ResponseError> {
+    let partition = shard
+        .partition(tp)
+        .ok_or(ResponseError::NotLeaderOrFollower)?;
     let epoch = partition.leader_epoch();
     match timestamp {
         LATEST => Ok((partition.high_watermark(), -1, epoch)),
@@ -76,7 +105,9 @@ fn lookup(shard: &Shard, tp: &TopicPartition, timestamp: i64) -> Result<(i64, i6
                 ResponseError::KafkaStorageError
             })?;
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
-            let Some(mut batch) = batch else { return Ok((-1, -1, epoch)) };
+            let Some(mut batch) = batch else {
+                return Ok((-1, -1, epoch));
+            };
             let records = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
                 tracing::warn!("{tp}: cannot decode the batch the time index points at: {e}");
                 ResponseError::CorruptMessage

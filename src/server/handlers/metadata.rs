@@ -7,7 +7,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
@@ -15,10 +17,17 @@ use crate::cluster::control::CreateTopicSpec;
 use crate::cluster::metadata::TopicMetadata;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: MetadataRequest) -> MetadataResponse {
-    let requested: Option<Vec<String>> = request
-        .topics
-        .map(|topics| topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect());
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let requested: Option<Vec<String>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect()
+    });
     // Before v4 the field did not exist and Kafka always auto-created.
     let allow_create = header.request_api_version < 4 || request.allow_auto_topic_creation;
     let mut creation_errors = BTreeMap::new();
@@ -55,7 +64,11 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: Metadata
         })
         .collect();
     let topics = match requested {
-        None => metadata.topics.values().map(|t| describe_topic(t)).collect(),
+        None => metadata
+            .topics
+            .values()
+            .map(|t| describe_topic(t))
+            .collect(),
         Some(names) => names
             .iter()
             .map(|name| match metadata.topic(name) {
@@ -63,7 +76,11 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, request: Metadata
                 None => MetadataResponseTopic::default()
                     .with_name(Some(TopicName(str_bytes(name))))
                     .with_error_code(
-                        creation_errors.get(name).copied().unwrap_or(ResponseError::UnknownTopicOrPartition).code(),
+                        creation_errors
+                            .get(name)
+                            .copied()
+                            .unwrap_or(ResponseError::UnknownTopicOrPartition)
+                            .code(),
                     ),
             })
             .collect(),
@@ -81,7 +98,11 @@ fn describe_topic(topic: &TopicMetadata) -> MetadataResponseTopic {
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let error = if p.leader == -1 { ResponseError::LeaderNotAvailable.code() } else { 0 };
+            let error = if p.leader == -1 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index as i32)

@@ -29,11 +29,24 @@ pub enum HandleError {
     #[error("{api:?} is not supported by skein")]
     UnsupportedApi { api: ApiKey },
     #[error("{api:?} v{version} is not supported (skein serves v{min}-v{max})")]
-    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
     #[error("malformed {api:?} v{version} request: {message}")]
-    Malformed { api: ApiKey, version: i16, message: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        message: String,
+    },
     #[error("cannot encode {api:?} v{version} response: {message}")]
-    Encode { api: ApiKey, version: i16, message: String },
+    Encode {
+        api: ApiKey,
+        version: i16,
+        message: String,
+    },
 }
 
 /// Decodes one request frame, runs its handler and encodes the answer. `None` = no response is
@@ -50,7 +63,9 @@ pub async fn handle(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Respon
             // Kafka answers an ApiVersions it cannot parse with UNSUPPORTED_VERSION in v0, listing
             // what it does support, so the client can retry with a version both know.
             let correlation_id = (&frame[4..8]).get_i32();
-            return Ok(Some(Response::bytes(api_versions::unsupported(correlation_id))));
+            return Ok(Some(Response::bytes(api_versions::unsupported(
+                correlation_id,
+            ))));
         }
         return Err(HandleError::UnsupportedVersion {
             api,
@@ -59,28 +74,46 @@ pub async fn handle(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Respon
             max: supported.max_version,
         });
     }
-    let malformed = |e: anyhow::Error| HandleError::Malformed { api, version, message: e.to_string() };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(malformed)?;
+    let malformed = |e: anyhow::Error| HandleError::Malformed {
+        api,
+        version,
+        message: e.to_string(),
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(malformed)?;
     let request = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
     let response: ResponseKind = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, &header, r).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(shard, &header, r).await)
+        }
         RequestKind::Produce(r) => match produce::handle(shard, r).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
         RequestKind::Fetch(r) => return fetch::handle(shard, &header, r).await.map(Some),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, version, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, &header, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, &header, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(shard, version, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(shard, &header, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(shard, &header, r).await)
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(shard, &header, r))
         }
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
+        }
         _ => return Err(HandleError::UnsupportedApi { api }),
     };
-    let bytes = encode_response(&header, api, &response)
-        .map_err(|e| HandleError::Encode { api, version, message: e.to_string() })?;
+    let bytes = encode_response(&header, api, &response).map_err(|e| HandleError::Encode {
+        api,
+        version,
+        message: e.to_string(),
+    })?;
     Ok(Some(Response::bytes(bytes)))
 }
 

@@ -24,7 +24,12 @@ struct PartitionResult {
 
 impl PartitionResult {
     fn error(error: ResponseError, message: impl Into<String>) -> Self {
-        PartitionResult { error: Some(error), message: Some(message.into()), base_offset: -1, log_start_offset: -1 }
+        PartitionResult {
+            error: Some(error),
+            message: Some(message.into()),
+            base_offset: -1,
+            log_start_offset: -1,
+        }
     }
 }
 
@@ -37,21 +42,38 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
         let name = topic.name.0.to_string();
         let mut pending = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
-            let tp = TopicPartition { topic: name.clone(), partition: data.index };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: data.index,
+            };
             let index = data.index;
             let result = async {
-                if !matches!(acks, 0 | 1 | -1) {
-                    return PartitionResult::error(ResponseError::InvalidRequiredAcks, format!("acks={acks}"));
+                if !(-1..=1).contains(&acks) {
+                    return PartitionResult::error(
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks={acks}"),
+                    );
                 }
                 let Some(topic_metadata) = metadata.topic(&tp.topic) else {
-                    return PartitionResult::error(ResponseError::UnknownTopicOrPartition, format!("no topic '{}'", tp.topic));
+                    return PartitionResult::error(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("no topic '{}'", tp.topic),
+                    );
                 };
                 let Some(state) = metadata.partition(&tp.topic, tp.partition) else {
-                    return PartitionResult::error(ResponseError::UnknownTopicOrPartition, format!("no partition {tp}"));
+                    return PartitionResult::error(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("no partition {tp}"),
+                    );
                 };
                 let owner = match metadata.shard_of(&tp) {
                     Some(owner) if state.leader == me => owner,
-                    _ => return PartitionResult::error(ResponseError::NotLeaderOrFollower, format!("broker {me} does not lead {tp}")),
+                    _ => {
+                        return PartitionResult::error(
+                            ResponseError::NotLeaderOrFollower,
+                            format!("broker {me} does not lead {tp}"),
+                        )
+                    }
                 };
                 let Some(records) = data.records else {
                     return PartitionResult::error(ResponseError::CorruptMessage, "no records");
@@ -60,7 +82,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     Ok(batches) => batches,
                     Err(e) => {
                         let code = match e {
-                            BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+                            BatchError::UnsupportedMagic { .. } => {
+                                ResponseError::UnsupportedForMessageFormat
+                            }
                             _ => ResponseError::CorruptMessage,
                         };
                         warn!("{tp}: rejected produce: {e}");
@@ -71,19 +95,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 if let Some(batch) = batches.iter().find(|b| b.bytes.len() as i64 > max_bytes) {
                     return PartitionResult::error(
                         ResponseError::MessageTooLarge,
-                        format!("{tp}: batch of {} bytes exceeds max.message.bytes {max_bytes}", batch.bytes.len()),
+                        format!(
+                            "{tp}: batch of {} bytes exceeds max.message.bytes {max_bytes}",
+                            batch.bytes.len()
+                        ),
                     );
                 }
-                if acks == -1 && (state.isr.len() as i64) < topic_metadata.config.values.min_insync_replicas {
+                if acks == -1
+                    && (state.isr.len() as i64) < topic_metadata.config.values.min_insync_replicas
+                {
                     return PartitionResult::error(
                         ResponseError::NotEnoughReplicas,
-                        format!("{tp}: ISR {:?} is smaller than min.insync.replicas", state.isr),
+                        format!(
+                            "{tp}: ISR {:?} is smaller than min.insync.replicas",
+                            state.isr
+                        ),
                     );
                 }
                 let appended = shard
                     .invoke_on(owner, move |owner_shard| async move {
                         let Some(partition) = owner_shard.partition(&tp) else {
-                            return Err((ResponseError::NotLeaderOrFollower, format!("{tp} is not open on this broker")));
+                            return Err((
+                                ResponseError::NotLeaderOrFollower,
+                                format!("{tp} is not open on this broker"),
+                            ));
                         };
                         match partition.append(&batches, now_ms()) {
                             Ok(outcome) => Ok((outcome, partition.log_start_offset())),
@@ -92,11 +127,21 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     })
                     .await;
                 match appended {
-                    Ok(Ok((AppendOutcome::Appended { base_offset, .. } | AppendOutcome::Duplicate { base_offset, .. }, log_start_offset))) => {
-                        PartitionResult { error: None, message: None, base_offset, log_start_offset }
-                    }
+                    Ok(Ok((
+                        AppendOutcome::Appended { base_offset, .. }
+                        | AppendOutcome::Duplicate { base_offset, .. },
+                        log_start_offset,
+                    ))) => PartitionResult {
+                        error: None,
+                        message: None,
+                        base_offset,
+                        log_start_offset,
+                    },
                     Ok(Err((code, message))) => PartitionResult::error(code, message),
-                    Err(stopped) => PartitionResult::error(ResponseError::NotLeaderOrFollower, stopped.to_string()),
+                    Err(stopped) => PartitionResult::error(
+                        ResponseError::NotLeaderOrFollower,
+                        stopped.to_string(),
+                    ),
                 }
             };
             pending.push(async move { (index, result.await) });
@@ -114,7 +159,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     .with_log_start_offset(r.log_start_offset)
             })
             .collect();
-        topics.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partition_responses));
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
     }
     // acks=0: the client expects no answer at all.
     (acks != 0).then(|| ProduceResponse::default().with_responses(topics))

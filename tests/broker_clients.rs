@@ -5,25 +5,12 @@ mod harness;
 
 use harness::{kcat, kcat_with_input, python_json, skein_cli, Broker, BrokerOpts, ZooKeeper};
 
-fn create_topic(broker: &Broker, topic: &str, partitions: u32) {
-    skein_cli(&[
-        "topics",
-        "create",
-        "--bootstrap",
-        &broker.bootstrap(),
-        "--topic",
-        topic,
-        "--partitions",
-        &partitions.to_string(),
-    ]);
-}
-
 #[test]
 fn kcat_lists_produces_and_consumes() {
     let zk = ZooKeeper::start(1);
     let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));
     let b = broker.bootstrap();
-    create_topic(&broker, "kcat-topic", 3);
+    broker.create_topic("kcat-topic", 3, &[]);
 
     let listing = String::from_utf8_lossy(&kcat(&["-b", &b, "-L"]).stdout).into_owned();
     assert!(listing.contains("broker 1 at 127.0.0.1"), "{listing}");
@@ -87,7 +74,7 @@ fn python_clients_round_trip_every_compression() {
     for client in ["confluent", "kafka-python", "aiokafka"] {
         for compression in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let topic = format!("rt-{client}-{compression}");
-            create_topic(&broker, &topic, 3);
+            broker.create_topic(&topic, 3, &[]);
             let summary = python_json(
                 "produce_consume.py",
                 &[
@@ -205,7 +192,7 @@ fn admin_client_and_cli_manage_topics() {
     );
 
     // The same through skein's own CLI.
-    create_topic(&broker, "cli-topic", 2);
+    broker.create_topic("cli-topic", 2, &[]);
     let list = String::from_utf8_lossy(&skein_cli(&["topics", "list", "--bootstrap", &b]).stdout)
         .into_owned();
     assert!(
@@ -253,7 +240,7 @@ fn offsets_for_times_uses_the_time_index() {
             .set("log.index.interval.bytes", "512"),
     );
     let b = broker.bootstrap();
-    create_topic(&broker, "times", 2);
+    broker.create_topic("times", 2, &[]);
     let summary = python_json(
         "offsets_for_times.py",
         &[

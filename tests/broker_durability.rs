@@ -6,7 +6,7 @@ mod harness;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use harness::{kcat, kcat_with_input, skein_cli, Broker, BrokerOpts, ZooKeeper};
+use harness::{kcat, kcat_with_input, Broker, BrokerOpts, ZooKeeper};
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -46,16 +46,7 @@ fn sigkill_loses_nothing_acknowledged_and_recovery_scans_only_the_active_segment
             .set("log.segment.bytes", "16384")
             .set("zookeeper.session.timeout.ms", "6000"),
     );
-    skein_cli(&[
-        "topics",
-        "create",
-        "--bootstrap",
-        &broker.bootstrap(),
-        "--topic",
-        "durable",
-        "--partitions",
-        "2",
-    ]);
+    broker.create_topic("durable", 2, &[]);
     // Many small batches (kcat waits for every delivery report before it exits), so the
     // partitions roll through many segments.
     let input: String = (0..2000)
@@ -131,16 +122,7 @@ fn garbage_at_a_segment_tail_is_truncated_on_restart() {
             .shards(1)
             .set("zookeeper.session.timeout.ms", "6000"),
     );
-    skein_cli(&[
-        "topics",
-        "create",
-        "--bootstrap",
-        &broker.bootstrap(),
-        "--topic",
-        "torn",
-        "--partitions",
-        "1",
-    ]);
+    broker.create_topic("torn", 1, &[]);
     let input: String = (0..100).map(|i| format!("record-{i}\n")).collect();
     kcat_with_input(
         &["-b", &broker.bootstrap(), "-t", "torn", "-P"],
@@ -187,4 +169,56 @@ fn garbage_at_a_segment_tail_is_truncated_on_restart() {
     );
     let after = consume_all(&broker, "torn");
     assert_eq!(after.last().unwrap(), "0 100 record-100");
+}
+
+#[test]
+fn retention_deletes_old_segments_and_advances_the_log_start() {
+    let zk = ZooKeeper::start(1);
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .set("log.retention.check.interval.ms", "500")
+            .set("log.segment.bytes", "2048"),
+    );
+    broker.create_topic("short-lived", 1, &["retention.ms=1000"]);
+    let input: String = (0..200)
+        .map(|i| format!("record-{i}-{}\n", "y".repeat(50)))
+        .collect();
+    kcat_with_input(
+        &[
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            "short-lived",
+            "-P",
+            "-X",
+            "batch.num.messages=10",
+        ],
+        input.as_bytes(),
+    );
+    let dir = broker.log_dir().join("short-lived-0");
+    assert!(segments(&dir).len() > 3);
+    // Everything but the active segment ages past retention.ms and is deleted; the log start moves
+    // to the active segment's base offset, and consumers from the beginning start there.
+    harness::wait_until(
+        "retention to delete old segments",
+        std::time::Duration::from_secs(20),
+        || (segments(&dir).len() == 1).then_some(()),
+    );
+    let remaining = consume_all(&broker, "short-lived");
+    assert!(
+        !remaining.is_empty() && remaining.len() < 200,
+        "{} records left",
+        remaining.len()
+    );
+    let first_offset: usize = remaining[0].split(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        first_offset,
+        200 - remaining.len(),
+        "what is left is the newest records"
+    );
+    assert!(remaining
+        .last()
+        .unwrap()
+        .ends_with(&format!("record-199-{}", "y".repeat(50))));
 }

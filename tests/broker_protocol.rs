@@ -6,7 +6,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use harness::{skein_cli, Broker, BrokerOpts, ZooKeeper};
+use harness::{Broker, BrokerOpts, ZooKeeper};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -103,22 +103,6 @@ async fn fetch(
     )
 }
 
-fn create(broker: &Broker, topic: &str, partitions: u32, extra: &[&str]) {
-    let (partitions, bootstrap) = (partitions.to_string(), broker.bootstrap());
-    let mut args = vec![
-        "topics",
-        "create",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        topic,
-        "--partitions",
-        &partitions,
-    ];
-    args.extend_from_slice(extra);
-    skein_cli(&args);
-}
-
 #[test]
 fn corrupt_and_oversized_batches_are_rejected_and_nothing_is_appended() {
     let zk = ZooKeeper::start(1);
@@ -126,7 +110,7 @@ fn corrupt_and_oversized_batches_are_rejected_and_nothing_is_appended() {
         &zk,
         BrokerOpts::id(1).shards(2).set("message.max.bytes", "2000"),
     );
-    create(&broker, "guarded", 1, &[]);
+    broker.create_topic("guarded", 1, &[]);
     runtime().block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
         let good = build_batch(&BatchSpec {
@@ -182,7 +166,7 @@ fn produce_reaches_partitions_owned_by_the_other_shard() {
     let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));
     // Four partitions over two shards: two of them are owned by the shard that did not accept this
     // connection, whichever that was, so their batches cross shards.
-    create(&broker, "spread", 4, &[]);
+    broker.create_topic("spread", 4, &[]);
     runtime().block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
         let batches: Vec<(i32, Bytes)> = (0..4)
@@ -227,7 +211,7 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
             .shards(2)
             .set("zookeeper.session.timeout.ms", "6000"),
     );
-    create(&broker, "exactly-once", 1, &[]);
+    broker.create_topic("exactly-once", 1, &[]);
     let rt = runtime();
     let producer_id = rt.block_on(async {
         let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
@@ -305,7 +289,7 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
 fn fetch_long_polls_until_data_arrives() {
     let zk = ZooKeeper::start(1);
     let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));
-    create(&broker, "polled", 1, &[]);
+    broker.create_topic("polled", 1, &[]);
     let rt = runtime();
     rt.block_on(async {
         let mut idle = Connection::connect(&broker.bootstrap()).await.unwrap();

@@ -27,18 +27,7 @@ fn is_ephemeral(zk: &ZooKeeper, path: &str) -> bool {
 fn broker_registers_and_topics_live_where_kafka_keeps_them() {
     let zk = ZooKeeper::start(3);
     let mut broker = Broker::start(&zk, BrokerOpts::id(7));
-    skein_cli(&[
-        "topics",
-        "create",
-        "--bootstrap",
-        &broker.bootstrap(),
-        "--topic",
-        "laid-out",
-        "--partitions",
-        "2",
-        "--config",
-        "retention.ms=123456",
-    ]);
+    broker.create_topic("laid-out", 2, &["retention.ms=123456"]);
 
     let registration = znode(&zk, "/brokers/ids/7");
     assert_eq!(
@@ -146,16 +135,7 @@ fn broker_waits_for_zookeeper_and_registers_again_after_losing_its_session() {
         broker.log_text().contains("registering again"),
         "the broker says it re-registered"
     );
-    skein_cli(&[
-        "topics",
-        "create",
-        "--bootstrap",
-        &broker.bootstrap(),
-        "--topic",
-        "after-expiry",
-        "--partitions",
-        "1",
-    ]);
+    broker.create_topic("after-expiry", 1, &[]);
 }
 
 #[test]

@@ -72,6 +72,14 @@ impl Metadata {
     pub fn shard_of(&self, tp: &TopicPartition) -> Option<usize> {
         self.placement.get(tp).copied()
     }
+
+    /// The shard to send a partition's client requests to: only where `broker_id` leads it.
+    pub fn leader_shard(&self, tp: &TopicPartition, broker_id: i32) -> Option<usize> {
+        let state = self.partition(&tp.topic, tp.partition)?;
+        (state.leader == broker_id)
+            .then(|| self.shard_of(tp))
+            .flatten()
+    }
 }
 
 /// Assigns every partition this broker hosts to a shard, keeping earlier assignments (moving a

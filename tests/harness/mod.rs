@@ -803,6 +803,25 @@ impl Broker {
         self.wait_ready();
     }
 
+    /// Creates a topic through `skein topics create`; `configs` are `name=value` topic settings.
+    pub fn create_topic(&self, topic: &str, partitions: u32, configs: &[&str]) {
+        let (bootstrap, partitions) = (self.bootstrap(), partitions.to_string());
+        let mut args = vec![
+            "topics",
+            "create",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions,
+        ];
+        for config in configs {
+            args.extend_from_slice(&["--config", config]);
+        }
+        skein_cli(&args);
+    }
+
     /// The broker's `log.dirs`.
     pub fn log_dir(&self) -> PathBuf {
         self.log_dir.clone()

@@ -72,11 +72,7 @@ pub async fn handle(
                 topic: topic.topic.0.to_string(),
                 partition: p.partition,
             };
-            let owner = metadata.shard_of(&tp).filter(|_| {
-                metadata
-                    .partition(&tp.topic, tp.partition)
-                    .is_some_and(|s| s.leader == shard.config.broker_id)
-            });
+            let owner = metadata.leader_shard(&tp, shard.config.broker_id);
             wanted.push(Wanted {
                 tp,
                 owner,

@@ -31,11 +31,7 @@ pub async fn handle(
                 topic: topic.name.0.to_string(),
                 partition: p.partition_index,
             };
-            let owner = metadata.shard_of(&tp).filter(|_| {
-                metadata
-                    .partition(&tp.topic, tp.partition)
-                    .is_some_and(|s| s.leader == shard.config.broker_id)
-            });
+            let owner = metadata.leader_shard(&tp, shard.config.broker_id);
             let (index, timestamp) = (p.partition_index, p.timestamp);
             let topic_known = metadata.topic(&tp.topic).is_some();
             async move {

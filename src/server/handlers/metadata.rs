@@ -22,12 +22,16 @@ pub async fn handle(
     header: &RequestHeader,
     request: MetadataRequest,
 ) -> MetadataResponse {
-    let requested: Option<Vec<String>> = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.to_string()))
-            .collect()
-    });
+    let requested: Option<Vec<String>> = match request.topics {
+        // In v0 there is no null: an empty list asks for every topic.
+        Some(topics) if topics.is_empty() && header.request_api_version == 0 => None,
+        topics => topics.map(|topics| {
+            topics
+                .into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect()
+        }),
+    };
     // Before v4 the field did not exist and Kafka always auto-created.
     let allow_create = header.request_api_version < 4 || request.allow_auto_topic_creation;
     let mut creation_errors = BTreeMap::new();

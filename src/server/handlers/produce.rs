@@ -66,14 +66,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                         format!("no partition {tp}"),
                     );
                 };
-                let owner = match metadata.shard_of(&tp) {
-                    Some(owner) if state.leader == me => owner,
-                    _ => {
-                        return PartitionResult::error(
-                            ResponseError::NotLeaderOrFollower,
-                            format!("broker {me} does not lead {tp}"),
-                        )
-                    }
+                let Some(owner) = metadata.leader_shard(&tp, me) else {
+                    return PartitionResult::error(
+                        ResponseError::NotLeaderOrFollower,
+                        format!("broker {me} does not lead {tp}"),
+                    );
                 };
                 let Some(records) = data.records else {
                     return PartitionResult::error(ResponseError::CorruptMessage, "no records");

@@ -29,6 +29,7 @@ pub struct TopicsArgs {
 enum TopicsCommand {
     /// Create a topic.
     Create {
+        /// Name of the topic to create.
         #[arg(long)]
         topic: String,
         /// Number of partitions (-1 = the broker's num.partitions).
@@ -45,11 +46,13 @@ enum TopicsCommand {
     List,
     /// Show a topic's partitions, leaders, ISRs and settings.
     Describe {
+        /// Name of the topic to describe.
         #[arg(long)]
         topic: String,
     },
     /// Delete a topic and its data.
     Delete {
+        /// Name of the topic to delete.
         #[arg(long)]
         topic: String,
     },

@@ -37,10 +37,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     let acks = request.acks;
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
-    let mut topics = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
+    // Every partition of every topic is dispatched before anything is awaited, so partitions are
+    // appended in parallel and a partition's batches reach its owner in request order.
+    let mut names = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+    for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
-        let mut pending = Vec::with_capacity(topic.partition_data.len());
+        names.push(topic.name);
         for data in topic.partition_data {
             let tp = TopicPartition {
                 topic: name.clone(),
@@ -141,25 +144,22 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     ),
                 }
             };
-            pending.push(async move { (index, result.await) });
+            pending.push(async move { (topic_index, index, result.await) });
         }
-        let results = futures::future::join_all(pending).await;
-        let partition_responses = results
-            .into_iter()
-            .map(|(index, r)| {
-                PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_error_code(super::code(r.error))
-                    .with_error_message(r.message.map(|m| str_bytes(&m)))
-                    .with_base_offset(r.base_offset)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(r.log_start_offset)
-            })
-            .collect();
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partition_responses),
+    }
+    let mut topics: Vec<TopicProduceResponse> = names
+        .into_iter()
+        .map(|name| TopicProduceResponse::default().with_name(name))
+        .collect();
+    for (topic_index, index, r) in futures::future::join_all(pending).await {
+        topics[topic_index].partition_responses.push(
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(super::code(r.error))
+                .with_error_message(r.message.map(|m| str_bytes(&m)))
+                .with_base_offset(r.base_offset)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(r.log_start_offset),
         );
     }
     // acks=0: the client expects no answer at all.

@@ -173,6 +173,25 @@ fn admin_client_and_cli_manage_topics() {
     );
     assert_eq!(bad["ok"], true, "{bad}");
 
+    // Replication between brokers does not exist yet, so more than one replica is refused.
+    let replicated = python_json(
+        "admin.py",
+        &[
+            "create",
+            "--bootstrap",
+            &b,
+            "--topic",
+            "replicated",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "2",
+            "--expect-error",
+            "INVALID_REPLICATION_FACTOR",
+        ],
+    );
+    assert_eq!(replicated["ok"], true, "{replicated}");
+
     // Data is written, then the topic is deleted: its folders go with it.
     kcat_with_input(&["-b", &b, "-t", "managed", "-P"], b"a\nb\nc\n");
     assert!(broker.log_dir().join("managed-0").exists());

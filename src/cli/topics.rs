@@ -73,6 +73,9 @@ fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()
 }
 
 pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
+    // A command-line tool piped into `head` should stop quietly, not panic on EPIPE.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

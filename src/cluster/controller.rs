@@ -216,6 +216,14 @@ pub async fn create_topic(
                 format!("{partitions} partitions: must be at least 1"),
             );
         }
+        // Followers do not replicate yet; accepting more replicas would advertise an ISR that
+        // holds nothing.
+        if replication > 1 {
+            return fail(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {replication}: skein does not replicate between brokers yet; use 1"),
+            );
+        }
         if replication < 1 || replication as usize > live.len() {
             return fail(
                 ResponseError::InvalidReplicationFactor,
@@ -227,6 +235,15 @@ pub async fn create_topic(
         }
         assign_replicas(&live, partitions, replication as usize)
     } else {
+        if let Some((p, replicas)) = spec.assignments.iter().find(|(_, r)| r.len() > 1) {
+            return fail(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "partition {p}: {} replicas; skein does not replicate between brokers yet",
+                    replicas.len()
+                ),
+            );
+        }
         if let Some((p, replicas)) = spec
             .assignments
             .iter()

@@ -100,6 +100,17 @@ fn sigkill_loses_nothing_acknowledged_and_recovery_scans_only_the_active_segment
         "rolled segment {first:?} must not be rescanned"
     );
 
+    // After a clean stop (SIGTERM) there is nothing to recover: the restart trusts the indexes.
+    broker.stop();
+    broker.restart();
+    assert!(
+        broker
+            .log_text()
+            .contains("opened the active segment after a clean shutdown (no recovery scan)"),
+        "a clean restart skips the scan"
+    );
+    assert_eq!(consume_all(&broker, "durable"), before);
+
     // Producing continues at the right offsets.
     kcat_with_input(
         &["-b", &broker.bootstrap(), "-t", "durable", "-p", "0", "-P"],

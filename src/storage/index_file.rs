@@ -108,7 +108,14 @@ impl IndexFile {
         &self.bytes()[i * self.entry_bytes..(i + 1) * self.entry_bytes]
     }
 
-    fn make_owned(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(_))
+    }
+
+    /// Copies a mapped index into memory, as the active segment holds its indexes. Appends
+    /// call it first, so a map is never written through or read past a change of the file.
+    pub(crate) fn make_owned(&mut self) {
         if let Backing::Mapped(map) = &self.backing {
             let mut owned = AlignedVec::with_capacity(map.len());
             owned.extend_from_slice(&map[..self.entries * self.entry_bytes]);

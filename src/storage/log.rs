@@ -20,7 +20,10 @@ use crate::storage::error::{io_error, StorageError};
 use crate::storage::producer_state::{
     list_snapshots, snapshot_path, ProducerEntry, ProducerStateManager, SequenceCheck,
 };
-use crate::storage::recovery::{list_segments, open_segments, restore_producer_state};
+use crate::storage::recovery::{
+    list_segments, open_segments, restore_producer_state, sync_dir, take_clean_shutdown_marker,
+    write_clean_shutdown_marker,
+};
 use crate::storage::retention::{segments_to_delete, SegmentSummary};
 use crate::storage::segment::{PendingBatch, ScanStep, Segment, LOOKUP_WINDOW_BYTES};
 
@@ -68,6 +71,19 @@ pub enum AppendOutcome {
     },
     /// A retried idempotent batch already in the log, acknowledged with its original offsets.
     Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+/// How [`Log::open`] brought up the active segment: start-up cost, for tests and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveSegmentOpen {
+    /// The partition directory had no segment: an empty one was created.
+    Created,
+    /// After a clean shutdown: indexes trusted, only the `tail_bytes` after the last offset-index
+    /// entry were read.
+    Trusted { tail_bytes: u64 },
+    /// After a crash (or when a clean shutdown's files disagreed): every batch was read and
+    /// CRC-checked, `scanned_bytes` of them survived.
+    Recovered { scanned_bytes: u64 },
 }
 
 /// Record data for a Fetch, as pieces to send in order.
@@ -129,6 +145,7 @@ pub struct Log {
     unsynced_snapshots: Vec<PathBuf>,
     /// Files were created or deleted since the directory was last fsynced.
     dir_dirty: bool,
+    active_segment_open: ActiveSegmentOpen,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -139,19 +156,23 @@ fn wall_clock_ms() -> i64 {
 
 impl Log {
     /// Opens the partition directory, creating it if needed. Rolled segments are trusted (indexes
-    /// mapped and sanity-checked); the active segment is scanned and a torn or corrupt tail is
-    /// truncated (with a warning naming file, position and reason). Producer state comes from
-    /// the newest snapshot plus a replay of later batches.
+    /// mapped and sanity-checked). After a crash the active segment is scanned and a torn or
+    /// corrupt tail is truncated (with a warning naming file, position and reason); after a clean
+    /// [`Log::close`] it is trusted like a rolled segment, as Kafka does. Producer state comes
+    /// from the newest snapshot (after a clean close, one at the log end) plus a replay of later
+    /// batches.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
         assert!(config.segment_bytes > 0 && config.segment_index_bytes > 0);
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        // Taken (and the removal fsynced) before anything can change the files it vouches for.
+        let clean_shutdown = take_clean_shutdown_marker(dir)?;
         let bases = list_segments(dir)?;
         let mut dir_dirty = false;
-        let segments = if bases.is_empty() {
+        let (segments, active_segment_open) = if bases.is_empty() {
             dir_dirty = true;
-            vec![Segment::create(dir, 0)?]
+            (vec![Segment::create(dir, 0)?], ActiveSegmentOpen::Created)
         } else {
-            open_segments(dir, &bases, config.index_interval_bytes)?
+            open_segments(dir, &bases, config.index_interval_bytes, clean_shutdown)?
         };
         let producer_state = restore_producer_state(dir, &segments)?;
         Ok(Log {
@@ -164,7 +185,18 @@ impl Log {
             last_flush_ms: wall_clock_ms(),
             unsynced_snapshots: Vec::new(),
             dir_dirty,
+            active_segment_open,
         })
+    }
+
+    /// Which path [`Log::open`] took for the active segment.
+    pub fn active_segment_open(&self) -> ActiveSegmentOpen {
+        self.active_segment_open
+    }
+
+    #[cfg(test)]
+    pub(crate) fn active_segment_state(&self) -> crate::storage::segment::SegmentState {
+        self.active().state()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -555,11 +587,9 @@ impl Log {
             file.sync_all().map_err(|e| io_error(&path, e))?;
         }
         if self.dir_dirty {
-            // IMPORTANT: fsync the directory. Creating, renaming or deleting a file changes the
-            // directory, not the file: without this a crash can lose a new segment's or
-            // snapshot's name (or resurrect a deleted one) even though its data was synced.
-            let dir = File::open(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-            dir.sync_all().map_err(|e| io_error(&self.dir, e))?;
+            // IMPORTANT: fsync the directory too, or a crash can lose a new segment's or
+            // snapshot's name even though its data was synced.
+            sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
         self.messages_since_flush = 0;
@@ -578,7 +608,8 @@ impl Log {
     }
 
     /// Clean shutdown: a producer snapshot at the log end (so the next open replays nothing),
-    /// then a full flush. Index files need no trimming: they are never preallocated.
+    /// then a full flush, then the clean-shutdown marker that lets the next open skip the
+    /// recovery scan. Index files need no trimming: they are never preallocated.
     pub fn close(mut self) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         let path = self
@@ -586,7 +617,10 @@ impl Log {
             .write_snapshot(&self.dir, log_end_offset)?;
         self.unsynced_snapshots.push(path);
         self.dir_dirty = true;
-        self.flush()
+        self.flush()?;
+        // Last, and only once the flush succeeded: a marker must never vouch for data, indexes
+        // or a snapshot that could still be lost.
+        write_clean_shutdown_marker(&self.dir)
     }
 
     /// Removes the partition directory and everything in it.
@@ -652,6 +686,7 @@ fn file_mtime_ms(file: &File) -> io::Result<i64> {
 mod tests {
     use super::*;
     use crate::storage::test_util::{batch, patched, BatchSpec};
+    use crate::storage::time_index::TimeIndex;
 
     const EPOCH: i32 = 3;
 
@@ -1094,6 +1129,12 @@ mod tests {
             log.close().expect("close");
         }
         let mut log = Log::open(dir.path(), config).expect("reopen");
+        // After a clean close producer state comes from the close's snapshot alone: the active
+        // segment is not even scanned, so nothing could have been replayed.
+        assert_eq!(
+            matches!(log.active_segment_open(), ActiveSegmentOpen::Trusted { .. }),
+            !crash
+        );
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(
             log.append(&[last], EPOCH, 0).expect("dup"),
@@ -1186,5 +1227,315 @@ mod tests {
         assert!(!log.roll_if_due(i64::MAX).expect("empty active never rolls"));
         log.delete().expect("delete");
         assert!(!path.exists());
+    }
+
+    /// One segment with many index entries, so the tail after the last entry is short.
+    fn one_segment_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1 << 20,
+            index_interval_bytes: 200,
+            ..LogConfig::default()
+        }
+    }
+
+    fn marker(dir: &Path) -> PathBuf {
+        dir.join(crate::storage::recovery::CLEAN_SHUTDOWN_MARKER)
+    }
+
+    /// Opens a copy of `dir` without its clean-shutdown marker: the full recovery scan's view
+    /// of the same files, to compare the trusted open against.
+    fn recovered_copy(dir: &Path, config: LogConfig) -> (tempfile::TempDir, Log) {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path != marker(dir) {
+                std::fs::copy(&path, copy.path().join(path.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+        let log = Log::open(copy.path(), config).expect("open copy");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Recovered { .. }
+        ));
+        (copy, log)
+    }
+
+    /// Every read a consumer could make lands on the right batch: from each batch's base
+    /// offset, from inside it, and by timestamp.
+    fn assert_reads(log: &Log, stored: &[(i64, Vec<u8>)]) {
+        assert_eq!(
+            read_all(log, log.log_start_offset()),
+            expected_from(stored, 0)
+        );
+        for (i, (base, bytes)) in stored.iter().enumerate() {
+            let header = BatchHeader::parse(bytes).expect("header");
+            for offset in [*base, base + i64::from(header.last_offset_delta)] {
+                let one = log.read(offset, 1, i64::MAX, true).expect("read");
+                assert_eq!(one.to_bytes().expect("bytes").to_vec(), *bytes, "batch {i}");
+            }
+            let found = log
+                .find_batch_by_timestamp(header.max_timestamp)
+                .expect("find")
+                .expect("some");
+            // Timestamps repeat across fill() calls: the first batch reaching it is found.
+            let first = stored
+                .iter()
+                .find(|(_, b)| {
+                    BatchHeader::parse(b).expect("header").max_timestamp >= header.max_timestamp
+                })
+                .expect("some");
+            assert_eq!(found.to_vec(), first.1);
+        }
+    }
+
+    #[test]
+    fn clean_close_skips_the_recovery_scan_and_appends_continue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = one_segment_config();
+        let mut log = Log::open(dir.path(), config.clone()).expect("open");
+        assert_eq!(log.active_segment_open(), ActiveSegmentOpen::Created);
+        let mut stored = fill(&mut log, 40);
+        assert_eq!(log.segment_count(), 1);
+        let size = log.size_bytes();
+        log.close().expect("close");
+        assert!(marker(dir.path()).exists());
+
+        let (_copy, recovered) = recovered_copy(dir.path(), config.clone());
+        let mut log = Log::open(dir.path(), config.clone()).expect("reopen");
+        assert!(
+            !marker(dir.path()).exists(),
+            "the marker is gone before anything is served"
+        );
+        let ActiveSegmentOpen::Trusted { tail_bytes } = log.active_segment_open() else {
+            panic!(
+                "expected a trusted open, got {:?}",
+                log.active_segment_open()
+            );
+        };
+        assert!(
+            tail_bytes < size / 4,
+            "{tail_bytes} of {size} bytes were read"
+        );
+        // The trusted open must be indistinguishable from recovery, except that it holds the
+        // indexes it found on disk instead of rebuilding them.
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_eq!(log.active_segment_state().indexes_mapped, (false, false));
+        assert_reads(&log, &stored);
+
+        // Appends continue at the log end, and the index keeps growing as recovery would build it.
+        let leo = log.log_end_offset();
+        let entries = log.active_segment_state().offset_index.len();
+        let more = fill(&mut log, 40);
+        assert_eq!(more[0].0, leo);
+        stored.extend(more);
+        assert!(log.active_segment_state().offset_index.len() > entries);
+        assert_reads(&log, &stored);
+        log.close().expect("close");
+        let (_copy, recovered) = recovered_copy(dir.path(), config.clone());
+        let log = Log::open(dir.path(), config.clone()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_reads(&log, &stored);
+
+        // The marker was consumed: a crash now means a full scan again.
+        let size = log.size_bytes();
+        drop(log);
+        let log = Log::open(dir.path(), config).expect("reopen after crash");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Recovered {
+                scanned_bytes: size
+            }
+        );
+        assert_reads(&log, &stored);
+    }
+
+    #[test]
+    fn clean_close_with_rolled_segments_and_an_empty_active_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        assert!(log.segment_count() > 2);
+        log.close().expect("close");
+        let (_copy, recovered) = recovered_copy(dir.path(), small_config());
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_reads(&log, &stored);
+
+        // A segment rolled by segment.ms and closed empty reopens empty, still appendable.
+        assert!(log.roll_if_due(i64::MAX).expect("roll"));
+        let leo = log.log_end_offset();
+        log.close().expect("close");
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { tail_bytes: 0 }
+        );
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.active_segment_state().roll_base_ms, None);
+        assert_eq!(fill(&mut log, 1)[0].0, leo);
+    }
+
+    #[test]
+    fn crash_without_close_runs_the_recovery_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+        let stored = fill(&mut log, 20);
+        let size = log.size_bytes();
+        drop(log);
+        assert!(!marker(dir.path()).exists());
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Recovered {
+                scanned_bytes: size
+            }
+        );
+        assert_reads(&log, &stored);
+    }
+
+    /// A marker vouches for the files; when they disagree anyway, open falls back to the
+    /// full scan (which truncates what is invalid) instead of serving from a bad index.
+    #[test]
+    fn marker_with_inconsistent_files_falls_back_to_the_scan() {
+        type Damage = fn(&Path, &SegmentPaths);
+        struct SegmentPaths {
+            log: PathBuf,
+            index: PathBuf,
+            time_index: PathBuf,
+        }
+        let damages: [(&str, Damage); 5] = [
+            ("garbage after the last batch", |_, p| {
+                let mut bytes = std::fs::read(&p.log).expect("read");
+                bytes.extend_from_slice(&[0xab; 100]);
+                std::fs::write(&p.log, &bytes).expect("write");
+            }),
+            ("last batch torn", |_, p| {
+                let len = std::fs::metadata(&p.log).expect("meta").len();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p.log)
+                    .expect("open");
+                file.set_len(len - 7).expect("cut");
+            }),
+            ("index entry off a batch boundary", |_, p| {
+                let mut bytes = std::fs::read(&p.index).expect("read");
+                let last = bytes.len() - 4;
+                let position = u32::from_le_bytes(bytes[last..].try_into().expect("4"));
+                bytes[last..].copy_from_slice(&(position + 1).to_le_bytes());
+                std::fs::write(&p.index, &bytes).expect("write");
+            }),
+            ("time index missing", |_, p| {
+                std::fs::remove_file(&p.time_index).expect("remove");
+            }),
+            ("time index past the end", |_, p| {
+                let mut index = TimeIndex::create(&p.time_index, 0).expect("create");
+                index.maybe_append(1, 1_000_000).expect("append");
+            }),
+        ];
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+            let stored = fill(&mut log, 20);
+            let leo = log.log_end_offset();
+            let paths = SegmentPaths {
+                log: log.active().log_path.clone(),
+                index: log.active().offset_index.path().to_path_buf(),
+                time_index: log.active().time_index.path().to_path_buf(),
+            };
+            log.close().expect("close");
+            damage(dir.path(), &paths);
+            let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+            assert!(
+                matches!(
+                    log.active_segment_open(),
+                    ActiveSegmentOpen::Recovered { .. }
+                ),
+                "{what}: {:?}",
+                log.active_segment_open()
+            );
+            assert!(!marker(dir.path()).exists(), "{what}");
+            if what == "last batch torn" {
+                assert_eq!(log.log_end_offset(), stored[19].0, "{what}");
+                assert_reads(&log, &stored[..19]);
+            } else {
+                assert_eq!(log.log_end_offset(), leo, "{what}");
+                assert_reads(&log, &stored);
+            }
+        }
+    }
+
+    /// The price of skipping the scan, which Kafka pays too: damage inside the active segment
+    /// (before the short tail that is still read) done while the broker was down is not found
+    /// at start-up, just as it never is for rolled segments. After a crash the same damage is
+    /// found and the log cut before it.
+    #[test]
+    fn damage_while_cleanly_stopped_is_not_scanned_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+        let stored = fill(&mut log, 40);
+        let leo = log.log_end_offset();
+        let active = log.active().log_path.clone();
+        log.close().expect("close");
+        let middle = stored[5].0;
+        let position: usize = stored[..5].iter().map(|(_, b)| b.len()).sum();
+        let mut bytes = std::fs::read(&active).expect("read");
+        let inside = position + stored[5].1.len() - 3;
+        bytes[inside] ^= 0x55; // a record byte, covered only by the CRC
+        std::fs::write(&active, &bytes).expect("write");
+
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.log_end_offset(), leo, "not detected");
+        drop(log);
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen after crash");
+        assert_eq!(
+            log.log_end_offset(),
+            middle,
+            "the scan cuts at the damaged batch"
+        );
+    }
+
+    #[test]
+    fn rolled_segment_made_active_again_by_truncation_gets_active_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        log.close().expect("close");
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        // Cut exactly at the second segment's base: the first becomes active again, uncut.
+        let second_base = log.segments[1].base_offset;
+        log.truncate_to(second_base).expect("truncate");
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_end_offset(), second_base);
+        let kept: Vec<_> = stored
+            .iter()
+            .filter(|(base, _)| *base < second_base)
+            .cloned()
+            .collect();
+        // Without the rebuild it would keep its seal entry and have no segment.ms clock.
+        let reactivated = log.active_segment_state();
+        assert!(reactivated.roll_base_ms.is_some());
+        log.close().expect("close");
+        let (_copy, recovered) = recovered_copy(dir.path(), small_config());
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_eq!(log.active_segment_state(), reactivated);
+        assert_reads(&log, &kept);
     }
 }

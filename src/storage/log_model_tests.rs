@@ -1,12 +1,17 @@
 //! Property test: random operations on a [`Log`] checked against a plain in-memory model (a Vec
 //! of stored batches with their offsets), as TiKV tests its engines against a reference.
 //! Covers appends of random sizes, rolls (tiny segment_bytes), reopen with and without close,
-//! reads at random offsets with random limits, lookups by timestamp, and truncation.
+//! reads at random offsets with random limits, lookups by timestamp, and truncation. A reopen
+//! after close takes the trusted path (no recovery scan) and must leave the active segment in
+//! exactly the state the recovery scan of the same files builds.
 
 use proptest::prelude::*;
 
+use std::path::Path;
+
+use crate::storage::recovery::CLEAN_SHUTDOWN_MARKER;
 use crate::storage::test_util::{batch, patched, BatchSpec};
-use crate::storage::{AppendOutcome, BatchHeader, Log, LogConfig};
+use crate::storage::{ActiveSegmentOpen, AppendOutcome, BatchHeader, Log, LogConfig};
 
 const EPOCH: i32 = 4;
 
@@ -45,6 +50,20 @@ struct Stored {
     last_offset: i64,
     max_timestamp: i64,
     bytes: Vec<u8>,
+}
+
+/// Opens a copy of `dir` without its clean-shutdown marker, so the copy is recovered by a scan.
+fn recovered_copy(dir: &Path, config: LogConfig) -> (tempfile::TempDir, Log) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name");
+        if name != CLEAN_SHUTDOWN_MARKER {
+            std::fs::copy(&path, copy.path().join(name)).expect("copy");
+        }
+    }
+    let log = Log::open(copy.path(), config).expect("open copy");
+    (copy, log)
 }
 
 fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -97,7 +116,20 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     drop(l);
                 }
-                log = Some(Log::open(dir.path(), config.clone()).expect("reopen"));
+                let recovered = if close {
+                    Some(recovered_copy(dir.path(), config.clone()))
+                } else {
+                    None
+                };
+                let l = Log::open(dir.path(), config.clone()).expect("reopen");
+                prop_assert_eq!(
+                    matches!(l.active_segment_open(), ActiveSegmentOpen::Trusted { .. }),
+                    close
+                );
+                if let Some((_copy, recovered)) = recovered {
+                    prop_assert_eq!(l.active_segment_state(), recovered.active_segment_state());
+                }
+                log = Some(l);
             }
             Op::Read {
                 at,

@@ -87,6 +87,16 @@ impl OffsetIndex {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.file.is_mapped()
+    }
+
+    /// Holds the entries in memory instead of a map (see [`IndexFile::make_owned`]).
+    pub(crate) fn make_owned(&mut self) {
+        self.file.make_owned();
+    }
+
     pub(crate) fn append(&mut self, offset: i64, position: u32) -> Result<(), StorageError> {
         let relative_offset = u32::try_from(offset - self.base_offset)
             .expect("segment rolls before relative offsets overflow u32");

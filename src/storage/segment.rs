@@ -148,6 +148,23 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// baseOffset lies outside the CRC, so a scan checks it is plausible before it reaches the
+/// index (relative offsets are u32). Returns why `header` cannot be the next batch, when the
+/// previous one ended before `expected`, of the segment based at `base_offset`.
+fn implausible_offsets(header: &BatchHeader, base_offset: i64, expected: i64) -> Option<String> {
+    if header.base_offset < expected
+        || header.last_offset_delta < 0
+        || header.last_offset() - base_offset > i64::from(u32::MAX)
+    {
+        return Some(format!(
+            "batch offsets {}..={} are out of place (expected from {expected})",
+            header.base_offset,
+            header.last_offset()
+        ));
+    }
+    None
+}
+
 /// Writes all of `slices` at `offset` with pwritev, resuming after short writes.
 fn pwritev_all(file: &File, mut slices: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
     while !slices.is_empty() {
@@ -186,6 +203,21 @@ pub(crate) struct PendingBatch<'a> {
     pub(crate) body: &'a Bytes,
     /// Header as stored (baseOffset and leader epoch already rewritten).
     pub(crate) header: BatchHeader,
+}
+
+#[cfg(test)]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SegmentState {
+    pub(crate) base_offset: i64,
+    pub(crate) size_bytes: u64,
+    pub(crate) next_offset: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) offset_of_max_timestamp: i64,
+    pub(crate) bytes_since_last_index_entry: u64,
+    pub(crate) roll_base_ms: Option<i64>,
+    pub(crate) offset_index: Vec<crate::storage::offset_index::OffsetIndexEntry>,
+    pub(crate) time_index: Vec<crate::storage::time_index::TimeIndexEntry>,
+    pub(crate) indexes_mapped: (bool, bool),
 }
 
 pub(crate) struct Segment {
@@ -404,6 +436,133 @@ impl Segment {
         Ok(segment)
     }
 
+    /// Opens the active segment after a clean shutdown without the recovery scan: its indexes are
+    /// trusted as a rolled segment's are, and only the batches after the last offset-index entry
+    /// are read (and CRC-checked, which is cheap for so few bytes). The in-memory state is then
+    /// derived from the indexes so that it equals what [`Self::recover_active`] would rebuild:
+    /// appends, roll checks and lookups cannot tell which path opened the segment.
+    ///
+    /// `Ok(Err(reason))` means the files are not consistent with each other; the caller then
+    /// runs the full recovery scan, which never trusts the indexes.
+    pub(crate) fn open_active_trusted(
+        dir: &Path,
+        base_offset: i64,
+    ) -> Result<Result<Segment, String>, StorageError> {
+        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
+        let index_path = segment_path(dir, base_offset, "index");
+        let time_path = segment_path(dir, base_offset, "timeindex");
+        let Some(mut offset_index) = OffsetIndex::open_checked(&index_path, base_offset, size)?
+        else {
+            return Ok(Err(format!("{} missing or invalid", index_path.display())));
+        };
+        // Where the scan-based paths would have left the summary after the last indexed batch:
+        // that batch starts the byte count towards the next entry, and the time index's last
+        // entry is the largest timestamp up to it (written together with each offset-index
+        // entry; an active segment has no seal entry). The tail scan finishes from there.
+        let (last_indexed, tail_position) = offset_index.lookup(i64::MAX);
+        let Some(mut time_index) = TimeIndex::open_checked(&time_path, base_offset, i64::MAX)?
+        else {
+            return Ok(Err(format!("{} missing or invalid", time_path.display())));
+        };
+        let (mut max_timestamp, mut offset_of_max_timestamp) = match time_index.last() {
+            Some(e) => (e.timestamp, base_offset + i64::from(e.relative_offset)),
+            None => (-1, base_offset),
+        };
+        let mut next_offset = base_offset;
+        let mut scanner = Scanner::new(
+            &file,
+            &log_path,
+            size,
+            u64::from(tail_position),
+            LOOKUP_WINDOW_BYTES,
+            true,
+        );
+        loop {
+            match scanner.next_step()? {
+                ScanStep::End => break,
+                ScanStep::Invalid { position, reason } => {
+                    return Ok(Err(format!("{reason} at byte {position}")))
+                }
+                ScanStep::Batch { position, header } => {
+                    if position == u64::from(tail_position)
+                        && tail_position > 0
+                        && header.base_offset != last_indexed
+                    {
+                        return Ok(Err(format!(
+                            "index points at offset {last_indexed} but byte {position} holds {}",
+                            header.base_offset
+                        )));
+                    }
+                    let expected = next_offset.max(base_offset);
+                    if let Some(reason) = implausible_offsets(&header, base_offset, expected) {
+                        return Ok(Err(format!("{reason} at byte {position}")));
+                    }
+                    if header.max_timestamp > max_timestamp {
+                        max_timestamp = header.max_timestamp;
+                        offset_of_max_timestamp = header.base_offset;
+                    }
+                    next_offset = header.last_offset() + 1;
+                }
+            }
+        }
+        // Checked only now that the end offset is known: no entry may point past it.
+        if time_index
+            .last()
+            .is_some_and(|e| base_offset + i64::from(e.relative_offset) >= next_offset)
+        {
+            return Ok(Err(format!(
+                "{} points past the segment's end offset {next_offset}",
+                time_path.display()
+            )));
+        }
+        // segment.ms counts from the first batch carrying a timestamp. Usually that is the
+        // first batch, one short read; if no batch has one there is nothing to look for.
+        let mut roll_base_ms = None;
+        if max_timestamp >= 0 {
+            let mut scanner = Scanner::new(&file, &log_path, size, 0, LOOKUP_WINDOW_BYTES, false);
+            while roll_base_ms.is_none() {
+                match scanner.next_step()? {
+                    ScanStep::Batch { header, .. } if header.max_timestamp >= 0 => {
+                        roll_base_ms = Some(header.max_timestamp);
+                    }
+                    ScanStep::Batch { .. } => {}
+                    ScanStep::Invalid { position, reason } => {
+                        return Ok(Err(format!("{reason} at byte {position}")))
+                    }
+                    ScanStep::End => {
+                        return Ok(Err(format!(
+                            "the time index has timestamp {max_timestamp} but no batch has one"
+                        )))
+                    }
+                }
+            }
+        }
+        // The active segment holds its indexes in memory, not mapped (see index_file.rs): copy
+        // them now rather than on the first append, which is on the produce path.
+        offset_index.make_owned();
+        time_index.make_owned();
+        let tail_bytes = size - u64::from(tail_position);
+        tracing::info!(
+            segment = %log_path.display(),
+            tail_bytes,
+            "opened the active segment after a clean shutdown (no recovery scan)"
+        );
+        Ok(Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size_bytes: size,
+            next_offset,
+            offset_index,
+            time_index,
+            max_timestamp,
+            offset_of_max_timestamp,
+            bytes_since_last_index_entry: tail_bytes,
+            roll_base_ms,
+            dirty: false,
+        }))
+    }
+
     /// Scans the whole segment, (re)building both indexes and the in-memory summary. Returns
     /// the first invalid position and why, if the scan stopped early.
     fn scan_and_index(
@@ -427,17 +586,7 @@ impl Segment {
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid { position, reason } => return Ok(Some((position, reason))),
                 ScanStep::Batch { position, header } => {
-                    // baseOffset lies outside the CRC, so check it is plausible before it
-                    // reaches the index (relative offsets are u32).
-                    if header.base_offset < expected
-                        || header.last_offset_delta < 0
-                        || header.last_offset() - self.base_offset > i64::from(u32::MAX)
-                    {
-                        let reason = format!(
-                            "batch offsets {}..={} are out of place (expected from {expected})",
-                            header.base_offset,
-                            header.last_offset()
-                        );
+                    if let Some(reason) = implausible_offsets(&header, self.base_offset, expected) {
                         return Ok(Some((position, reason)));
                     }
                     expected = header.last_offset() + 1;
@@ -599,8 +748,13 @@ impl Segment {
         offset: i64,
         index_interval_bytes: u32,
     ) -> Result<(), StorageError> {
-        let Some((position, _)) = self.find_batch(offset)? else {
-            return Ok(());
+        // Nothing to cut means a rolled segment is becoming active again (the segments after it
+        // were dropped). It is rebuilt all the same: that drops its seal entry and gives it the
+        // active segment's in-memory state (segment.ms clock, bytes towards the next index
+        // entry), exactly as recovery or a trusted open after a clean shutdown would.
+        let position = match self.find_batch(offset)? {
+            Some((position, _)) => position,
+            None => self.size_bytes,
         };
         self.file
             .set_len(position)
@@ -613,6 +767,27 @@ impl Segment {
         fresh.scan_and_index(index_interval_bytes, false)?;
         *self = fresh;
         Ok(())
+    }
+
+    /// Everything appends, rolls and lookups depend on, to compare the ways a segment is opened.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> SegmentState {
+        SegmentState {
+            base_offset: self.base_offset,
+            size_bytes: self.size_bytes,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+            bytes_since_last_index_entry: self.bytes_since_last_index_entry,
+            roll_base_ms: self.roll_base_ms,
+            offset_index: (0..self.offset_index.len())
+                .map(|i| self.offset_index.entry(i))
+                .collect(),
+            time_index: (0..self.time_index.len())
+                .map(|i| self.time_index.entry(i))
+                .collect(),
+            indexes_mapped: (self.offset_index.is_mapped(), self.time_index.is_mapped()),
+        }
     }
 
     /// fsyncs the data and both indexes if anything was written since the last sync.

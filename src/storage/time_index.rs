@@ -84,6 +84,16 @@ impl TimeIndex {
         self.len().checked_sub(1).map(|i| self.entry(i))
     }
 
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.file.is_mapped()
+    }
+
+    /// Holds the entries in memory instead of a map (see [`IndexFile::make_owned`]).
+    pub(crate) fn make_owned(&mut self) {
+        self.file.make_owned();
+    }
+
     /// Appends `(timestamp, offset)` if `timestamp` is larger than the last entry's.
     pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) -> Result<(), StorageError> {
         if self.last().is_some_and(|last| timestamp <= last.timestamp) {

@@ -292,7 +292,8 @@ impl Control {
                         return Err(ZkError::Op { op: "session", path: "/".to_owned(), source: zk::Error::SessionExpired });
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                // Watches report every change; this re-read only bounds the damage of a missed one.
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
             }
         }
     }

@@ -124,6 +124,16 @@ fn shard_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
     );
 }
 
+/// Name, help, and the value of one per-partition counter family.
+type TrafficFamily = (&'static str, &'static str, fn(&PartitionTraffic) -> u64);
+/// Name, help, and the value (from the owner shard and the partition) of one gauge family; i128
+/// holds both the i64 offsets and the u64 sizes.
+type GaugeFamily = (
+    &'static str,
+    &'static str,
+    fn(usize, &PartitionGauges) -> i128,
+);
+
 fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
     let mut traffic: BTreeMap<(&str, i32), PartitionTraffic> = BTreeMap::new();
     for s in shards {
@@ -131,7 +141,7 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
             traffic.entry((topic, *partition)).or_default().add(t);
         }
     }
-    let counters: [(&str, &str, fn(&PartitionTraffic) -> u64); 6] = [
+    let counters: [TrafficFamily; 6] = [
         (
             "skein_partition_produce_requests_total",
             "Produce requests for the partition (one per partition in a request).",
@@ -175,7 +185,7 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
         .flat_map(|s| s.partitions.iter().map(move |p| (s.shard, p)))
         .collect();
     owned.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));
-    let gauges: [(&str, &str, fn(usize, &PartitionGauges) -> i128); 6] = [
+    let gauges: [GaugeFamily; 6] = [
         (
             "skein_partition_owner_shard",
             "The shard of this broker that owns the partition.",

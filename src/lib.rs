@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

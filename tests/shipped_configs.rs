@@ -11,12 +11,22 @@ fn repo() -> &'static Path {
 #[test]
 fn every_broker_config_in_configs_parses() {
     let mut parsed = 0;
+    let mut metrics_ports = std::collections::HashSet::new();
     for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config =
                 BrokerConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(config.broker_id >= 0);
+            // The cluster configs run side by side on loopback: each needs its own metrics port.
+            if let Some(metrics) = config.metrics_listener {
+                assert!(
+                    metrics_ports.insert(metrics.port()),
+                    "{}: metrics.listener port {} is used by another shipped config",
+                    path.display(),
+                    metrics.port()
+                );
+            }
             parsed += 1;
         }
     }

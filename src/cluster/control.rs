@@ -1,7 +1,8 @@
 //! The control thread: one pinned OS thread running a tokio runtime, the only place that talks to
 //! ZooKeeper. It registers the broker, competes for `/controller`, does the controller's work when it
 //! wins, turns ZooKeeper's state into [`Metadata`] snapshots for the shards, and serves the admin
-//! requests shards forward to it (create and delete topics, producer id blocks).
+//! requests shards forward to it (create and delete topics, producer id blocks). It also serves
+//! `/metrics` (see [`crate::metrics`]) when `metrics.listener` is set.
 //!
 //! Shards never wait on ZooKeeper directly: they send a [`ControlRequest`] over a flume channel and
 //! await the reply on a oneshot, so a slow or absent ensemble never blocks an executor.
@@ -129,11 +130,13 @@ struct Control {
     producer_ids: std::ops::Range<i64>,
 }
 
-/// Starts the control thread. It runs until the process exits.
+/// Starts the control thread. It runs until the process exits, and serves `/metrics` on
+/// `metrics_listener` alongside its ZooKeeper work.
 pub fn spawn(
     config: Arc<BrokerConfig>,
     shards: ShardSenders,
     requests: flume::Receiver<ControlRequest>,
+    metrics_listener: Option<std::net::TcpListener>,
     core: Option<core_affinity::CoreId>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -152,6 +155,13 @@ pub fn spawn(
                     std::process::exit(1);
                 }
             };
+            if let Some(listener) = metrics_listener {
+                runtime.spawn(crate::metrics::http::serve(
+                    listener,
+                    config.broker_id,
+                    shards.clone(),
+                ));
+            }
             let mut control = Control {
                 config,
                 shards,

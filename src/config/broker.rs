@@ -98,6 +98,9 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
+    /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
+    /// (the key absent) = no metrics server.
+    pub metrics_listener: Option<SocketAddr>,
     pub tuning: Tuning,
     /// Where the file came from, for error messages.
     pub path: PathBuf,
@@ -137,6 +140,7 @@ impl BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             topic_defaults: TopicDefaults::default(),
             num_shards: None,
+            metrics_listener: None,
             tuning: Tuning::default(),
             path: path.to_owned(),
         };
@@ -202,6 +206,7 @@ impl BrokerConfig {
                 "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
+                "metrics.listener" => config.metrics_listener = Some(parse_metrics_listener(&v)?),
                 _ => {
                     return Err(ConfigError::UnknownKey {
                         path: path.to_owned(),
@@ -235,6 +240,18 @@ impl BrokerConfig {
         config.broker_id = broker_id.ok_or_else(|| missing("broker.id"))?;
         config.log_dir = log_dir.ok_or_else(|| missing("log.dirs"))?;
         config.zookeeper_connect = zookeeper_connect.ok_or_else(|| missing("zookeeper.connect"))?;
+        if let Some(metrics) = config.metrics_listener {
+            let kafka = listeners[0].socket_addr().ok();
+            if kafka
+                .is_some_and(|kafka| kafka.port() == metrics.port() && same_host(kafka, metrics))
+            {
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    key: "metrics.listener".to_owned(),
+                    message: format!("{metrics} is also the Kafka listener (listeners)"),
+                });
+            }
+        }
         config.advertised_listeners = advertised.unwrap_or_else(|| listeners.clone());
         config.listeners = listeners;
         config.topic_defaults = defaults;
@@ -270,6 +287,21 @@ fn parse_listeners(v: &Value<'_>) -> Result<Vec<Listener>, ConfigError> {
         1 => Ok(listeners),
         _ => Err(v.error("skein supports one PLAINTEXT listener per broker")),
     }
+}
+
+/// `metrics.listener = "127.0.0.1:9644"`: an IP address and a port, no scheme (it is always HTTP).
+fn parse_metrics_listener(v: &Value<'_>) -> Result<SocketAddr, ConfigError> {
+    let text = v.string()?;
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        v.error(format!(
+            "expected an IP address and port such as \"127.0.0.1:9644\", got \"{text}\""
+        ))
+    })
+}
+
+/// Whether two listeners would collide on one port: the same address, or either on all interfaces.
+fn same_host(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
 }
 
 pub(crate) fn parse_cleanup_policy(v: &Value<'_>) -> Result<String, ConfigError> {
@@ -341,6 +373,33 @@ mod tests {
     fn missing_required_key_is_named() {
         let err = parse(&MINIMAL.replace("zookeeper.connect", "#")).unwrap_err();
         assert!(err.to_string().contains("'zookeeper.connect'"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listener_is_optional_and_validated() {
+        assert_eq!(parse(MINIMAL).unwrap().metrics_listener, None);
+        let config = parse(&format!(
+            "{MINIMAL}\nmetrics.listener = \"127.0.0.1:9644\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.metrics_listener,
+            Some("127.0.0.1:9644".parse().unwrap())
+        );
+        for bad in [
+            "\"localhost:9644\"",
+            "\"127.0.0.1\"",
+            "\"http://127.0.0.1:9644\"",
+            "9644",
+            "\"127.0.0.1:9092\"",
+            "\"0.0.0.0:9092\"",
+        ] {
+            let err = parse(&format!("{MINIMAL}\nmetrics.listener = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("'metrics.listener'"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@ mod response;
 
 pub use response::{Response, ResponsePiece};
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
     let runner = shard.clone();
     glommio::spawn_local(async move {
         while let Ok(job) = jobs.recv_async().await {
+            runner.metrics.job_received();
             job(&runner);
         }
     })
@@ -47,7 +47,6 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
             std::process::exit(1);
         }
     };
-    let open_connections = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -57,18 +56,19 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
                 continue;
             }
         };
-        if open_connections.get() >= shard.tuning.max_connections {
+        if shard.metrics.connections_active() >= shard.tuning.max_connections as u64 {
+            shard.metrics.connection_refused();
             warn!(
                 "shard {}: refusing a connection: max_connections ({}) reached",
                 shard.id, shard.tuning.max_connections
             );
             continue;
         }
-        open_connections.set(open_connections.get() + 1);
-        let (shard, open_connections) = (shard.clone(), open_connections.clone());
+        shard.metrics.connection_opened();
+        let shard = shard.clone();
         glommio::spawn_local(async move {
-            connection::serve(shard, stream).await;
-            open_connections.set(open_connections.get() - 1);
+            connection::serve(shard.clone(), stream).await;
+            shard.metrics.connection_closed();
         })
         .detach();
     }

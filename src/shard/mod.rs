@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::cluster::control::ControlHandle;
 use crate::cluster::{Metadata, TopicPartition};
 use crate::config::{BrokerConfig, ShardTuning};
+use crate::metrics::ShardMetrics;
 
 /// Work sent to a shard, run on that shard's thread with access to its state.
 pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
@@ -91,6 +92,8 @@ pub struct Shard {
     pub tuning: ShardTuning,
     pub senders: ShardSenders,
     pub control: ControlHandle,
+    /// This shard's counters and latency histograms; the control thread copies them per scrape.
+    pub metrics: ShardMetrics,
     metadata: RefCell<Arc<Metadata>>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Set when the first metadata snapshot arrives; requests wait for it.
@@ -111,6 +114,7 @@ impl Shard {
             tuning,
             senders,
             control,
+            metrics: ShardMetrics::default(),
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
@@ -158,6 +162,7 @@ impl Shard {
         if target == self.id {
             return Ok(work(self.clone()).await);
         }
+        self.metrics.forward_sent();
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |shard| {
             let shard = shard.clone();

@@ -196,6 +196,10 @@ impl Partition {
         self.with_log(|log| Ok(log.size_bytes())).unwrap_or(0)
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.with_log(|log| Ok(log.segment_count())).unwrap_or(0)
+    }
+
     /// Closes the log; with `delete`, removes its data (topic deleted or replica moved away).
     pub fn shut_down(&self, delete: bool) {
         self.waiters.borrow_mut().clear();

@@ -20,6 +20,14 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let listener = config.listeners[0].clone();
     let addr = listener.socket_addr().map_err(anyhow::Error::msg)?;
     refuse_if_port_taken(addr)?;
+    // Bound here, before any thread starts, so a taken port stops the broker with a clear error.
+    let metrics_listener = config
+        .metrics_listener
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics.listener): {e}"))
+        })
+        .transpose()?;
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", config.log_dir.display()))?;
 
@@ -67,7 +75,13 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     );
 
     let control_core = cores.first().copied();
-    control::spawn(config.clone(), senders.clone(), control_rx, control_core)?;
+    control::spawn(
+        config.clone(),
+        senders.clone(),
+        control_rx,
+        metrics_listener,
+        control_core,
+    )?;
     let control_handle = control;
 
     let signal = wait_for_signal(&signals);

@@ -93,6 +93,19 @@ pub async fn handle(
         wait_for_any_append(shard, &wanted, max_wait - elapsed).await;
         reads = read_all(shard, &wanted, max_bytes).await;
     }
+    // Counted here, on the connection's shard, because only here is it known which of the reads
+    // go out: long polling reads again, and the response's max_bytes drops data already read.
+    for (w, read) in wanted.iter().zip(&reads) {
+        if let Some(topic) = metadata.topic(&w.tp.topic) {
+            shard
+                .metrics
+                .record_partition(&w.tp.topic, topic.topic_id, w.tp.partition, |t| {
+                    t.fetch_requests += 1;
+                    t.fetch_errors += u64::from(read.error.is_some());
+                    t.bytes_out += read.bytes() as u64;
+                });
+        }
+    }
     encode(header, &request, wanted, reads)
 }
 

@@ -12,6 +12,7 @@ mod metadata;
 mod produce;
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -50,8 +51,18 @@ pub enum HandleError {
 }
 
 /// Decodes one request frame, runs its handler and encodes the answer. `None` = no response is
-/// due (Produce with acks=0).
-pub async fn handle(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response>, HandleError> {
+/// due (Produce with acks=0). Counts the request and its latency in the shard's metrics.
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>, HandleError> {
+    let started = Instant::now();
+    let raw_key = (&frame[0..2]).get_i16();
+    let result = dispatch(shard, frame).await;
+    shard
+        .metrics
+        .record_request(raw_key, result.is_err(), started.elapsed());
+    result
+}
+
+async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response>, HandleError> {
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let api = ApiKey::try_from(raw_key).map_err(|_| HandleError::UnknownApi(raw_key))?;

@@ -50,6 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 partition: data.index,
             };
             let index = data.index;
+            let records_bytes = data.records.as_ref().map_or(0, |r| r.len() as u64);
             let result = async {
                 if !(-1..=1).contains(&acks) {
                     return PartitionResult::error(
@@ -144,14 +145,26 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     ),
                 }
             };
-            pending.push(async move { (topic_index, index, result.await) });
+            pending.push(async move { (topic_index, index, records_bytes, result.await) });
         }
     }
     let mut topics: Vec<TopicProduceResponse> = names
         .into_iter()
         .map(|name| TopicProduceResponse::default().with_name(name))
         .collect();
-    for (topic_index, index, r) in futures::future::join_all(pending).await {
+    for (topic_index, index, records_bytes, r) in futures::future::join_all(pending).await {
+        let name = &*topics[topic_index].name.0;
+        if let Some(topic) = metadata.topic(name) {
+            shard
+                .metrics
+                .record_partition(name, topic.topic_id, index, |t| {
+                    t.produce_requests += 1;
+                    match r.error {
+                        None => t.bytes_in += records_bytes,
+                        Some(_) => t.produce_errors += 1,
+                    }
+                });
+        }
         topics[topic_index].partition_responses.push(
             PartitionProduceResponse::default()
                 .with_index(index)

@@ -46,7 +46,8 @@ impl PartitionRead {
 
 struct Wanted {
     tp: TopicPartition,
-    owner: Option<usize>,
+    /// The shard that leads the partition here, or the error a client should see.
+    owner: Result<usize, ResponseError>,
     offset: i64,
     max_bytes: usize,
 }
@@ -72,7 +73,13 @@ pub async fn handle(
                 topic: topic.topic.0.to_string(),
                 partition: p.partition,
             };
-            let owner = metadata.leader_shard(&tp, shard.config.broker_id);
+            let owner = match metadata.leader_shard(&tp, shard.config.broker_id) {
+                Some(owner) => Ok(owner),
+                None if metadata.partition(&tp.topic, tp.partition).is_none() => {
+                    Err(ResponseError::UnknownTopicOrPartition)
+                }
+                None => Err(ResponseError::NotLeaderOrFollower),
+            };
             wanted.push(Wanted {
                 tp,
                 owner,
@@ -113,8 +120,9 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
     let reads = wanted.iter().map(|w| {
         let (tp, offset, limit) = (w.tp.clone(), w.offset, w.max_bytes.min(max_bytes));
         async move {
-            let Some(owner) = w.owner else {
-                return PartitionRead::error(ResponseError::NotLeaderOrFollower);
+            let owner = match w.owner {
+                Ok(owner) => owner,
+                Err(error) => return PartitionRead::error(error),
             };
             shard
                 .invoke_on(owner, move |owner_shard| async move {
@@ -175,7 +183,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
 /// Waits until any wanted partition gets an append, or `timeout`.
 async fn wait_for_any_append(shard: &Rc<Shard>, wanted: &[Wanted], timeout: Duration) {
     let waits = wanted.iter().filter_map(|w| {
-        let owner = w.owner?;
+        let owner = w.owner.ok()?;
         let tp = w.tp.clone();
         Some(
             shard

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::report::{us, Outcome};
+use super::report::Outcome;
 use super::stats::Series;
 
 const WIDTH: f64 = 900.0;
@@ -46,6 +46,15 @@ impl LogAxis {
     }
 }
 
+/// "100 us", "1 ms", "10 s".
+fn decade_label(v: u64) -> String {
+    match v {
+        v if v >= 1_000_000 => format!("{} s", v / 1_000_000),
+        v if v >= 1_000 => format!("{} ms", v / 1_000),
+        v => format!("{v} us"),
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -70,7 +79,7 @@ fn frame(svg: &mut String, top: f64, title: &str, axis: &LogAxis) {
             LEFT + w,
             LEFT - 6.0,
             y + 4.0,
-            us(d)
+            decade_label(d)
         );
     }
 }
@@ -127,15 +136,17 @@ pub fn svg(outcome: &Outcome, series: &Series) -> String {
     let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
     let x_of = |t: f64| LEFT + w * t / t_max;
     let y_of = |v: u64| top + PANEL_HEIGHT * (1.0 - axis.frac(v));
-    let ticks = 10.0_f64.min(t_max.ceil());
-    for i in 0..=ticks as u32 {
-        let t = t_max * f64::from(i) / ticks;
+    // Whole-second ticks, at most about ten.
+    let step = (t_max / 10.0).ceil().max(1.0);
+    let mut t = 0.0;
+    while t <= t_max + 1e-9 {
         let _ = writeln!(
             svg,
             r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t:.0}s</text>"##,
             x_of(t),
             top + PANEL_HEIGHT + 16.0
         );
+        t += step;
     }
     // Only seconds that measured something.
     let measured: Vec<_> = samples.iter().filter(|s| s.max_us > 0).collect();

@@ -193,14 +193,22 @@ fn every_codec_produces_data_that_bench_and_kcat_read() {
         assert_eq!(u(&r, "errors"), 0, "{codec}: {r}");
         assert_eq!(u(&r["verification"], "bench_records"), 5000, "{codec}");
 
-        let out = kcat(&["-b", &b, "-t", &topic, "-C", "-e", "-q", "-c", "5000", "-f", "%k\n"]);
+        let out = kcat(&[
+            "-b", &b, "-t", &topic, "-C", "-e", "-q", "-c", "5000", "-f", "%k\n",
+        ]);
         let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
             .collect();
-        assert_eq!(keys.len(), 5000, "{codec}: kcat read {} records", keys.len());
+        assert_eq!(
+            keys.len(),
+            5000,
+            "{codec}: kcat read {} records",
+            keys.len()
+        );
         assert!(
-            keys.iter().all(|k| k.len() == 8 && k.parse::<u64>().is_ok_and(|k| k < 10)),
+            keys.iter()
+                .all(|k| k.len() == 8 && k.parse::<u64>().is_ok_and(|k| k < 10)),
             "{codec}: keys outside the key space: {:?}",
             &keys[..5]
         );
@@ -214,7 +222,15 @@ fn consume_reports_sequence_gaps_and_exits_non_zero() {
     let b = broker.bootstrap();
     bench(
         &broker,
-        &["produce", "--topic", "bench-v", "--create-topic", "1:1", "--records", "1000"],
+        &[
+            "produce",
+            "--topic",
+            "bench-v",
+            "--create-topic",
+            "1:1",
+            "--records",
+            "1000",
+        ],
     );
     // Records without the bench header are read and counted, never flagged.
     kcat_with_input(&["-b", &b, "-t", "bench-v", "-P"], b"plain-1\nplain-2\n");
@@ -222,7 +238,13 @@ fn consume_reports_sequence_gaps_and_exits_non_zero() {
     let clean = dir.path().join("clean.json");
     bench(
         &broker,
-        &["consume", "--topic", "bench-v", "--report", clean.to_str().unwrap()],
+        &[
+            "consume",
+            "--topic",
+            "bench-v",
+            "--report",
+            clean.to_str().unwrap(),
+        ],
     );
     let r = read_report(&clean);
     assert_eq!(u(&r, "records"), 1002);
@@ -255,13 +277,19 @@ fn consume_reports_sequence_gaps_and_exits_non_zero() {
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "a gap must fail the run:\n{stdout}");
-    assert!(stdout.contains("sequence gap"), "table names the gap:\n{stdout}");
+    assert!(
+        stdout.contains("sequence gap"),
+        "table names the gap:\n{stdout}"
+    );
     let r = read_report(&report);
     assert_eq!(u(&r, "records"), 1502);
     assert_eq!(u(&r["verification"], "violations"), 1, "{r}");
     assert!(u(&r, "errors") >= 1);
     let messages = r["error_messages"].to_string();
-    assert!(messages.contains("sequence gap, 1 record(s) 10..10 missing"), "{messages}");
+    assert!(
+        messages.contains("sequence gap, 1 record(s) 10..10 missing"),
+        "{messages}"
+    );
 }
 
 #[test]
@@ -288,7 +316,13 @@ fn help_describes_every_flag() {
         "--report",
         "--plot",
     ] {
-        assert!(help.contains(flag), "`skein bench --help` lacks {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "`skein bench --help` lacks {flag}:\n{help}"
+        );
     }
-    assert!(!help.contains("debug-skip"), "the test-only flag stays hidden");
+    assert!(
+        !help.contains("debug-skip"),
+        "the test-only flag stays hidden"
+    );
 }

@@ -75,8 +75,20 @@ pub async fn run(consumer: Consumer, shared: Arc<Shared>, start_ns: u64) -> Veri
         spec.start_offsets.iter().map(|(&p, &o)| (p, o)),
         spec.sequences_from_zero,
     );
-    if let Err(e) = fetch_loop(&spec, &mut writer, &mut reader, version, &shared, &mut verifier, start_ns).await {
-        shared.consume.error(format!("consumer of {}: {e:#}", spec.addr));
+    if let Err(e) = fetch_loop(
+        &spec,
+        &mut writer,
+        &mut reader,
+        version,
+        &shared,
+        &mut verifier,
+        start_ns,
+    )
+    .await
+    {
+        shared
+            .consume
+            .error(format!("consumer of {}: {e:#}", spec.addr));
     }
     verifier
 }
@@ -101,7 +113,9 @@ async fn fetch_loop(
 
     loop {
         if let Some(end) = &spec.end_offsets {
-            active.retain(|p| verifier.next_offset(*p).unwrap_or(0) < end.get(p).copied().unwrap_or(0));
+            active.retain(|p| {
+                verifier.next_offset(*p).unwrap_or(0) < end.get(p).copied().unwrap_or(0)
+            });
         }
         let now = clock::now_ns();
         if active.is_empty()
@@ -121,23 +135,26 @@ async fn fetch_loop(
             );
             return Ok(());
         }
-        let partition_max_bytes = (config.fetch_max_bytes / active.len().max(1) as i32).max(1 << 20);
+        let partition_max_bytes =
+            (config.fetch_max_bytes / active.len().max(1) as i32).max(1 << 20);
         let request = FetchRequest::default()
             .with_replica_id((-1).into())
             .with_max_wait_ms(MAX_WAIT_MS)
             .with_min_bytes(1)
             .with_max_bytes(config.fetch_max_bytes)
-            .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(
-                active
-                    .iter()
-                    .map(|&p| {
-                        FetchPartition::default()
-                            .with_partition(p)
-                            .with_fetch_offset(verifier.next_offset(p).unwrap_or(0))
-                            .with_partition_max_bytes(partition_max_bytes)
-                    })
-                    .collect(),
-            )]);
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(
+                    active
+                        .iter()
+                        .map(|&p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(verifier.next_offset(p).unwrap_or(0))
+                                .with_partition_max_bytes(partition_max_bytes)
+                        })
+                        .collect(),
+                )]);
         let sent_ns = clock::now_ns();
         let correlation_id = writer.send(&request, version).await?;
         let response = tokio::time::timeout(
@@ -221,7 +238,9 @@ fn read_batches(
         }
         let batch = data.slice(position..position + total);
         position += total;
-        let next = verifier.next_offset(partition).unwrap_or(header.base_offset);
+        let next = verifier
+            .next_offset(partition)
+            .unwrap_or(header.base_offset);
         // The first batch may start before the fetch offset; its earlier records were read before.
         let skip_below = if first { next } else { i64::MIN };
         first = false;
@@ -314,8 +333,12 @@ mod tests {
         data.extend_from_slice(&partial[..partial.len() - 4]);
         let mut v = Verifier::new([(0, 1)], false);
         let mut latencies = Vec::new();
-        let (records, bytes) = read_batches(0, &Bytes::from(data), &mut v, Some((&mut latencies, 1005)));
-        assert_eq!(records, 4, "offset 0 lies before the fetch offset, 5 is cut");
+        let (records, bytes) =
+            read_batches(0, &Bytes::from(data), &mut v, Some((&mut latencies, 1005)));
+        assert_eq!(
+            records, 4,
+            "offset 0 lies before the fetch offset, 5 is cut"
+        );
         assert_eq!(bytes, 4 * 36);
         assert_eq!(latencies, vec![1000; 4]);
         assert_eq!(v.violations, 0, "{:?}", v.messages);

@@ -101,12 +101,18 @@ fn validate(config: &BenchConfig) -> anyhow::Result<()> {
         );
     }
     if config.mode.produces() && config.records.is_none() && config.duration_s.is_none() {
-        bail!("{} needs --records N or --duration SECS", config.mode.name());
+        bail!(
+            "{} needs --records N or --duration SECS",
+            config.mode.name()
+        );
     }
     if config.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number of records per second");
     }
-    if config.duration_s.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+    if config
+        .duration_s
+        .is_some_and(|d| !(d > 0.0 && d.is_finite()))
+    {
         bail!("--duration must be a positive number of seconds");
     }
     if config.key_space == Some(0) {
@@ -147,7 +153,11 @@ fn split_by_weight(total: u64, weights: &[u64]) -> Vec<u64> {
     parts
 }
 
-fn producer_specs(config: &BenchConfig, layout: &TopicLayout, run_id: u64) -> anyhow::Result<Vec<ProducerSpec>> {
+fn producer_specs(
+    config: &BenchConfig,
+    layout: &TopicLayout,
+    run_id: u64,
+) -> anyhow::Result<Vec<ProducerSpec>> {
     let by_leader = layout.by_leader();
     let mut specs = Vec::new();
     let mut weights = Vec::new();
@@ -156,7 +166,9 @@ fn producer_specs(config: &BenchConfig, layout: &TopicLayout, run_id: u64) -> an
             let keys = config
                 .key_space
                 .map(|k| KeyPicker::new(k, layout.partitions.len() as u32, partitions));
-            let weight = keys.as_ref().map_or(partitions.len() as u64, KeyPicker::keys);
+            let weight = keys
+                .as_ref()
+                .map_or(partitions.len() as u64, KeyPicker::keys);
             if weight == 0 {
                 continue;
             }
@@ -201,7 +213,12 @@ fn consumer_specs(
             by_leader.entry(p.leader_id).or_default().push(p.partition);
         }
         for (leader, partitions) in by_leader {
-            let pick = |m: &BTreeMap<i32, i64>| partitions.iter().map(|p| (*p, m.get(p).copied().unwrap_or(0))).collect();
+            let pick = |m: &BTreeMap<i32, i64>| {
+                partitions
+                    .iter()
+                    .map(|p| (*p, m.get(p).copied().unwrap_or(0)))
+                    .collect()
+            };
             specs.push(ConsumerSpec {
                 addr: layout.broker_addr(leader)?.to_owned(),
                 start_offsets: pick(start),
@@ -369,7 +386,9 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
         if all_done {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())),
+        );
     }
     if progress && terminal {
         eprintln!();
@@ -393,7 +412,10 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
         }
         let unreported = v.violations.saturating_sub(v.messages.len() as u64);
         if unreported > 0 {
-            shared.consume.errors_with(unreported, format!("verification: {unreported} more violation(s)"));
+            shared.consume.errors_with(
+                unreported,
+                format!("verification: {unreported} more violation(s)"),
+            );
         }
     }
     // The final count check.
@@ -468,7 +490,10 @@ fn bench_thread(
             tracing::warn!("cannot pin a bench thread to CPU {core}; it runs unpinned");
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             shared.produce.error(format!("cannot start a runtime: {e}"));
@@ -523,7 +548,11 @@ fn bench_thread(
                 }
             }
         });
-        futures::future::join_all(runs).await.into_iter().flatten().collect()
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     })
 }
 

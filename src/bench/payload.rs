@@ -41,7 +41,9 @@ impl BenchHeader {
 
     /// The header of a bench record, or None for any other value.
     pub fn decode(value: &[u8]) -> Option<BenchHeader> {
-        if value.len() < HEADER_BYTES || value[0..4] != MAGIC || value[4..6] != VERSION.to_be_bytes()
+        if value.len() < HEADER_BYTES
+            || value[0..4] != MAGIC
+            || value[4..6] != VERSION.to_be_bytes()
         {
             return None;
         }

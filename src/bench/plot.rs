@@ -56,7 +56,9 @@ fn decade_label(v: u64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn frame(svg: &mut String, top: f64, title: &str, axis: &LogAxis) {
@@ -151,21 +153,34 @@ pub fn svg(outcome: &Outcome, series: &Series) -> String {
     // Only seconds that measured something.
     let measured: Vec<_> = samples.iter().filter(|s| s.max_us > 0).collect();
     for (i, (label, color, pick)) in [
-        ("p50", "#1f77b4", (|s: &super::stats::Sample| s.p50_us) as fn(&_) -> u64),
+        (
+            "p50",
+            "#1f77b4",
+            (|s: &super::stats::Sample| s.p50_us) as fn(&_) -> u64,
+        ),
         ("p99", "#ff7f0e", |s| s.p99_us),
         ("max", "#d62728", |s| s.max_us),
     ]
     .into_iter()
     .enumerate()
     {
-        let points: Vec<(f64, f64)> = measured.iter().map(|s| (x_of(s.t_s), y_of(pick(s)))).collect();
-        polyline(&mut svg, &points, color, label, top + 20.0 + 20.0 * i as f64);
+        let points: Vec<(f64, f64)> = measured
+            .iter()
+            .map(|s| (x_of(s.t_s), y_of(pick(s))))
+            .collect();
+        polyline(
+            &mut svg,
+            &points,
+            color,
+            label,
+            top + 20.0 + 20.0 * i as f64,
+        );
     }
 
     // Panel 2: percentile distribution on a nines axis: x = log10(1 / (1 - q)).
     let top2 = TOP + PANEL_HEIGHT + GAP;
     let h = &series.total;
-    let max_nines = if h.len() > 0 {
+    let max_nines = if !h.is_empty() {
         (h.len() as f64).log10().clamp(1.0, 6.0).ceil()
     } else {
         1.0
@@ -175,7 +190,14 @@ pub fn svg(outcome: &Outcome, series: &Series) -> String {
     for i in 0..=steps {
         let nines = max_nines * f64::from(i) / f64::from(steps);
         let q = 1.0 - 10f64.powf(-nines);
-        curve.push((nines, if h.is_empty() { 0 } else { h.value_at_quantile(q) }));
+        curve.push((
+            nines,
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            },
+        ));
     }
     if !h.is_empty() {
         curve.push((max_nines, h.max()));

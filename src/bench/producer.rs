@@ -71,7 +71,11 @@ impl KeyPicker {
     pub fn pick(&self, rng: &mut Rng) -> (usize, u64) {
         let r = rng.below(self.keys());
         let slot = self.cumulative.partition_point(|&(_, c)| c <= r);
-        let before = if slot == 0 { 0 } else { self.cumulative[slot - 1].1 };
+        let before = if slot == 0 {
+            0
+        } else {
+            self.cumulative[slot - 1].1
+        };
         let partition = self.cumulative[slot].0;
         (slot, partition + (r - before) * self.total_partitions)
     }
@@ -100,9 +104,14 @@ pub struct Producer {
 /// Opens the connection and settles the Produce version.
 pub async fn connect(spec: ProducerSpec) -> anyhow::Result<Producer> {
     let conn = Connection::connect(&spec.addr).await?;
-    let version = conn.version_of::<ProduceRequest>()?.min(PRODUCE_VERSION_MAX);
+    let version = conn
+        .version_of::<ProduceRequest>()?
+        .min(PRODUCE_VERSION_MAX);
     if version < 3 {
-        bail!("{}: Produce v{version} cannot carry v2 record batches", spec.addr);
+        bail!(
+            "{}: Produce v{version} cannot carry v2 record batches",
+            spec.addr
+        );
     }
     let (writer, reader) = conn.into_pipeline();
     Ok(Producer {
@@ -175,9 +184,7 @@ async fn write_loop(
     start_ns: u64,
 ) -> anyhow::Result<()> {
     let config = &shared.config;
-    let end_ns = config
-        .duration_s
-        .map(|d| start_ns + (d * 1e9) as u64);
+    let end_ns = config.duration_s.map(|d| start_ns + (d * 1e9) as u64);
     let mut schedule = Schedule::new(start_ns, spec.rate, spec.records, end_ns);
     let mut slots: Vec<Slot> = spec
         .partitions
@@ -193,7 +200,10 @@ async fn write_loop(
             bytes: 0,
         })
         .collect();
-    assert!(!slots.is_empty(), "a producer is given at least one partition");
+    assert!(
+        !slots.is_empty(),
+        "a producer is given at least one partition"
+    );
     let padding_len = config.record_size - payload::HEADER_BYTES;
     let mut rng = Rng::new(spec.producer_id);
     let mut key_buf = [0u8; 20];
@@ -206,7 +216,11 @@ async fn write_loop(
     loop {
         if acks_expected(config.acks) {
             // A closed semaphore means the reader failed; it has reported why.
-            in_flight.acquire().await.map_err(|_| anyhow!("stopped"))?.forget();
+            in_flight
+                .acquire()
+                .await
+                .map_err(|_| anyhow!("stopped"))?
+                .forget();
         }
         let mut done = false;
         'fill: loop {
@@ -244,11 +258,8 @@ async fn write_loop(
                         let offset = payload::padding_offset(&mut rng);
                         let padding = &shared.padding[offset..offset + padding_len];
                         let key = key.map(|k| payload::format_key(k, &mut key_buf));
-                        slot.builder.append(
-                            (due_ns / 1_000_000) as i64,
-                            key,
-                            &[&header, padding],
-                        );
+                        slot.builder
+                            .append((due_ns / 1_000_000) as i64, key, &[&header, padding]);
                         slot.due_ns.push(due_ns);
                         slot.bytes += (config.record_size + key.map_or(0, <[u8]>::len)) as u64;
                         if pending_records == 0 {

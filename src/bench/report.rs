@@ -81,9 +81,14 @@ pub fn outcome(
 ) -> Outcome {
     let config = &shared.config;
     let mode = config.mode;
-    let produce = mode
-        .produces()
-        .then(|| stream(&shared.produce, produce_series, duration_s, "produce: due time to acknowledgement"));
+    let produce = mode.produces().then(|| {
+        stream(
+            &shared.produce,
+            produce_series,
+            duration_s,
+            "produce: due time to acknowledgement",
+        )
+    });
     let consume = mode.consumes().then(|| {
         let latency = if mode == Mode::E2e {
             "end to end: due time (in the record) to consumed"
@@ -93,7 +98,10 @@ pub fn outcome(
         stream(&shared.consume, consume_series, duration_s, latency)
     });
     let (main, series) = match mode {
-        Mode::Produce => (produce.clone().expect("produce mode measures produce"), produce_series),
+        Mode::Produce => (
+            produce.clone().expect("produce mode measures produce"),
+            produce_series,
+        ),
         _ => (consume.clone().expect("this mode consumes"), consume_series),
     };
     let mut error_messages = shared.produce.messages();
@@ -123,7 +131,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -164,7 +172,17 @@ pub fn table(o: &Outcome) -> String {
     ));
     out.push_str(&format!(
         "{:<9} {:>13} {:>13} {:>9}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
-        "stream", "records", "records/s", "MB/s", "p50", "p90", "p99", "p99.9", "p99.99", "max", "errors"
+        "stream",
+        "records",
+        "records/s",
+        "MB/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "errors"
     ));
     let row = |name: &str, s: &StreamResult| {
         let l = &s.latency_us;

@@ -69,8 +69,19 @@ mod tests {
     #[test]
     fn rate_spaces_records_and_catches_up_after_a_stall() {
         let mut s = Schedule::new(1_000, Some(1000.0), None, None);
-        assert_eq!(s.poll(1_000), Next::Due { index: 0, due_ns: 1_000 });
-        assert_eq!(s.poll(1_000), Next::Wait { until_ns: 1_001_000 });
+        assert_eq!(
+            s.poll(1_000),
+            Next::Due {
+                index: 0,
+                due_ns: 1_000
+            }
+        );
+        assert_eq!(
+            s.poll(1_000),
+            Next::Wait {
+                until_ns: 1_001_000
+            }
+        );
         // A 5.5 ms stall: records 1..=5 are all due, each at its own scheduled time.
         let now = 1_000 + 5_500_000;
         for i in 1..=5u64 {
@@ -82,7 +93,12 @@ mod tests {
                 }
             );
         }
-        assert_eq!(s.poll(now), Next::Wait { until_ns: 6_001_000 });
+        assert_eq!(
+            s.poll(now),
+            Next::Wait {
+                until_ns: 6_001_000
+            }
+        );
         assert_eq!(s.issued(), 6);
     }
 
@@ -90,7 +106,13 @@ mod tests {
     fn limit_and_end_stop_the_schedule() {
         let mut s = Schedule::new(0, None, Some(3), None);
         for i in 0..3 {
-            assert_eq!(s.poll(50), Next::Due { index: i, due_ns: 50 });
+            assert_eq!(
+                s.poll(50),
+                Next::Due {
+                    index: i,
+                    due_ns: 50
+                }
+            );
         }
         assert_eq!(s.poll(60), Next::Done);
 
@@ -99,7 +121,10 @@ mod tests {
         while let Next::Due { .. } = s.poll(10_000_000) {
             due += 1;
         }
-        assert_eq!(due, 3, "records due at 0, 1 and 2 ms fall before the 2.5 ms end");
+        assert_eq!(
+            due, 3,
+            "records due at 0, 1 and 2 ms fall before the 2.5 ms end"
+        );
         assert_eq!(s.poll(10_000_000), Next::Done);
 
         let mut s = Schedule::new(0, None, None, Some(100));

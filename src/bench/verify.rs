@@ -31,7 +31,10 @@ pub struct Verifier {
 impl Verifier {
     /// `start_offsets`: where reading begins in each partition. `sequences_from_zero`: the
     /// consumer reads every record this run's (or any) producers wrote, so each sequence starts at 0.
-    pub fn new(start_offsets: impl IntoIterator<Item = (i32, i64)>, sequences_from_zero: bool) -> Self {
+    pub fn new(
+        start_offsets: impl IntoIterator<Item = (i32, i64)>,
+        sequences_from_zero: bool,
+    ) -> Self {
         Verifier {
             next_offset: start_offsets.into_iter().collect(),
             sequences_from_zero,
@@ -77,7 +80,12 @@ impl Verifier {
     }
 
     /// One data record. Returns its bench header, if it has one.
-    pub fn observe(&mut self, partition: i32, offset: i64, value: Option<&[u8]>) -> Option<BenchHeader> {
+    pub fn observe(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        value: Option<&[u8]>,
+    ) -> Option<BenchHeader> {
         self.check_offset(partition, offset);
         let Some(header) = value.and_then(BenchHeader::decode) else {
             self.foreign_records += 1;

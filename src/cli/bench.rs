@@ -113,8 +113,12 @@ fn parse_cores(list: &str) -> anyhow::Result<Vec<usize>> {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (
-                    a.trim().parse().with_context(|| format!("--cores: '{part}'"))?,
-                    b.trim().parse().with_context(|| format!("--cores: '{part}'"))?,
+                    a.trim()
+                        .parse()
+                        .with_context(|| format!("--cores: '{part}'"))?,
+                    b.trim()
+                        .parse()
+                        .with_context(|| format!("--cores: '{part}'"))?,
                 );
                 if a > b {
                     bail!("--cores: range '{part}' runs backwards");
@@ -131,8 +135,12 @@ fn parse_create_topic(spec: &str) -> anyhow::Result<(i32, i16)> {
     let (p, rf) = spec
         .split_once(':')
         .with_context(|| format!("--create-topic {spec}: expected PARTITIONS:RF"))?;
-    let partitions: i32 = p.parse().with_context(|| format!("--create-topic {spec}: partitions"))?;
-    let rf: i16 = rf.parse().with_context(|| format!("--create-topic {spec}: replication factor"))?;
+    let partitions: i32 = p
+        .parse()
+        .with_context(|| format!("--create-topic {spec}: partitions"))?;
+    let rf: i16 = rf
+        .parse()
+        .with_context(|| format!("--create-topic {spec}: replication factor"))?;
     if partitions < 1 || rf < 1 {
         bail!("--create-topic {spec}: partitions and replication factor must be at least 1");
     }
@@ -166,7 +174,11 @@ impl BenchArgs {
             consumers: self.consumers,
             max_in_flight: self.max_in_flight,
             cores: self.cores.as_deref().map(parse_cores).transpose()?,
-            create_topic: self.create_topic.as_deref().map(parse_create_topic).transpose()?,
+            create_topic: self
+                .create_topic
+                .as_deref()
+                .map(parse_create_topic)
+                .transpose()?,
             fetch_max_bytes: self.fetch_max_bytes,
             idle_timeout_s: self.idle_timeout,
             quiet: self.quiet,

@@ -24,14 +24,14 @@ enum Command {
     /// Create, list, describe and delete topics on a running cluster.
     Topics(topics::TopicsArgs),
     /// Load generator: produce, consume or e2e against any Kafka-compatible broker.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topics(args) => topics::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 

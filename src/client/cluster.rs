@@ -64,7 +64,11 @@ pub fn topic_name(name: &str) -> TopicName {
 /// Connects to the first address of a comma-separated bootstrap list that answers.
 pub async fn connect_bootstrap(bootstrap: &str) -> anyhow::Result<Connection> {
     let mut last_error = None;
-    for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         match Connection::connect(addr).await {
             Ok(conn) => return Ok(conn),
             Err(e) => last_error = Some(e),
@@ -214,7 +218,10 @@ pub async fn list_offsets(
 }
 
 /// [`list_offsets`] for every partition of the layout, each asked of its leader.
-pub async fn all_offsets(layout: &TopicLayout, timestamp: i64) -> anyhow::Result<BTreeMap<i32, i64>> {
+pub async fn all_offsets(
+    layout: &TopicLayout,
+    timestamp: i64,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
     let mut out = BTreeMap::new();
     for (leader, partitions) in layout.by_leader() {
         let mut conn = Connection::connect(layout.broker_addr(leader)?).await?;

@@ -31,7 +31,10 @@ pub struct PipelineReader {
     buf: BytesMut,
 }
 
-pub(crate) fn split(stream: tokio::net::TcpStream, next_correlation_id: i32) -> (PipelineWriter, PipelineReader) {
+pub(crate) fn split(
+    stream: tokio::net::TcpStream,
+    next_correlation_id: i32,
+) -> (PipelineWriter, PipelineReader) {
     let (read, write) = stream.into_split();
     (
         PipelineWriter {

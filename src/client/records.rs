@@ -20,7 +20,7 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub fn varint_len(value: i64) -> usize {
     let v = ((value << 1) ^ (value >> 63)) as u64;
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut BytesMut, value: i64) {

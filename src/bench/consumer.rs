@@ -104,7 +104,11 @@ async fn fetch_loop(
 ) -> anyhow::Result<()> {
     let config = &shared.config;
     let e2e = config.mode.produces();
-    let end_ns = config.duration_s.map(|d| start_ns + (d * 1e9) as u64);
+    // In e2e `--duration` bounds the producers; consumers then read what they wrote.
+    let end_ns = config
+        .duration_s
+        .filter(|_| !e2e)
+        .map(|d| start_ns + (d * 1e9) as u64);
     let idle_ns = (config.idle_timeout_s * 1e9) as u64;
     let mut active: Vec<i32> = spec.partitions.clone();
     let topic = topic_name(&config.topic);

@@ -293,6 +293,9 @@ async fn write_loop(
         if pending_records > 0 {
             send(&mut writer, version, shared, &topic, &mut slots, &tx).await?;
             pending_records = 0;
+            // Socket writes rarely block, so without this the writer could hog the thread and
+            // acknowledgements would wait for the reader to be polled, inflating latency.
+            tokio::task::yield_now().await;
         } else if acks_expected(config.acks) {
             in_flight.add_permits(1);
         }

@@ -150,6 +150,40 @@ fn e2e_measures_delivery_and_rate_caps_the_load() {
 }
 
 #[test]
+fn partitions_led_by_two_brokers_are_produced_and_consumed_through_each_leader() {
+    let zk = ZooKeeper::start(1);
+    let one = Broker::start(&zk, BrokerOpts::id(1).shards(1));
+    let two = Broker::start(&zk, BrokerOpts::id(2).shards(1));
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("two.json");
+    // Bootstrap from the second broker first: leaders must come from metadata, not the list order.
+    let brokers = [two, one];
+    let bootstrap = harness::bootstrap_all(&brokers);
+    skein_cli(&[
+        "bench",
+        "e2e",
+        "--bootstrap",
+        &bootstrap,
+        "--quiet",
+        "--topic",
+        "bench-two",
+        "--create-topic",
+        "4:1",
+        "--records",
+        "40000",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let r = read_report(&report);
+    check_report(&r, "e2e", 40_000, 100);
+    assert_eq!(u(&r["verification"], "bench_records"), 40_000, "{r}");
+}
+
+#[test]
 fn every_codec_produces_data_that_bench_and_kcat_read() {
     let zk = ZooKeeper::start(1);
     let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));

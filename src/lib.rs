@@ -1,6 +1,7 @@
 //! skein: a Kafka-compatible message broker built thread-per-core on glommio and io_uring, with
 //! brokers coordinated through ZooKeeper. See DESIGN.md (in `shared/`) and the README for the map.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;

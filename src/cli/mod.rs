@@ -1,5 +1,6 @@
 //! The `skein` command line: one file per subcommand.
 
+mod bench;
 mod broker;
 mod topics;
 
@@ -22,12 +23,15 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Create, list, describe and delete topics on a running cluster.
     Topics(topics::TopicsArgs),
+    /// Load generator: produce, consume or e2e against any Kafka-compatible broker.
+    Bench(Box<bench::BenchArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topics(args) => topics::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 

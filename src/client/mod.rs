@@ -1,18 +1,29 @@
 //! The lean Kafka client that skein's own tools share (`skein topics`, and later `bench`, `mirror`
 //! and `groups`): one TCP connection, requests encoded with `kafka-protocol`, versions negotiated
 //! with ApiVersions. Runs on a tokio runtime owned by the tool.
+//!
+//! - [`Connection`]: one request at a time (admin commands).
+//! - [`pipeline`]: the same connection split into a writer and a reader half, several requests in
+//!   flight (the bench's producers and consumers).
+//! - [`cluster`]: bootstrap, metadata and leader discovery, topic creation, list offsets.
+//! - [`records`]: building Kafka v2 record batches and walking the records of fetched ones.
+
+pub mod cluster;
+pub mod pipeline;
+pub mod records;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub struct Connection {
+    addr: String,
     stream: TcpStream,
     next_correlation_id: i32,
     /// Highest version the broker serves, per API key.
@@ -30,6 +41,7 @@ impl Connection {
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
         let mut connection = Connection {
+            addr: addr.to_owned(),
             stream,
             next_correlation_id: 1,
             broker_versions: HashMap::new(),
@@ -90,7 +102,7 @@ impl Connection {
         request.encode(&mut buf, version)?;
         let len = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
-        let mut frame = tokio::time::timeout(self.timeout, async {
+        let frame = tokio::time::timeout(self.timeout, async {
             self.stream.write_all(&buf).await?;
             let len = self.stream.read_i32().await?;
             let mut frame = vec![0u8; len.max(0) as usize];
@@ -99,21 +111,17 @@ impl Connection {
         })
         .await
         .map_err(|_| anyhow!("{api:?} request timed out"))??;
-        // ApiVersions responses always carry header v0.
-        let header_version = if api == ApiKey::ApiVersions {
-            0
-        } else {
-            api.response_header_version(version)
-        };
-        let response_correlation = if header_version == 0 {
-            frame.get_i32()
-        } else {
-            kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)?
-                .correlation_id
-        };
-        if response_correlation != correlation_id {
-            bail!("response correlation id {response_correlation} does not match request {correlation_id}");
-        }
-        R::Response::decode(&mut frame, version)
+        pipeline::decode_response::<R>(frame, correlation_id, version)
+    }
+
+    /// The address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Splits the connection into halves for pipelined requests (see [`pipeline`]). Learn the
+    /// versions to use with [`Connection::version_of`] first.
+    pub fn into_pipeline(self) -> (pipeline::PipelineWriter, pipeline::PipelineReader) {
+        pipeline::split(self.stream, self.next_correlation_id)
     }
 }

@@ -56,6 +56,7 @@ skein_install_system_packages() {
     [[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
     [[ -f /usr/share/java/slf4j-simple.jar ]] || missing+=(libslf4j-java)
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         missing+=(python3-venv)

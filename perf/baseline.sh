@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The performance baseline of issue 3, on this machine, in one run:
+#   1. the machine's limits: loopback TCP bandwidth (iperf3) and sequential disk writes (dd);
+#   2. produce throughput, acks=1, 100 B and 1 KiB records (skein bench);
+#   3. fetch throughput of the same data, after dropping the page cache (so from disk);
+#   4. end-to-end latency at half the measured 100 B produce rate;
+#   5. the same produce workload driven by confluent-kafka's Python producer.
+# Scenarios: SHARDS=1 (default: broker pinned to core 1, generator to core 0) or SHARDS=2 (broker
+# on both cores, generator unpinned). JSON reports and logs go to perf/results/<date>-<shards>/.
+# Starts its own 1-node ZooKeeper and broker on free loopback ports and stops both by pid.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/setup.sh
+SHARDS=${SHARDS:-1}
+RECORDS_100=${RECORDS_100:-10000000}
+RECORDS_1K=${RECORDS_1K:-2000000}
+SKEIN=target/release/skein
+OUT=perf/results/$(date +%Y%m%d-%H%M)-${SHARDS}shard
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/skein-perf-XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 1
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+section "Machine limits"
+command -v iperf3 >/dev/null || apt_install iperf3
+iperf3 -s -B 127.0.0.1 -p 25201 -1 >/dev/null 2>&1 &
+PIDS+=($!)
+sleep 0.5
+iperf3 -c 127.0.0.1 -p 25201 -t 5 | grep -E "receiver" | tee "$OUT/loopback.txt"
+perf/disk_write.sh "$(dirname "$WORK")" | tee "$OUT/disk.txt"
+
+section "ZooKeeper and broker ($SHARDS shard(s))"
+cargo build --release --bins
+mkdir -p "$WORK/zk"
+cat >"$WORK/zk/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$WORK/zk
+clientPort=25181
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=*
+CFG
+java -Xmx256m -cp "$(skein_zk_classpath)" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zk/zoo.cfg" \
+    >"$OUT/zookeeper.log" 2>&1 &
+PIDS+=($!)
+if [[ $SHARDS == 1 ]]; then
+    tuning="tuning.dir = \"$PWD/perf/tuning-broker-core1\""
+    GEN_CORES=(--cores 0)
+else
+    tuning="tuning.dir = \"$PWD/tuning/laptop-2core\""
+    GEN_CORES=()
+fi
+cat >"$WORK/broker.toml" <<CFG
+broker.id = 1
+listeners = "PLAINTEXT://127.0.0.1:25092"
+log.dirs = "$WORK/data"
+zookeeper.connect = "127.0.0.1:25181"
+num.shards = $SHARDS
+$tuning
+CFG
+sleep 2
+"$SKEIN" broker --config "$WORK/broker.toml" >"$OUT/broker.log" 2>&1 &
+PIDS+=($!)
+B=127.0.0.1:25092
+for _ in $(seq 1 100); do "$SKEIN" topics list --bootstrap $B >/dev/null 2>&1 && break; sleep 0.2; done
+
+bench() { "$SKEIN" bench "$@" "${GEN_CORES[@]}" --quiet; }
+
+section "Produce 100 B, acks=1"
+bench produce --bootstrap $B --topic p100 --create-topic 2:1 --records "$RECORDS_100" --record-size 100 \
+    --acks 1 --report "$OUT/produce-100.json" --plot "$OUT/produce-100.svg"
+section "Produce 1 KiB, acks=1"
+bench produce --bootstrap $B --topic p1k --create-topic 2:1 --records "$RECORDS_1K" --record-size 1024 \
+    --acks 1 --report "$OUT/produce-1k.json" --plot "$OUT/produce-1k.svg"
+
+section "Fetch from disk (page cache dropped first)"
+sync
+echo 3 >/proc/sys/vm/drop_caches || echo "(cannot drop caches: fetch may come from the page cache)"
+bench consume --bootstrap $B --topic p100 --report "$OUT/fetch-100.json"
+echo 3 >/proc/sys/vm/drop_caches || true
+bench consume --bootstrap $B --topic p1k --report "$OUT/fetch-1k.json"
+
+section "End-to-end latency at half the 100 B produce rate"
+max_rate=$(python3 -c "import json; print(int(json.load(open('$OUT/produce-100.json'))['records_per_s']))")
+half=$((max_rate / 2))
+echo "measured max $max_rate records/s; e2e at $half records/s for 30 s"
+bench e2e --bootstrap $B --topic e2e --create-topic 2:1 --rate "$half" --duration 30 --record-size 100 \
+    --acks 1 --report "$OUT/e2e-half.json" --plot "$OUT/e2e-half.svg"
+
+section "The same produce workload from confluent-kafka (Python)"
+"$SKEIN" topics create --bootstrap $B --topic py100 --partitions 2
+.venv/bin/python perf/client_throughput.py --bootstrap $B --topic py100 --records 2000000 --record-size 100 \
+    --partitions 2 | tee "$OUT/confluent-python-100.json"
+
+section "Summary"
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for name in ["produce-100", "produce-1k", "fetch-100", "fetch-1k", "e2e-half"]:
+    r = json.loads((out / f"{name}.json").read_text())
+    l = r["latency_us"]
+    print(f"{name:12} {r['records_per_s']:>12,.0f} rec/s {r['mb_per_s']:>8.1f} MB/s  errors {r['errors']}  "
+          f"p50 {l['p50']}us p99 {l['p99']}us p99.9 {l['p999']}us max {l['max']}us")
+PY
+echo "results in $OUT"

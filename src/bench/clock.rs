@@ -32,10 +32,19 @@ pub fn until(at_ns: u64) -> Duration {
     Duration::from_nanos(at_ns.saturating_sub(now_ns()))
 }
 
-/// Sleeps until `at_ns` on the current tokio runtime.
+/// tokio's timer wheel ticks in whole milliseconds, so a 30 µs sleep lasts about a millisecond.
+/// The last stretch before a deadline is therefore waited out by yielding to the runtime's other
+/// tasks instead; without this, every record sent at a `--rate` left ~0.5-1 ms late and that
+/// delay, the generator's own, was reported as broker latency.
+const TIMER_SLACK: Duration = Duration::from_micros(1500);
+
+/// Waits until `at_ns` on the current tokio runtime, to within a few microseconds.
 pub async fn sleep_until(at_ns: u64) {
     let d = until(at_ns);
-    if !d.is_zero() {
-        tokio::time::sleep(d).await;
+    if d > TIMER_SLACK {
+        tokio::time::sleep(d - TIMER_SLACK).await;
+    }
+    while now_ns() < at_ns {
+        tokio::task::yield_now().await;
     }
 }

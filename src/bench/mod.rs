@@ -250,7 +250,10 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        let layout = cluster::wait_for_topic(&mut conn, &config.topic, Duration::from_secs(30)).await?;
+        // Producing modes may auto-create the topic, as Kafka producers do; consume never does.
+        let auto_create = config.mode != Mode::Consume;
+        let layout =
+            cluster::wait_for_topic(&mut conn, &config.topic, auto_create, Duration::from_secs(30)).await?;
         let (start, end) = match config.mode {
             Mode::Produce => (BTreeMap::new(), None),
             Mode::E2e => (cluster::all_offsets(&layout, LATEST).await?, None),

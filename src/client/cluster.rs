@@ -79,13 +79,19 @@ pub async fn connect_bootstrap(bootstrap: &str) -> anyhow::Result<Connection> {
 }
 
 /// The topic's partitions and leaders. Fails if the topic is unknown or a partition has no
-/// leader right now (see [`wait_for_topic`] to wait that out).
-pub async fn topic_layout(conn: &mut Connection, topic: &str) -> anyhow::Result<TopicLayout> {
+/// leader right now (see [`wait_for_topic`] to wait that out). With `auto_create`, the request
+/// lets the broker create a missing topic, as a Kafka producer's metadata request does (and as
+/// brokers without CreateTopics, such as librdkafka's mock cluster, expect).
+pub async fn topic_layout(
+    conn: &mut Connection,
+    topic: &str,
+    auto_create: bool,
+) -> anyhow::Result<TopicLayout> {
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
         ]))
-        .with_allow_auto_topic_creation(false);
+        .with_allow_auto_topic_creation(auto_create);
     let response = conn.send(request).await?;
     let brokers = response
         .brokers
@@ -133,11 +139,12 @@ pub async fn topic_layout(conn: &mut Connection, topic: &str) -> anyhow::Result<
 pub async fn wait_for_topic(
     conn: &mut Connection,
     topic: &str,
+    auto_create: bool,
     timeout: Duration,
 ) -> anyhow::Result<TopicLayout> {
     let deadline = Instant::now() + timeout;
     loop {
-        match topic_layout(conn, topic).await {
+        match topic_layout(conn, topic, auto_create).await {
             Ok(layout) => return Ok(layout),
             Err(e) if Instant::now() >= deadline => {
                 return Err(e.context(format!("topic '{topic}' not ready after {timeout:?}")))

@@ -90,7 +90,7 @@ section "End-to-end latency at half the 100 B produce rate"
 max_rate=$(python3 -c "import json; print(int(json.load(open('$OUT/produce-100.json'))['records_per_s']))")
 half=$((max_rate / 2))
 echo "measured max $max_rate records/s; e2e at $half records/s for 30 s"
-bench e2e --bootstrap $B --topic e2e --create-topic 2:1 --rate "$half" --duration 30 --record-size 100 \
+bench e2e --bootstrap $B --topic e2e --create-topic 2:1 --rate "$half" --duration 30 --record-size 100 --linger-ms 0 \
     --acks 1 --report "$OUT/e2e-half.json" --plot "$OUT/e2e-half.svg"
 
 # Half the produce-only maximum also has to carry the same rate of fetches on the same cores, so

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Encodable, Request, StrBytes};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -91,17 +91,14 @@ impl Connection {
         let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("skein")));
         let mut buf = BytesMut::with_capacity(256);
-        buf.put_i32(0);
-        header.encode(&mut buf, api.request_header_version(version))?;
-        request.encode(&mut buf, version)?;
-        let len = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&len.to_be_bytes());
+        pipeline::encode_request(
+            &mut buf,
+            &request,
+            version,
+            correlation_id,
+            &StrBytes::from_static_str("skein"),
+        )?;
         let frame = tokio::time::timeout(self.timeout, async {
             self.stream.write_all(&buf).await?;
             let len = self.stream.read_i32().await?;

@@ -54,20 +54,15 @@ impl PipelineWriter {
     /// Encodes and writes one request; returns its correlation id. The request's own buffers
     /// (e.g. a ProduceRequest's record batches) are copied once into the frame.
     pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<i32> {
-        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        self.buf.clear();
-        self.buf.put_i32(0);
-        header.encode(&mut self.buf, api.request_header_version(version))?;
-        request.encode(&mut self.buf, version)?;
-        let len = (self.buf.len() - 4) as i32;
-        self.buf[0..4].copy_from_slice(&len.to_be_bytes());
+        encode_request(
+            &mut self.buf,
+            request,
+            version,
+            correlation_id,
+            &self.client_id,
+        )?;
         self.stream.write_all(&self.buf).await?;
         // Keep the buffer from growing without bound after one huge request.
         if self.buf.capacity() > 16 << 20 {
@@ -113,6 +108,29 @@ impl PipelineReader {
         let frame = self.next_frame().await?;
         decode_response::<R>(frame, correlation_id, version)
     }
+}
+
+/// Encodes `request` with its header as one length-prefixed frame into `buf` (cleared first).
+pub fn encode_request<R: Request>(
+    buf: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &StrBytes,
+) -> anyhow::Result<()> {
+    let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(client_id.clone()));
+    buf.clear();
+    buf.put_i32(0);
+    header.encode(buf, api.request_header_version(version))?;
+    request.encode(buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Decodes one response frame (length prefix removed) for a request of type `R`.

@@ -360,3 +360,92 @@ fn help_describes_every_flag() {
         "the test-only flag stays hidden"
     );
 }
+
+/// librdkafka's mock cluster (inside confluent-kafka), killed by pid when the test ends.
+struct MockCluster {
+    child: std::process::Child,
+    bootstrap: String,
+}
+
+impl MockCluster {
+    fn start() -> MockCluster {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mock_cluster.py");
+        let mut child = std::process::Command::new(harness::python_bin())
+            .arg(script)
+            .args(["--brokers", "1", "--seconds", "120"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the mock cluster");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut line);
+        let mock = MockCluster {
+            child,
+            bootstrap: line.trim().to_owned(),
+        };
+        assert!(
+            read.is_ok() && mock.bootstrap.contains(':'),
+            "mock cluster printed {line:?}"
+        );
+        mock
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bench_drives_another_kafka_compatible_broker() {
+    // The mock has no CreateTopics; it creates topics on a producer's metadata request.
+    let mock = MockCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("mock.json");
+    skein_cli(&[
+        "bench",
+        "produce",
+        "--bootstrap",
+        &mock.bootstrap,
+        "--topic",
+        "on-mock",
+        "--records",
+        "20000",
+        "--record-size",
+        "100",
+        "--acks",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    check_report(&read_report(&report), "produce", 20000, 100);
+    skein_cli(&[
+        "bench",
+        "consume",
+        "--bootstrap",
+        &mock.bootstrap,
+        "--topic",
+        "on-mock",
+        "--records",
+        "20000",
+        "--quiet",
+    ]);
+    skein_cli(&[
+        "bench",
+        "e2e",
+        "--bootstrap",
+        &mock.bootstrap,
+        "--topic",
+        "e2e-on-mock",
+        "--records",
+        "5000",
+        "--record-size",
+        "100",
+        "--quiet",
+    ]);
+}

@@ -155,17 +155,31 @@ pub async fn run(producer: Producer, shared: Arc<Shared>, start_ns: u64) {
     let in_flight = Semaphore::new(shared.config.max_in_flight.max(1));
     let (tx, rx) = mpsc::unbounded_channel::<InFlight>();
     let addr = spec.addr.clone();
-    let write = write_loop(spec, writer, version, &shared, &in_flight, tx, start_ns);
+    // The writer half outlives the write loop: dropping a tokio OwnedWriteHalf shuts the socket's
+    // sending side down, and some brokers (librdkafka's mock cluster) close the whole connection
+    // on that FIN before the last responses are out.
+    let mut writer = writer;
+    let write = write_loop(
+        spec,
+        &mut writer,
+        version,
+        &shared,
+        &in_flight,
+        tx,
+        start_ns,
+    );
     if acks == 0 {
         // No responses come for acks=0; the reader half just stays idle.
         if let Err(e) = write.await {
             shared.produce.error(format!("producer to {addr}: {e:#}"));
         }
         drop(reader);
+        drop(writer);
         return;
     }
     let read = read_loop(reader, version, &shared, &in_flight, rx);
     let (w, r) = tokio::join!(write, read);
+    drop(writer);
     if let Err(e) = w {
         shared.produce.error(format!("producer to {addr}: {e:#}"));
     }
@@ -176,7 +190,7 @@ pub async fn run(producer: Producer, shared: Arc<Shared>, start_ns: u64) {
 
 async fn write_loop(
     spec: ProducerSpec,
-    mut writer: PipelineWriter,
+    writer: &mut PipelineWriter,
     version: i16,
     shared: &Shared,
     in_flight: &Semaphore,
@@ -291,7 +305,7 @@ async fn write_loop(
             }
         }
         if pending_records > 0 {
-            send(&mut writer, version, shared, &topic, &mut slots, &tx).await?;
+            send(writer, version, shared, &topic, &mut slots, &tx).await?;
             pending_records = 0;
             // Socket writes rarely block, so without this the writer could hog the thread and
             // acknowledgements would wait for the reader to be polled, inflating latency.

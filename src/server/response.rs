@@ -31,20 +31,6 @@ impl Response {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.pieces
-            .iter()
-            .map(|p| match p {
-                ResponsePiece::Bytes(b) => b.len(),
-                ResponsePiece::File { len, .. } => *len as usize,
-            })
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Writes every piece in order.
     pub async fn write_to(self, stream: &mut TcpStream) -> std::io::Result<()> {
         let mut pending: Vec<Bytes> = Vec::new();

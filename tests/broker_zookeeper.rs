@@ -55,6 +55,41 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
         "123456"
     );
 
+    // Settings changed in ZooKeeper reach the running broker and its open logs.
+    let changed = python_json(
+        "zk_set.py",
+        &[
+            "--zk",
+            &zk.connect_string(),
+            "/config/topics/laid-out",
+            r#"{"version":1,"config":{"retention.ms":"654321"}}"#,
+        ],
+    );
+    assert_eq!(changed["ok"], true, "{changed}");
+    wait_until(
+        "the broker to apply the changed setting",
+        Duration::from_secs(20),
+        || {
+            let described = String::from_utf8_lossy(
+                &skein_cli(&[
+                    "topics",
+                    "describe",
+                    "--bootstrap",
+                    &broker.bootstrap(),
+                    "--topic",
+                    "laid-out",
+                ])
+                .stdout,
+            )
+            .into_owned();
+            (described.contains("retention.ms = 654321")
+                && broker
+                    .log_text()
+                    .contains("applying changed topic settings"))
+            .then_some(())
+        },
+    );
+
     // A clean stop gives up the registration at once; a restart rebuilds the view from ZooKeeper.
     broker.stop();
     assert!(
@@ -74,7 +109,7 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
         .stdout,
     )
     .into_owned();
-    assert!(described.contains("retention.ms = 123456"), "{described}");
+    assert!(described.contains("retention.ms = 654321"), "{described}");
 
     skein_cli(&[
         "topics",

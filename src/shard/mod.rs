@@ -217,7 +217,7 @@ impl Shard {
                 continue;
             };
             match partitions.get(tp) {
-                Some(partition) => partition.update_state(state, &topic.config),
+                Some(partition) => partition.update_state(state, &topic.config, &self.tuning),
                 None => match Partition::open(&self.config, &self.tuning, tp.clone(), topic, state)
                 {
                     Ok(partition) => {

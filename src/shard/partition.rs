@@ -96,8 +96,17 @@ impl Partition {
         Ok(partition)
     }
 
-    pub fn update_state(&self, state: &PartitionState, _config: &TopicConfig) {
+    /// Takes a new snapshot's leader epoch and topic settings (a changed `/config/topics/<t>`).
+    pub fn update_state(&self, state: &PartitionState, config: &TopicConfig, tuning: &ShardTuning) {
         self.leader_epoch.set(state.leader_epoch);
+        let wanted = log_config(config, tuning);
+        let _ = self.with_log(|log| {
+            if log.config() != &wanted {
+                info!("{}: applying changed topic settings", self.tp);
+                log.set_config(wanted);
+            }
+            Ok(())
+        });
     }
 
     pub fn leader_epoch(&self) -> i32 {

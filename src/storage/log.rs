@@ -223,6 +223,17 @@ impl Log {
         &self.config
     }
 
+    /// Applies changed topic settings (roll, retention, flush, index interval) from the next append
+    /// or upkeep pass on. The tail cache keeps the budget it was opened with: that is shard tuning,
+    /// not a topic setting.
+    pub fn set_config(&mut self, config: LogConfig) {
+        assert!(config.segment_bytes > 0 && config.segment_index_bytes > 0);
+        self.config = LogConfig {
+            cache_bytes: self.config.cache_bytes,
+            ..config
+        };
+    }
+
     pub fn producer_state(&self) -> &ProducerStateManager {
         &self.producer_state
     }
@@ -732,6 +743,37 @@ mod tests {
             }
         }
         stored
+    }
+
+    #[test]
+    fn changed_settings_apply_to_an_open_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_config()
+        };
+        let mut log = Log::open(dir.path(), big.clone()).expect("open");
+        fill(&mut log, 10);
+        assert_eq!(
+            log.segment_count(),
+            1,
+            "1 MiB segments hold ten small batches"
+        );
+        log.set_config(LogConfig {
+            segment_bytes: 200,
+            cache_bytes: 0,
+            ..big
+        });
+        fill(&mut log, 10);
+        assert!(
+            log.segment_count() > 3,
+            "smaller segment.bytes rolls from the next append on"
+        );
+        assert_eq!(
+            log.config().cache_bytes,
+            small_config().cache_bytes,
+            "the cache budget stays"
+        );
     }
 
     fn expected_from(stored: &[(i64, Vec<u8>)], offset: i64) -> Vec<u8> {

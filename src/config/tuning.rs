@@ -27,6 +27,9 @@ pub struct ShardTuning {
     pub spin_before_park_us: u64,
     /// Connections a shard accepts before refusing more.
     pub max_connections: usize,
+    /// Threads in the shard's blocking pool, pinned to the shard's core: segment writes and
+    /// sendfile of fetches run there so the executor never sleeps in the kernel.
+    pub blocking_threads: usize,
 }
 
 impl Default for ShardTuning {
@@ -40,6 +43,7 @@ impl Default for ShardTuning {
             background_shares: 100,
             spin_before_park_us: 0,
             max_connections: 10_000,
+            blocking_threads: 4,
         }
     }
 }
@@ -114,6 +118,7 @@ fn apply(mut tuning: ShardTuning, path: &Path) -> Result<ShardTuning, ConfigErro
             "background_shares" => tuning.background_shares = v.i64_at_least(1)? as usize,
             "spin_before_park_us" => tuning.spin_before_park_us = v.i64_at_least(0)? as u64,
             "max_connections" => tuning.max_connections = v.i64_at_least(1)? as usize,
+            "blocking_threads" => tuning.blocking_threads = v.i64_at_least(1)? as usize,
             _ => {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_owned(),

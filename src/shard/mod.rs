@@ -237,9 +237,28 @@ impl Shard {
         }
     }
 
-    /// Closes every partition cleanly (producer snapshots, flush) before the process exits.
-    pub fn shut_down(&self) {
-        for (_, partition) in self.partitions.borrow_mut().drain() {
+    /// Closes every partition cleanly (producer snapshots, flush) before the process exits. New
+    /// produce requests find no partition from the start; writes already under way get up to
+    /// `grace` to land first.
+    pub async fn shut_down(&self, grace: std::time::Duration) {
+        let partitions: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        let deadline = std::time::Instant::now() + grace;
+        while partitions.iter().any(|p| p.is_writing()) {
+            if std::time::Instant::now() >= deadline {
+                warn!(
+                    "shard {}: writes still under way after {grace:?}; closing anyway",
+                    self.id
+                );
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        for partition in partitions {
             partition.shut_down(false);
         }
     }

@@ -1,12 +1,23 @@
-//! A partition as its owning shard holds it: the log, the leader epoch, the high watermark, and the
-//! fetches waiting for new data. Lives on one shard's thread only.
+//! A partition as its owning shard holds it: the log, the leader epoch, the high watermark, the
+//! appends waiting to be written and the fetches waiting for new data. Lives on one shard's
+//! thread only.
+//!
+//! Appends are group-committed: produce requests queue their batches, and one writer task per
+//! partition takes everything queued, lays it out in the log ([`Log::prepare`]), writes it with one
+//! `pwritev` on the shard's blocking pool and then makes it visible ([`Log::complete`]). The
+//! executor never waits on the page cache, so a write throttled by dirty-page writeback delays that
+//! partition's acknowledgements instead of stalling every connection on the shard, and appends
+//! arriving during a write share the next one.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
+use crate::cluster::control::now_ms;
 use crate::cluster::metadata::{PartitionState, TopicMetadata};
 use crate::cluster::TopicPartition;
 use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
@@ -24,6 +35,22 @@ pub struct Partition {
     high_watermark: Cell<i64>,
     /// Long-polling fetches waiting for the next append.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Appends waiting for the writer, in arrival order.
+    queue: RefCell<VecDeque<QueuedAppend>>,
+    /// A writer task is running (it clears this when the queue is empty).
+    writing: Cell<bool>,
+}
+
+struct QueuedAppend {
+    batches: Vec<Batch>,
+    done: oneshot::Sender<Result<AppendOutcome, StorageError>>,
+}
+
+fn closed_error(tp: &TopicPartition) -> StorageError {
+    StorageError::Io {
+        path: PathBuf::from(tp.to_string()),
+        source: std::io::Error::other("the partition is closed"),
+    }
 }
 
 pub fn log_config(config: &TopicConfig, tuning: &ShardTuning) -> LogConfig {
@@ -92,6 +119,8 @@ impl Partition {
             log: RefCell::new(Some(log)),
             leader_epoch: Cell::new(state.leader_epoch),
             waiters: RefCell::new(Vec::new()),
+            queue: RefCell::new(VecDeque::new()),
+            writing: Cell::new(false),
         };
         Ok(partition)
     }
@@ -123,10 +152,7 @@ impl Partition {
     ) -> Result<R, StorageError> {
         match self.log.borrow_mut().as_mut() {
             Some(log) => f(log),
-            None => Err(StorageError::Io {
-                path: PathBuf::from(self.tp.to_string()),
-                source: std::io::Error::other("the partition is closed"),
-            }),
+            None => Err(closed_error(&self.tp)),
         }
     }
 
@@ -138,19 +164,91 @@ impl Partition {
         self.with_log(|log| Ok(log.log_end_offset())).unwrap_or(0)
     }
 
-    /// Appends and, as the only replica, advances the high watermark to the new log end.
-    pub fn append(&self, batches: &[Batch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        let epoch = self.leader_epoch.get();
-        let (outcome, log_end) = self.with_log(|log| {
-            let outcome = log.append(batches, epoch, now_ms)?;
-            Ok((outcome, log.log_end_offset()))
-        })?;
-        debug_assert!(log_end >= self.high_watermark.get(), "offsets only grow");
-        self.high_watermark.set(log_end);
-        for waiter in self.waiters.borrow_mut().drain(..) {
-            let _ = waiter.send(());
+    /// Appends once the batches are written and, as the only replica, advances the high watermark
+    /// to the new log end. Appends of one partition are written in the order they were called.
+    pub async fn append(
+        self: &Rc<Self>,
+        batches: Vec<Batch>,
+    ) -> Result<AppendOutcome, StorageError> {
+        let (done, outcome) = oneshot::channel();
+        if self.log.borrow().is_none() {
+            return Err(closed_error(&self.tp));
         }
-        Ok(outcome)
+        self.queue
+            .borrow_mut()
+            .push_back(QueuedAppend { batches, done });
+        if !self.writing.replace(true) {
+            glommio::spawn_local(Rc::clone(self).write_queued()).detach();
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(closed_error(&self.tp)))
+    }
+
+    /// The writer: group after group until the queue is empty.
+    async fn write_queued(self: Rc<Self>) {
+        loop {
+            let mut queued: Vec<QueuedAppend> = self.queue.borrow_mut().drain(..).collect();
+            if queued.is_empty() {
+                self.writing.set(false);
+                return;
+            }
+            let epoch = self.leader_epoch.get();
+            let prepared = self.with_log(|log| {
+                let appends: Vec<&[Batch]> = queued.iter().map(|q| &q.batches[..]).collect();
+                Ok(log.prepare(&appends, epoch, now_ms()))
+            });
+            let mut prepared = match prepared {
+                Ok(prepared) => prepared,
+                Err(_) => {
+                    // Closed: nothing more will be written.
+                    for q in queued {
+                        let _ = q.done.send(Err(closed_error(&self.tp)));
+                    }
+                    continue;
+                }
+            };
+            // What the group did not take goes back in front of what arrived meanwhile.
+            let rest = queued.split_off(prepared.taken());
+            {
+                let mut queue = self.queue.borrow_mut();
+                for q in rest.into_iter().rev() {
+                    queue.push_front(q);
+                }
+            }
+            let written = match prepared.take_write() {
+                Some(write) => {
+                    glommio::executor()
+                        .spawn_blocking(move || write.run())
+                        .await
+                }
+                None => Ok(()),
+            };
+            let completed = self.with_log(|log| {
+                let outcomes = log.complete(prepared, written);
+                Ok((outcomes, log.log_end_offset()))
+            });
+            let outcomes = match completed {
+                Ok((outcomes, log_end)) => {
+                    if log_end > self.high_watermark.get() {
+                        self.high_watermark.set(log_end);
+                        for waiter in self.waiters.borrow_mut().drain(..) {
+                            let _ = waiter.send(());
+                        }
+                    }
+                    outcomes
+                }
+                Err(_) => queued.iter().map(|_| Err(closed_error(&self.tp))).collect(),
+            };
+            for (q, outcome) in queued.into_iter().zip(outcomes) {
+                let _ = q.done.send(outcome);
+            }
+        }
+    }
+
+    /// Whether a write is queued or under way.
+    pub fn is_writing(&self) -> bool {
+        self.writing.get()
     }
 
     pub fn read(
@@ -210,8 +308,14 @@ impl Partition {
     }
 
     /// Closes the log; with `delete`, removes its data (topic deleted or replica moved away).
+    /// A write under way when this is called still lands in the file, after the close: the next
+    /// open finds it past the indexes and keeps it (it was never acknowledged). Wait for
+    /// [`Partition::is_writing`] to clear first for an exact clean stop.
     pub fn shut_down(&self, delete: bool) {
         self.waiters.borrow_mut().clear();
+        for q in self.queue.borrow_mut().drain(..) {
+            let _ = q.done.send(Err(closed_error(&self.tp)));
+        }
         let Some(log) = self.log.borrow_mut().take() else {
             return;
         };

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use tracing::{error, info, warn};
 
 use super::{Job, Shard, ShardSenders};
@@ -50,12 +50,22 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     for (id, jobs) in job_receivers.into_iter().enumerate() {
         let tuning = config.tuning.shard(id);
         let core = tuning.core.unwrap_or(id);
-        let placement = if core < cores.len().max(1) {
-            Placement::Fixed(core)
+        let (placement, pool) = if core < cores.len().max(1) {
+            let this_core = CpuSet::online()
+                .map_err(|e| anyhow::anyhow!("cannot list CPUs: {e}"))?
+                .filter(|cpu| cpu.cpu == core);
+            (
+                Placement::Fixed(core),
+                PoolPlacement::Custom(vec![this_core; tuning.blocking_threads]),
+            )
         } else {
-            Placement::Unbound
+            (
+                Placement::Unbound,
+                PoolPlacement::Unbound(tuning.blocking_threads),
+            )
         };
         let builder = LocalExecutorBuilder::new(placement)
+            .blocking_thread_pool_placement(pool)
             .name(&format!("skein-shard-{id}"))
             .io_memory(tuning.io_memory_bytes)
             .ring_depth(tuning.ring_depth)
@@ -91,8 +101,12 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     for shard in 0..senders.len() {
         let ack = ack_tx.clone();
         let job: Job = Box::new(move |shard| {
-            shard.shut_down();
-            let _ = ack.send(());
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.shut_down(Duration::from_secs(10)).await;
+                let _ = ack.send(());
+            })
+            .detach();
         });
         asked += usize::from(senders.send(shard, job).is_ok());
     }

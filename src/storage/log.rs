@@ -6,6 +6,7 @@
 //! synchronous file I/O, which is acceptable because the page cache absorbs writes and fsync is
 //! governed by the topic's flush policy (durability for acks=all comes from replication).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -25,7 +26,7 @@ use crate::storage::recovery::{
     write_clean_shutdown_marker,
 };
 use crate::storage::retention::{segments_to_delete, SegmentSummary};
-use crate::storage::segment::{PendingBatch, ScanStep, Segment, LOOKUP_WINDOW_BYTES};
+use crate::storage::segment::{ScanStep, Segment, SegmentWrite, LOOKUP_WINDOW_BYTES};
 
 /// Per-topic log settings, named after Kafka's (`segment.bytes`, `segment.ms`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +147,54 @@ pub struct Log {
     /// Files were created or deleted since the directory was last fsynced.
     dir_dirty: bool,
     active_segment_open: ActiveSegmentOpen,
+    /// Between [`Log::prepare`] and [`Log::complete`] of a write.
+    write_in_flight: bool,
+}
+
+/// Largest group write: enough to amortise the hand-off to the blocking pool, small enough that
+/// one partition's write does not hold back the next group for long.
+const MAX_GROUP_WRITE_BYTES: u64 = 4 << 20;
+
+/// Appends laid out by [`Log::prepare`], waiting for their write and [`Log::complete`].
+pub struct PreparedAppends {
+    /// One per append taken, in order. `Appended` becomes true only once the write succeeds.
+    outcomes: Vec<Result<AppendOutcome, StorageError>>,
+    /// The one write of every new batch taken, until [`PreparedAppends::take_write`].
+    write: Option<SegmentWrite>,
+    /// Whether the group has a write (taken or not); if not, `complete` changes nothing.
+    has_write: bool,
+    /// What is written: stored headers, and the batches as the tail cache will hold them.
+    stored: Vec<(BatchHeader, CachedBatch)>,
+    producer_updates: HashMap<i64, ProducerEntry>,
+    records: u64,
+    now_ms: i64,
+}
+
+impl PreparedAppends {
+    /// How many appends (from the front of those offered) this group took.
+    pub fn taken(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// The write to run before [`Log::complete`]; `None` if no append brought new batches.
+    pub fn take_write(&mut self) -> Option<SegmentWrite> {
+        self.write.take()
+    }
+}
+
+enum Validated<'b> {
+    Duplicate { base_offset: i64, last_offset: i64 },
+    New(Layout<'b>),
+}
+
+/// One append's new batches with their assigned offsets.
+struct Layout<'b> {
+    headers: Vec<(BatchHeader, &'b Batch)>,
+    /// One past the last offset of the append.
+    next_offset: i64,
+    bytes: u64,
+    records: u64,
+    log_append_time_ms: i64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -186,6 +235,7 @@ impl Log {
             unsynced_snapshots: Vec::new(),
             dir_dirty,
             active_segment_open,
+            write_in_flight: false,
         })
     }
 
@@ -250,24 +300,186 @@ impl Log {
             .expect("a log always has an active segment")
     }
 
-    /// Appends validated batches at the log end. Sequence checks run first for every batch, so
-    /// on any error nothing is appended. Each stored batch has baseOffset rewritten to its
-    /// assigned offset and partitionLeaderEpoch to `leader_epoch`; bodies are written from
-    /// `batch.bytes` without a user-space copy.
+    /// Appends validated batches at the log end and writes them before returning: [`Log::prepare`],
+    /// the write on this thread, [`Log::complete`]. Sequence checks run first for every batch, so
+    /// on any error nothing is appended. For tools and tests; the broker writes off its executor.
     pub fn append(
         &mut self,
         batches: &[Batch],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        let mut prepared = self.prepare(&[batches], leader_epoch, now_ms);
+        let written = prepared
+            .take_write()
+            .as_ref()
+            .map_or(Ok(()), SegmentWrite::run);
+        let mut outcomes = self.complete(prepared, written);
+        debug_assert_eq!(outcomes.len(), 1);
+        outcomes.pop().expect("one outcome per append")
+    }
+
+    /// Group commit, first half: takes appends from the front of `appends` (each one producer
+    /// request's batches for this partition) as long as they go into the active segment in one
+    /// write, and lays them out: sequences checked, offsets assigned, stored prefixes built. The
+    /// log itself does not change until [`Log::complete`], so reads keep seeing only written data
+    /// while the write runs elsewhere. At least one append is taken when `appends` is not empty;
+    /// an append that fails validation fails alone, as if sent by itself.
+    ///
+    /// Between `prepare` and `complete` the log must not be appended to, rolled or truncated
+    /// (reads, flushes and retention of rolled segments are fine).
+    pub fn prepare(
+        &mut self,
+        appends: &[&[Batch]],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> PreparedAppends {
+        assert!(!self.write_in_flight, "one group write at a time");
+        let mut prepared = PreparedAppends {
+            outcomes: Vec::with_capacity(appends.len()),
+            write: None,
+            has_write: false,
+            stored: Vec::new(),
+            producer_updates: HashMap::new(),
+            records: 0,
+            now_ms,
+        };
+        let mut next_offset = self.log_end_offset();
+        let mut group_bytes = 0u64;
+        let mut pieces = Vec::new();
+        for batches in appends {
+            let mut producers = prepared.producer_updates.clone();
+            let validated = self.validate(batches, &mut producers, next_offset, now_ms);
+            let layout = match validated {
+                Err(e) => {
+                    prepared.outcomes.push(Err(e));
+                    continue;
+                }
+                Ok(Validated::Duplicate {
+                    base_offset,
+                    last_offset,
+                }) => {
+                    prepared.outcomes.push(Ok(AppendOutcome::Duplicate {
+                        base_offset,
+                        last_offset,
+                    }));
+                    continue;
+                }
+                Ok(Validated::New(layout)) => layout,
+            };
+            if group_bytes == 0 {
+                if self.should_roll(layout.bytes, layout.next_offset, now_ms) {
+                    if let Err(e) = self.roll() {
+                        prepared.outcomes.push(Err(e));
+                        break;
+                    }
+                }
+            } else if group_bytes + layout.bytes > MAX_GROUP_WRITE_BYTES
+                || self.active_would_overflow(group_bytes + layout.bytes, layout.next_offset)
+            {
+                break;
+            }
+            for (header, batch) in &layout.headers {
+                let prefix = patched_prefix(&batch.bytes, header.base_offset, leader_epoch);
+                let prefix = Bytes::copy_from_slice(&prefix);
+                let body = batch.bytes.slice(16..);
+                pieces.push(prefix.clone());
+                pieces.push(body.clone());
+                prepared.stored.push((
+                    *header,
+                    CachedBatch {
+                        base_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                        prefix,
+                        body,
+                    },
+                ));
+            }
+            prepared.outcomes.push(Ok(AppendOutcome::Appended {
+                base_offset: next_offset,
+                last_offset: layout.next_offset - 1,
+                log_append_time_ms: layout.log_append_time_ms,
+            }));
+            prepared.producer_updates = producers;
+            prepared.records += layout.records;
+            group_bytes += layout.bytes;
+            next_offset = layout.next_offset;
+        }
+        if !pieces.is_empty() {
+            prepared.write = Some(self.active().write_at_end(pieces));
+            prepared.has_write = true;
+            self.write_in_flight = true;
+        }
+        prepared
+    }
+
+    /// Group commit, second half: once `prepared.write` ran (`written` is its result), makes the
+    /// appended batches part of the log (indexes, tail cache, producer state, flush policy) and
+    /// returns one outcome per append taken, in order. A failed write fails every append of it.
+    pub fn complete(
+        &mut self,
+        prepared: PreparedAppends,
+        written: Result<(), StorageError>,
+    ) -> Vec<Result<AppendOutcome, StorageError>> {
+        let PreparedAppends {
+            mut outcomes,
+            has_write,
+            stored,
+            producer_updates,
+            records,
+            now_ms,
+            ..
+        } = prepared;
+        if !has_write {
+            return outcomes;
+        }
+        self.write_in_flight = false;
+        let failure = written.and_then(|()| {
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().record_appended(
+                stored.iter().map(|(header, _)| header),
+                interval,
+                now_ms,
+            )?;
+            for (_, batch) in stored {
+                self.cache.push(batch);
+            }
+            self.producer_state.commit(producer_updates);
+            self.messages_since_flush = self.messages_since_flush.saturating_add(records);
+            if self.messages_since_flush >= self.config.flush_messages {
+                self.flush()?;
+                self.last_flush_ms = now_ms;
+            }
+            Ok(())
+        });
+        if let Err(e) = failure {
+            for outcome in &mut outcomes {
+                if matches!(outcome, Ok(AppendOutcome::Appended { .. })) {
+                    *outcome = Err(StorageError::Io {
+                        path: self.dir.clone(),
+                        source: io::Error::other(e.to_string()),
+                    });
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Checks one append's batches against the log's and the group's producer state (`producers`
+    /// gains this append's sequences) and assigns offsets from `next_offset`.
+    fn validate<'b>(
+        &self,
+        batches: &'b [Batch],
+        producers: &mut HashMap<i64, ProducerEntry>,
+        mut next_offset: i64,
+        now_ms: i64,
+    ) -> Result<Validated<'b>, StorageError> {
         if batches.is_empty() {
             return Err(self.invalid_append("no batches".to_string()));
         }
-        let mut pending_state: std::collections::HashMap<i64, ProducerEntry> = Default::default();
         let mut duplicates = Vec::new();
         let mut headers = Vec::with_capacity(batches.len());
-        let mut next_offset = self.log_end_offset();
-        let mut total_bytes = 0u64;
+        let mut bytes = 0u64;
         let mut records = 0u64;
         let mut log_append_time_ms = -1;
         for batch in batches {
@@ -280,7 +492,7 @@ impl Log {
             }
             match self
                 .producer_state
-                .check(&self.dir, &batch.header, &pending_state)?
+                .check(&self.dir, &batch.header, producers)?
             {
                 SequenceCheck::Duplicate {
                     base_offset,
@@ -293,19 +505,18 @@ impl Log {
             }
             let mut header = batch.header;
             header.base_offset = next_offset;
-            header.partition_leader_epoch = leader_epoch;
             if header.has_producer_id() && !header.is_control() {
-                let before = pending_state
+                let before = producers
                     .get(&header.producer_id)
                     .or(self.producer_state.get(header.producer_id));
                 let after = ProducerStateManager::applied(before, &header);
-                pending_state.insert(header.producer_id, after);
+                producers.insert(header.producer_id, after);
             }
             if header.timestamp_type_is_log_append() {
                 log_append_time_ms = now_ms;
             }
             next_offset = header.last_offset() + 1;
-            total_bytes += batch.bytes.len() as u64;
+            bytes += batch.bytes.len() as u64;
             records += header.records_count as u64;
             headers.push((header, batch));
         }
@@ -317,44 +528,18 @@ impl Log {
             }
             let (base_offset, _) = duplicates[0];
             let (_, last_offset) = duplicates[duplicates.len() - 1];
-            return Ok(AppendOutcome::Duplicate {
+            return Ok(Validated::Duplicate {
                 base_offset,
                 last_offset,
             });
         }
-        let base_offset = self.log_end_offset();
-        if self.should_roll(total_bytes, next_offset, now_ms) {
-            self.roll()?;
-        }
-        let pending: Vec<PendingBatch<'_>> = headers
-            .iter()
-            .map(|(header, batch)| PendingBatch {
-                prefix: patched_prefix(&batch.bytes, header.base_offset, leader_epoch),
-                body: &batch.bytes,
-                header: *header,
-            })
-            .collect();
-        let interval = self.config.index_interval_bytes;
-        self.active_mut().append(&pending, interval, now_ms)?;
-        for batch in &pending {
-            self.cache.push(CachedBatch {
-                base_offset: batch.header.base_offset,
-                last_offset: batch.header.last_offset(),
-                prefix: Bytes::copy_from_slice(&batch.prefix),
-                body: batch.body.slice(16..),
-            });
-        }
-        self.producer_state.commit(pending_state);
-        self.messages_since_flush = self.messages_since_flush.saturating_add(records);
-        if self.messages_since_flush >= self.config.flush_messages {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            last_offset: next_offset - 1,
+        Ok(Validated::New(Layout {
+            headers,
+            next_offset,
+            bytes,
+            records,
             log_append_time_ms,
-        })
+        }))
     }
 
     fn invalid_append(&self, reason: String) -> StorageError {
@@ -371,12 +556,19 @@ impl Log {
         if active.is_empty() {
             return false;
         }
+        self.active_would_overflow(append_bytes, next_offset)
+            || self.segment_is_old(now_ms)
+            || active.offset_index.is_full(self.config.segment_index_bytes)
+    }
+
+    /// Whether `append_bytes` more, ending before `next_offset`, would outgrow the active
+    /// segment's size limit or its index fields.
+    fn active_would_overflow(&self, append_bytes: u64, next_offset: i64) -> bool {
+        let active = self.active();
         let size_after = active.size_bytes + append_bytes;
         size_after > self.config.segment_bytes
             || size_after > u64::from(u32::MAX)
             || next_offset - active.base_offset > i64::from(u32::MAX)
-            || self.segment_is_old(now_ms)
-            || active.offset_index.is_full(self.config.segment_index_bytes)
     }
 
     fn segment_is_old(&self, now_ms: i64) -> bool {
@@ -403,7 +595,7 @@ impl Log {
 
     /// Time-based roll check, for the background task.
     pub fn roll_if_due(&mut self, now_ms: i64) -> Result<bool, StorageError> {
-        if self.segment_is_old(now_ms) {
+        if !self.write_in_flight && self.segment_is_old(now_ms) {
             self.roll()?;
             return Ok(true);
         }
@@ -743,6 +935,117 @@ mod tests {
             }
         }
         stored
+    }
+
+    fn appended(outcome: &Result<AppendOutcome, StorageError>) -> (i64, i64) {
+        match outcome {
+            Ok(AppendOutcome::Appended {
+                base_offset,
+                last_offset,
+                ..
+            }) => (*base_offset, *last_offset),
+            other => panic!("expected Appended, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn group_commit_writes_several_appends_at_once_and_fails_only_the_bad_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        log.append(&[idem(7, 0, 0, 2)], EPOCH, 0).expect("first");
+        let a = [batch(&spec(1)), batch(&spec(2))];
+        let gap = [idem(7, 0, 5, 1)]; // producer 7 expects sequence 2
+        let c = [idem(7, 0, 2, 3)];
+        let mut prepared = log.prepare(&[&a, &gap, &c], EPOCH, 0);
+        assert_eq!(prepared.taken(), 3);
+        // Laid out but not written: the log does not show any of it yet.
+        assert_eq!(log.log_end_offset(), 2);
+        assert!(read_all(&log, 2).is_empty());
+        let write = prepared.take_write().expect("a write");
+        write.run().expect("write");
+        let outcomes = log.complete(prepared, Ok(()));
+        let records = |b: &[Batch]| b.iter().map(|b| i64::from(b.records_count())).sum::<i64>();
+        let a_records = records(&a);
+        assert_eq!(appended(&outcomes[0]), (2, 2 + a_records - 1));
+        assert!(matches!(
+            outcomes[1],
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(appended(&outcomes[2]), (2 + a_records, 2 + a_records + 2));
+        assert_eq!(log.log_end_offset(), 2 + a_records + 3);
+        let mut expected = patched(&a[0].bytes, 2, EPOCH);
+        expected.extend(patched(
+            &a[1].bytes,
+            2 + i64::from(a[0].records_count()),
+            EPOCH,
+        ));
+        expected.extend(patched(&c[0].bytes, 2 + a_records, EPOCH));
+        let all = read_all(&log, 2);
+        assert_eq!(all, expected);
+        // The same bytes come from the file as from the tail cache.
+        drop(log);
+        let reopened = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(read_all(&reopened, 2), expected);
+        assert_eq!(
+            reopened
+                .producer_state()
+                .get(7)
+                .and_then(|e| e.batches.back())
+                .map(|b| b.last_seq),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn a_group_stops_where_the_segment_must_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let big = |fill: u8| {
+            batch(&BatchSpec {
+                value_bytes: 400,
+                fill,
+                ..BatchSpec::default()
+            })
+        };
+        let (a, b, c) = ([big(1)], [big(2)], [big(3)]);
+        let mut first = log.prepare(&[&a, &b, &c], EPOCH, 0);
+        assert_eq!(
+            first.taken(),
+            2,
+            "a third 400-byte value outgrows 1000-byte segments"
+        );
+        let written = first.take_write().expect("write").run();
+        log.complete(first, written);
+        assert_eq!(log.segment_count(), 1);
+        let mut second = log.prepare(&[&c], EPOCH, 0);
+        let written = second.take_write().expect("write").run();
+        assert_eq!(appended(&log.complete(second, written)[0]), (2, 2));
+        assert_eq!(log.segment_count(), 2, "the next group rolled first");
+    }
+
+    #[test]
+    fn a_failed_group_write_fails_every_append_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let stored = fill(&mut log, 3);
+        let end = log.log_end_offset();
+        let (a, b) = ([idem(9, 0, 0, 1)], [batch(&spec(5))]);
+        let mut prepared = log.prepare(&[&a, &b], EPOCH, 0);
+        drop(prepared.take_write());
+        let failed = StorageError::Io {
+            path: dir.path().to_path_buf(),
+            source: io::Error::other("disk full"),
+        };
+        let outcomes = log.complete(prepared, Err(failed));
+        assert!(outcomes.iter().all(|o| o.is_err()), "{outcomes:?}");
+        assert_eq!(log.log_end_offset(), end);
+        assert!(log.producer_state().get(9).is_none());
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+        // The same appends succeed afterwards, at the same offsets.
+        assert_eq!(
+            appended(&Ok(log.append(&a, EPOCH, 0).expect("retry"))).0,
+            end
+        );
     }
 
     #[test]

@@ -28,5 +28,8 @@ pub mod time_index;
 
 pub use batch::{split_batches, Batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 pub use error::StorageError;
-pub use log::{ActiveSegmentOpen, AppendOutcome, Log, LogConfig, ReadChunk, ReadSlice};
+pub use log::{
+    ActiveSegmentOpen, AppendOutcome, Log, LogConfig, PreparedAppends, ReadChunk, ReadSlice,
+};
 pub use producer_state::ProducerStateManager;
+pub use segment::SegmentWrite;

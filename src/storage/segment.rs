@@ -1,10 +1,10 @@
 //! One segment of a partition's log: `<base offset>.log` with batches exactly as produced (only
 //! baseOffset and partitionLeaderEpoch rewritten), plus its `.index` and `.timeindex`.
 //!
-//! Runs on the partition's owning shard, with synchronous file I/O. Appends write with one
-//! `pwritev` at the segment's end: the patched 16-byte prefix of each batch from a small stack
-//! buffer and the body straight from the request's `Bytes`, so batch bodies are never copied in
-//! user space. Everything that needs batch boundaries (index rebuild, recovery, read, lookup by
+//! Runs on the partition's owning shard, with synchronous file I/O, except for appends: those are
+//! a [`SegmentWrite`], one `pwritev` at the segment's end of the patched 16-byte prefix of each
+//! batch and the body straight from the request's `Bytes` (batch bodies are never copied in user
+//! space), which the shard runs on its blocking pool. Everything that needs batch boundaries (index rebuild, recovery, read, lookup by
 //! time) goes through [`Scanner`], which reads headers through a bounded window.
 
 use std::fs::{File, OpenOptions};
@@ -197,12 +197,33 @@ fn pwritev_all(file: &File, mut slices: &mut [IoSlice<'_>], mut offset: u64) -> 
     Ok(())
 }
 
-/// A batch ready to be written: its rewritten header prefix and the rest of it as received.
-pub(crate) struct PendingBatch<'a> {
-    pub(crate) prefix: [u8; 16],
-    pub(crate) body: &'a Bytes,
-    /// Header as stored (baseOffset and leader epoch already rewritten).
-    pub(crate) header: BatchHeader,
+/// One vectored write at a segment's end: each batch's rewritten 16-byte prefix followed by the
+/// rest of it as received. Owns what it writes (`Bytes` handles, no copies), so it can run on any
+/// thread: the shard hands it to its blocking pool, because a buffered write can sleep for a long
+/// time in the kernel's dirty-page throttling and the shard's executor must not sleep with it.
+pub struct SegmentWrite {
+    file: Arc<File>,
+    path: PathBuf,
+    position: u64,
+    pieces: Vec<Bytes>,
+}
+
+impl SegmentWrite {
+    pub fn len(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// Writes everything with pwritev. On an error the file is cut back to where the write
+    /// started, so nothing of it becomes visible.
+    pub fn run(&self) -> Result<(), StorageError> {
+        let mut slices: Vec<IoSlice<'_>> = self.pieces.iter().map(|p| IoSlice::new(p)).collect();
+        if let Err(e) = pwritev_all(&self.file, &mut slices, self.position) {
+            // Best effort: a failed cut leaves bytes that recovery would truncate on restart.
+            let _ = self.file.set_len(self.position);
+            return Err(io_error(&self.path, e));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -627,32 +648,31 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends batches at the end of the segment with one vectored write. On a write error the
-    /// file is cut back to its previous size, so nothing of the call becomes visible.
-    pub(crate) fn append(
+    /// The write that puts `pieces` (prefix, body, prefix, body, ...) at the segment's end.
+    pub(crate) fn write_at_end(&self, pieces: Vec<Bytes>) -> SegmentWrite {
+        SegmentWrite {
+            file: Arc::clone(&self.file),
+            path: self.log_path.clone(),
+            position: self.size_bytes,
+            pieces,
+        }
+    }
+
+    /// Index bookkeeping once batches written by [`Segment::write_at_end`] are in the file.
+    pub(crate) fn record_appended<'h>(
         &mut self,
-        batches: &[PendingBatch<'_>],
+        headers: impl Iterator<Item = &'h BatchHeader>,
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        let mut slices = Vec::with_capacity(batches.len() * 2);
-        for batch in batches {
-            slices.push(IoSlice::new(&batch.prefix));
-            slices.push(IoSlice::new(&batch.body[16..]));
-        }
-        let start = self.size_bytes;
-        if let Err(e) = pwritev_all(&self.file, &mut slices, start) {
-            // Best effort: a failed cut leaves bytes that recovery would truncate on restart.
-            let _ = self.file.set_len(start);
-            return Err(io_error(&self.log_path, e));
-        }
         self.dirty = true;
-        let mut position = start;
-        for batch in batches {
-            self.index_batch(&batch.header, position, index_interval_bytes, Some(now_ms))?;
-            position += batch.body.len() as u64;
+        let mut position = self.size_bytes;
+        for header in headers {
+            // Advance the size as we go, so an index error leaves size and indexes agreeing.
+            self.index_batch(header, position, index_interval_bytes, Some(now_ms))?;
+            position += header.total_bytes() as u64;
+            self.size_bytes = position;
         }
-        self.size_bytes = position;
         Ok(())
     }
 

@@ -10,7 +10,6 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::str_bytes;
-use crate::cluster::control::now_ms;
 use crate::cluster::TopicPartition;
 use crate::shard::Shard;
 use crate::storage::{split_batches, AppendOutcome, BatchError, StorageError};
@@ -121,7 +120,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                                 format!("{tp} is not open on this broker"),
                             ));
                         };
-                        match partition.append(&batches, now_ms()) {
+                        match partition.append(batches).await {
                             Ok(outcome) => Ok((outcome, partition.log_start_offset())),
                             Err(e) => Err((storage_error_code(&e), format!("{tp}: {e}"))),
                         }

@@ -209,10 +209,6 @@ pub struct SegmentWrite {
 }
 
 impl SegmentWrite {
-    pub fn len(&self) -> u64 {
-        self.pieces.iter().map(|p| p.len() as u64).sum()
-    }
-
     /// Writes everything with pwritev. On an error the file is cut back to where the write
     /// started, so nothing of it becomes visible.
     pub fn run(&self) -> Result<(), StorageError> {

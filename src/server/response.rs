@@ -1,5 +1,5 @@
 //! A response as a gather list: encoded framing pieces around record data that is never copied into
-//! the response buffer. Cached batches go out with a vectored write; batches only on disk go from
+//! the response buffer. Cached batches go out with one vectored `sendmsg` when the socket takes them; batches only on disk go from
 //! the segment file to the socket with sendfile on the shard's blocking-thread pool, so the executor
 //! never waits on it.
 
@@ -7,8 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::AsyncWriteExt;
-use glommio::net::TcpStream;
+use futures::{AsyncWrite, AsyncWriteExt};
 
 pub enum ResponsePiece {
     Bytes(Bytes),
@@ -31,8 +30,12 @@ impl Response {
         }
     }
 
-    /// Writes every piece in order.
-    pub async fn write_to(self, stream: &mut TcpStream) -> std::io::Result<()> {
+    /// Writes every piece in order to `stream`, whose descriptor is `socket` (for sendfile).
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        self,
+        stream: &mut W,
+        socket: RawFd,
+    ) -> std::io::Result<()> {
         let mut pending: Vec<Bytes> = Vec::new();
         for piece in self.pieces {
             match piece {
@@ -42,27 +45,75 @@ impl Response {
                     position,
                     len,
                 } => {
-                    write_all_vectored(stream, &mut pending).await?;
-                    let socket = stream.as_raw_fd();
+                    write_all_vectored(stream, socket, &mut pending).await?;
                     glommio::executor()
                         .spawn_blocking(move || sendfile_all(socket, &file, position, len as usize))
                         .await?;
                 }
             }
         }
-        write_all_vectored(stream, &mut pending).await?;
+        write_all_vectored(stream, socket, &mut pending).await?;
         stream.flush().await
     }
 }
 
-async fn write_all_vectored(
-    stream: &mut TcpStream,
+/// Writes `pieces` in order: as much as the socket takes at once with non-blocking `sendmsg`
+/// calls (one system call for a whole response in the common case), the rest through the stream,
+/// which waits for the socket on the shard's ring.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    socket: RawFd,
     pieces: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
+    let mut sent = send_now(socket, pieces)?;
     for piece in pieces.drain(..) {
-        stream.write_all(&piece).await?;
+        if sent >= piece.len() {
+            sent -= piece.len();
+            continue;
+        }
+        stream.write_all(&piece[sent..]).await?;
+        sent = 0;
     }
     Ok(())
+}
+
+/// Linux's UIO_MAXIOV: the most iovecs one sendmsg accepts.
+const MAX_IOVECS: usize = 1024;
+
+/// Sends from the front of `pieces` without waiting; returns how many bytes the socket took
+/// (0 if its buffer is full).
+fn send_now(socket: RawFd, pieces: &[Bytes]) -> std::io::Result<usize> {
+    let mut total = 0;
+    for group in pieces.chunks(MAX_IOVECS) {
+        let mut iovecs: Vec<libc::iovec> = group
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let wanted: usize = group.iter().map(Bytes::len).sum();
+        // SAFETY: a zeroed msghdr is valid; it points at `iovecs`, which outlive the call and
+        // describe live `Bytes`.
+        let sent = unsafe {
+            let mut message: libc::msghdr = std::mem::zeroed();
+            message.msg_iov = iovecs.as_mut_ptr();
+            message.msg_iovlen = iovecs.len() as _;
+            libc::sendmsg(socket, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(total),
+                _ => Err(error),
+            };
+        }
+        total += sent as usize;
+        if (sent as usize) < wanted {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// Sends `len` bytes of `file` from `position` to the socket. Runs on the blocking pool: the socket

@@ -27,8 +27,9 @@ pub struct ShardTuning {
     pub spin_before_park_us: u64,
     /// Connections a shard accepts before refusing more.
     pub max_connections: usize,
-    /// Threads in the shard's blocking pool, pinned to the shard's core: segment writes and
-    /// sendfile of fetches run there so the executor never sleeps in the kernel.
+    /// Threads in the shard's blocking pool, pinned to the shard's core: fetches of data beyond the
+    /// tail cache are sent with sendfile there, so the executor never waits on them. (Segment
+    /// writes have their own thread per shard.)
     pub blocking_threads: usize,
 }
 

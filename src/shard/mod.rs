@@ -8,6 +8,7 @@
 
 mod partition;
 mod runtime;
+mod writer;
 
 pub use partition::Partition;
 pub use runtime::run_broker;
@@ -98,6 +99,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Set when the first metadata snapshot arrives; requests wait for it.
     ready: RefCell<Option<Vec<oneshot::Sender<()>>>>,
+    /// Runs every partition's segment writes off the executor.
+    writer: writer::SegmentWriter,
 }
 
 impl Shard {
@@ -107,8 +110,9 @@ impl Shard {
         tuning: ShardTuning,
         senders: ShardSenders,
         control: ControlHandle,
-    ) -> Self {
-        Shard {
+    ) -> std::io::Result<Self> {
+        Ok(Shard {
+            writer: writer::SegmentWriter::start(id)?,
             id,
             config,
             tuning,
@@ -118,7 +122,7 @@ impl Shard {
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
-        }
+        })
     }
 
     /// The current metadata snapshot (a cheap `Arc` clone; never borrow across an await).
@@ -218,8 +222,14 @@ impl Shard {
             };
             match partitions.get(tp) {
                 Some(partition) => partition.update_state(state, &topic.config, &self.tuning),
-                None => match Partition::open(&self.config, &self.tuning, tp.clone(), topic, state)
-                {
+                None => match Partition::open(
+                    &self.config,
+                    &self.tuning,
+                    self.writer.clone(),
+                    tp.clone(),
+                    topic,
+                    state,
+                ) {
                     Ok(partition) => {
                         partitions.insert(tp.clone(), Rc::new(partition));
                     }

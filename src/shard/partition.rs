@@ -4,7 +4,7 @@
 //!
 //! Appends are group-committed: produce requests queue their batches, and one writer task per
 //! partition takes everything queued, lays it out in the log ([`Log::prepare`]), writes it with one
-//! `pwritev` on the shard's blocking pool and then makes it visible ([`Log::complete`]). The
+//! `pwritev` on the shard's writer thread and then makes it visible ([`Log::complete`]). The
 //! executor never waits on the page cache, so a write throttled by dirty-page writeback delays that
 //! partition's acknowledgements instead of stalling every connection on the shard, and appends
 //! arriving during a write share the next one.
@@ -17,6 +17,7 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
+use super::writer::SegmentWriter;
 use crate::cluster::control::now_ms;
 use crate::cluster::metadata::{PartitionState, TopicMetadata};
 use crate::cluster::TopicPartition;
@@ -39,6 +40,8 @@ pub struct Partition {
     queue: RefCell<VecDeque<QueuedAppend>>,
     /// A writer task is running (it clears this when the queue is empty).
     writing: Cell<bool>,
+    /// The shard's writer thread, where the group writes run.
+    writer: SegmentWriter,
 }
 
 struct QueuedAppend {
@@ -76,6 +79,7 @@ impl Partition {
     pub fn open(
         config: &BrokerConfig,
         tuning: &ShardTuning,
+        writer: SegmentWriter,
         tp: TopicPartition,
         topic: &TopicMetadata,
         state: &PartitionState,
@@ -121,6 +125,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             queue: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
+            writer,
         };
         Ok(partition)
     }
@@ -217,11 +222,7 @@ impl Partition {
                 }
             }
             let written = match prepared.take_write() {
-                Some(write) => {
-                    glommio::executor()
-                        .spawn_blocking(move || write.run())
-                        .await
-                }
+                Some(write) => self.writer.write(write).await,
                 None => Ok(()),
             };
             let completed = self.with_log(|log| {

@@ -2,9 +2,12 @@
 //! last of which is active (appended to). Offsets are assigned here, idempotent-producer
 //! sequences are checked here, and reads for Fetch are answered here as byte ranges.
 //!
-//! Runs on the shard that owns the partition, and only there: `Log` is not shared and does
-//! synchronous file I/O, which is acceptable because the page cache absorbs writes and fsync is
-//! governed by the topic's flush policy (durability for acks=all comes from replication).
+//! Runs on the shard that owns the partition, and only there: `Log` is not shared. Appends are
+//! split so that their data write can run on another thread ([`Log::prepare`], a
+//! [`SegmentWrite`], [`Log::complete`]): a buffered write can sleep in the kernel's dirty-page
+//! throttling. The rest (index entries, rolls, snapshots, retention) is small synchronous file
+//! I/O; fsync is governed by the topic's flush policy (durability for acks=all comes from
+//! replication).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -151,7 +154,7 @@ pub struct Log {
     write_in_flight: bool,
 }
 
-/// Largest group write: enough to amortise the hand-off to the blocking pool, small enough that
+/// Largest group write: enough to amortise the hand-off to the writer thread, small enough that
 /// one partition's write does not hold back the next group for long.
 const MAX_GROUP_WRITE_BYTES: u64 = 4 << 20;
 

@@ -19,6 +19,9 @@ const EPOCH: i32 = 4;
 enum Op {
     /// One append call of (records, value bytes, base timestamp) batches.
     Append(Vec<(i32, usize, i64)>),
+    /// Several one-batch appends offered together, written in as many groups as the log takes
+    /// ([`Log::prepare`] / [`Log::complete`], as the broker's writer does).
+    Group(Vec<(i32, usize, i64)>),
     Reopen {
         close: bool,
     },
@@ -37,6 +40,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => prop::collection::vec((1..6i32, 0..400usize, 0..2_000i64), 1..4).prop_map(Op::Append),
+        3 => prop::collection::vec((1..6i32, 0..400usize, 0..2_000i64), 1..8).prop_map(Op::Group),
         1 => any::<bool>().prop_map(|close| Op::Reopen { close }),
         4 => (any::<usize>(), 0..3_000usize, prop::option::of(any::<usize>()), any::<bool>())
             .prop_map(|(at, max_bytes, limit_at, min_one)| Op::Read { at, max_bytes, limit_at, min_one }),
@@ -108,6 +112,49 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         log_append_time_ms: -1
                     }
                 );
+            }
+            Op::Group(specs) => {
+                let batches: Vec<_> = specs
+                    .iter()
+                    .map(|&(records, value_bytes, base_timestamp)| {
+                        fill = fill.wrapping_add(1);
+                        batch(&BatchSpec {
+                            records,
+                            value_bytes,
+                            base_timestamp,
+                            fill,
+                            ..BatchSpec::default()
+                        })
+                    })
+                    .collect();
+                let mut offered: Vec<&[_]> = batches.iter().map(std::slice::from_ref).collect();
+                let mut next = model_end;
+                while !offered.is_empty() {
+                    let mut prepared = l.prepare(&offered, EPOCH, 0);
+                    let taken = prepared.taken();
+                    prop_assert!(taken >= 1);
+                    let written = prepared.take_write().expect("new batches").run();
+                    let outcomes = l.complete(prepared, written);
+                    for (append, outcome) in offered.drain(..taken).zip(outcomes) {
+                        let b = &append[0];
+                        let last = next + i64::from(b.header.last_offset_delta);
+                        prop_assert_eq!(
+                            outcome.expect("append"),
+                            AppendOutcome::Appended {
+                                base_offset: next,
+                                last_offset: last,
+                                log_append_time_ms: -1
+                            }
+                        );
+                        model.push(Stored {
+                            base_offset: next,
+                            last_offset: last,
+                            max_timestamp: b.header.max_timestamp,
+                            bytes: patched(&b.bytes, next, EPOCH),
+                        });
+                        next = last + 1;
+                    }
+                }
             }
             Op::Reopen { close } => {
                 let l = log.take().expect("log is open");

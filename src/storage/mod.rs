@@ -7,7 +7,8 @@
 //! cache or the segment files ([`Log::read`]), and runs recovery, roll, retention and flush.
 //!
 //! Everything here is synchronous, std-only file I/O and runs on the thread of the shard that
-//! owns the partition; a `Log` is never shared between shards. Background work (retention,
+//! owns the partition; a `Log` is never shared between shards. The one exception is an append's
+//! data write, a [`SegmentWrite`] that owns its buffers and runs on the shard's writer thread. Background work (retention,
 //! time-based roll, flush.ms) is driven by that shard's low-priority task queue calling
 //! [`Log::enforce_retention`], [`Log::roll_if_due`] and [`Log::flush_if_due`].
 

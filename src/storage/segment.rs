@@ -4,8 +4,9 @@
 //! Runs on the partition's owning shard, with synchronous file I/O, except for appends: those are
 //! a [`SegmentWrite`], one `pwritev` at the segment's end of the patched 16-byte prefix of each
 //! batch and the body straight from the request's `Bytes` (batch bodies are never copied in user
-//! space), which the shard runs on its blocking pool. Everything that needs batch boundaries (index rebuild, recovery, read, lookup by
-//! time) goes through [`Scanner`], which reads headers through a bounded window.
+//! space), which the shard runs on its writer thread. Everything that needs batch boundaries
+//! (index rebuild, recovery, read, lookup by time) goes through [`Scanner`], which reads headers
+//! through a bounded window.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -199,7 +200,7 @@ fn pwritev_all(file: &File, mut slices: &mut [IoSlice<'_>], mut offset: u64) -> 
 
 /// One vectored write at a segment's end: each batch's rewritten 16-byte prefix followed by the
 /// rest of it as received. Owns what it writes (`Bytes` handles, no copies), so it can run on any
-/// thread: the shard hands it to its blocking pool, because a buffered write can sleep for a long
+/// thread: the shard hands it to its writer thread, because a buffered write can sleep for a long
 /// time in the kernel's dirty-page throttling and the shard's executor must not sleep with it.
 pub struct SegmentWrite {
     file: Arc<File>,

@@ -20,7 +20,13 @@ WORK=$(mktemp -d /tmp/skein-perf-XXXXXX)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 1
+    # A clean broker stop fsyncs gigabytes of dirty data here: give it time before SIGKILL.
+    for _ in $(seq 1 100); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [[ $alive == 0 ]] && break
+        sleep 0.2
+    done
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }

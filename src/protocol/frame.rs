@@ -39,7 +39,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Bytes, F
     if len < 8 {
         return Err(FrameError::TooShort(len));
     }
-    let mut body = BytesMut::zeroed(len);
+    // Not `BytesMut::zeroed`: jemalloc serves a large calloc from a recycled extent by purging
+    // it (MADV_DONTNEED), so every page of every request would be faulted in again by the
+    // kernel's receive copy (with TLB shootdowns). malloc + memset reuses warm pages.
+    let mut body = BytesMut::with_capacity(len);
+    body.resize(len, 0);
     reader.read_exact(&mut body).await?;
     Ok(body.freeze())
 }

@@ -102,8 +102,10 @@ impl Connection {
         let frame = tokio::time::timeout(self.timeout, async {
             self.stream.write_all(&buf).await?;
             let len = self.stream.read_i32().await?;
-            // malloc + memset, not calloc: see protocol::frame::read_frame.
             let len = len.max(0) as usize;
+            // malloc + memset, not calloc (which `vec![0; len]` is): see
+            // protocol::frame::read_frame.
+            #[allow(clippy::slow_vector_initialization)]
             let mut frame = Vec::with_capacity(len);
             frame.resize(len, 0);
             self.stream.read_exact(&mut frame).await?;

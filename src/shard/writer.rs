@@ -4,9 +4,9 @@
 //! A buffered `pwritev` can sleep in the kernel (dirty-page throttling, ext4 journal waits), and a
 //! shard's executor must never sleep. One thread per shard, rather than a pool: the copying into the
 //! page cache is bound to the shard's core either way, and threads sharing a core only preempt one
-//! another (`perf/RESULTS.md` measured a four-thread pool 10% slower than one thread), and it runs
-//! as SCHED_BATCH so that waking it does not preempt the executor. Created from
-//! the shard's pinned executor thread, it inherits that thread's CPU affinity.
+//! another (`perf/RESULTS.md` measured a four-thread pool 10% slower than one thread). The thread
+//! runs as SCHED_BATCH, so waking it does not preempt the executor. Created from the shard's pinned
+//! executor thread, it inherits that thread's CPU affinity.
 
 use futures::channel::oneshot;
 

@@ -40,7 +40,7 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
         .map(|task| task.detach())
         .unwrap_or_else(|e| panic!("shard {}: cannot start background task: {e}", shard.id));
 
-    let listener = match TcpListener::bind(addr) {
+    let listener = match bind_with_retries(addr).await {
         Ok(listener) => listener,
         Err(e) => {
             error!("shard {}: cannot listen on {addr}: {e}", shard.id);
@@ -71,6 +71,27 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
             shard.metrics.connection_closed();
         })
         .detach();
+    }
+}
+
+/// Binds the shard's SO_REUSEPORT listener. The broker has already made sure no other listener
+/// holds the port, yet a shard's bind has been seen to fail with EADDRINUSE right beside its
+/// sibling's successful one (in CI, once, with sockets of an earlier process still lingering on
+/// the port), so EADDRINUSE is retried for a second before giving up.
+async fn bind_with_retries(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(glommio::GlommioError::IoError(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 20 =>
+            {
+                attempts += 1;
+                warn!("cannot listen on {addr} yet ({e}); retrying");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
     }
 }
 

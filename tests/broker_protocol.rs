@@ -202,6 +202,85 @@ fn produce_reaches_partitions_owned_by_the_other_shard() {
     });
 }
 
+/// A client may write many requests before reading any answer (Kafka clients keep up to five in
+/// flight; the broker handles them concurrently). Answers must still come back in request order,
+/// and each partition's appends must land in the order the requests were sent, also for
+/// partitions owned by the shard that did not accept the connection.
+#[test]
+fn pipelined_requests_are_answered_and_appended_in_order() {
+    use skein::client::pipeline::{decode_response, encode_request};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const REQUESTS: i32 = 60;
+    let zk = ZooKeeper::start(1);
+    let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));
+    broker.create_topic("ordered", 4, &[]);
+    runtime().block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(broker.bootstrap())
+            .await
+            .unwrap();
+        let client_id = StrBytes::from_static_str("pipeline-test");
+        // Request i carries, for every partition, one batch of i + 1 records; every fifth request
+        // is an ApiVersions in between.
+        let mut wire = Vec::new();
+        let mut buf = bytes::BytesMut::new();
+        for i in 0..REQUESTS {
+            if i % 5 == 4 {
+                encode_request(&mut buf, &ApiVersionsRequest::default(), 3, i, &client_id).unwrap();
+            } else {
+                let batch = build_batch(&BatchSpec {
+                    records: i + 1,
+                    ..BatchSpec::default()
+                });
+                let partitions: Vec<(i32, Bytes)> = (0..4).map(|p| (p, batch.clone())).collect();
+                let request = produce_request("ordered", &partitions).with_acks(1);
+                encode_request(&mut buf, &request, 9, i, &client_id).unwrap();
+            }
+            wire.extend_from_slice(&buf);
+        }
+        // All of it in one write: the broker reads many requests before answering the first.
+        stream.write_all(&wire).await.unwrap();
+        let mut next_offset = 0i64;
+        for i in 0..REQUESTS {
+            let len = stream.read_i32().await.unwrap();
+            let mut frame = vec![0u8; len as usize];
+            stream.read_exact(&mut frame).await.unwrap();
+            let frame = Bytes::from(frame);
+            if i % 5 == 4 {
+                let response = decode_response::<ApiVersionsRequest>(frame, i, 3)
+                    .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+                assert_eq!(response.error_code, 0);
+                continue;
+            }
+            let response = decode_response::<ProduceRequest>(frame, i, 9)
+                .unwrap_or_else(|e| panic!("answer {i} out of order or broken: {e}"));
+            for p in &response.responses[0].partition_responses {
+                assert_eq!(p.error_code, 0, "request {i} partition {}", p.index);
+                assert_eq!(
+                    p.base_offset, next_offset,
+                    "request {i} partition {}",
+                    p.index
+                );
+            }
+            next_offset += i64::from(i + 1);
+        }
+        // Read back: every partition holds the batches in request order.
+        let mut conn = Connection::connect(&broker.bootstrap()).await.unwrap();
+        for p in 0..4 {
+            let (error, high_watermark, records) = fetch(&mut conn, "ordered", p, 0, 0).await;
+            assert_eq!(error, 0);
+            assert_eq!(high_watermark, next_offset);
+            // Request i's batch is the one with i + 1 records.
+            let order: Vec<i32> = skein::storage::split_batches(&records)
+                .unwrap()
+                .iter()
+                .map(|b| b.records_count() - 1)
+                .collect();
+            let expected: Vec<i32> = (0..REQUESTS).filter(|i| i % 5 != 4).collect();
+            assert_eq!(order, expected, "partition {p}");
+        }
+    });
+}
+
 #[test]
 fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts() {
     let zk = ZooKeeper::start(1);

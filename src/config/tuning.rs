@@ -28,8 +28,8 @@ pub struct ShardTuning {
     /// Connections a shard accepts before refusing more.
     pub max_connections: usize,
     /// Threads in the shard's blocking pool, pinned to the shard's core: fetches of data beyond the
-    /// tail cache are sent with sendfile there, so the executor never waits on them. (Segment
-    /// writes have their own thread per shard.)
+    /// tail cache are sent with sendfile there, and partitions are opened and closed there, so the
+    /// executor never waits on them. (Segment writes have their own thread per shard.)
     pub blocking_threads: usize,
 }
 

@@ -66,8 +66,12 @@ impl ShardSenders {
             let (ack, done) = oneshot::channel();
             let snapshot = metadata.clone();
             let job: Job = Box::new(move |shard| {
-                shard.apply_metadata(snapshot);
-                let _ = ack.send(());
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    shard.apply_metadata(snapshot).await;
+                    let _ = ack.send(());
+                })
+                .detach();
             });
             if self.send(shard, job).is_ok() {
                 acks.push(done);
@@ -101,6 +105,8 @@ pub struct Shard {
     ready: RefCell<Option<Vec<oneshot::Sender<()>>>>,
     /// Runs every partition's segment writes off the executor.
     writer: writer::SegmentWriter,
+    /// Held while a metadata snapshot is applied, so snapshots apply one at a time.
+    applying: futures::lock::Mutex<()>,
 }
 
 impl Shard {
@@ -122,6 +128,7 @@ impl Shard {
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
+            applying: futures::lock::Mutex::new(()),
         })
     }
 
@@ -179,37 +186,53 @@ impl Shard {
         answer.await.map_err(|_| ShardStopped(target))
     }
 
-    /// Applies a metadata snapshot: opens the partitions newly placed on this shard and closes the
-    /// ones no longer placed here.
-    pub fn apply_metadata(&self, metadata: Arc<Metadata>) {
+    /// Applies a metadata snapshot: closes the partitions no longer placed on this shard, then opens
+    /// the ones newly placed here. Opening (which may scan a crashed segment) and closing (which
+    /// fsyncs) run on the shard's blocking pool, several partitions at once, so the executor keeps
+    /// serving the other partitions meanwhile; the new snapshot takes effect once all are done.
+    /// Snapshots are applied one at a time, in the order they arrive.
+    pub async fn apply_metadata(self: &Rc<Self>, metadata: Arc<Metadata>) {
+        let _one_at_a_time = self.applying.lock().await;
         let me = self.config.broker_id;
-        let mut partitions = self.partitions.borrow_mut();
-        let gone: Vec<TopicPartition> = partitions
-            .iter()
-            .filter(|(tp, partition)| {
-                let still_here = metadata.shard_of(tp) == Some(self.id);
-                let same_topic = metadata
-                    .topic(&tp.topic)
-                    .is_some_and(|t| t.topic_id == partition.topic_id);
-                !(still_here && same_topic)
-            })
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in gone {
-            let Some(partition) = partitions.remove(&tp) else {
-                continue;
-            };
-            // A deleted topic's data is removed by the controller's deletion step once the log is
-            // closed, never merely because a topic is missing from a snapshot (a ZooKeeper that
-            // lost its data must not make brokers erase theirs). A replica moved off this broker
-            // is deleted here, as Kafka's StopReplica(delete) does.
-            let moved_away = metadata
-                .topic(&tp.topic)
-                .filter(|t| t.topic_id == partition.topic_id)
-                .and_then(|_| metadata.partition(&tp.topic, tp.partition))
-                .is_some_and(|p| !p.replicas.contains(&me));
-            partition.shut_down(moved_away);
-        }
+        let gone: Vec<(Rc<Partition>, bool)> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let gone: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(tp, partition)| {
+                    let still_here = metadata.shard_of(tp) == Some(self.id);
+                    let same_topic = metadata
+                        .topic(&tp.topic)
+                        .is_some_and(|t| t.topic_id == partition.topic_id);
+                    !(still_here && same_topic)
+                })
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|tp| partitions.remove(&tp))
+                .map(|partition| {
+                    // A deleted topic's data is removed by the controller's deletion step once
+                    // the log is closed, never merely because a topic is missing from a snapshot
+                    // (a ZooKeeper that lost its data must not make brokers erase theirs). A
+                    // replica moved off this broker is deleted here, as Kafka's
+                    // StopReplica(delete) does.
+                    let tp = &partition.tp;
+                    let moved_away = metadata
+                        .topic(&tp.topic)
+                        .filter(|t| t.topic_id == partition.topic_id)
+                        .and_then(|_| metadata.partition(&tp.topic, tp.partition))
+                        .is_some_and(|p| !p.replicas.contains(&me));
+                    (partition, moved_away)
+                })
+                .collect()
+        };
+        // Closed before anything opens: a recreated topic reuses the directory name.
+        futures::future::join_all(
+            gone.iter()
+                .map(|(partition, delete)| partition.shut_down(*delete)),
+        )
+        .await;
+
+        let mut opening = Vec::new();
         for (tp, &shard) in &metadata.placement {
             if shard != self.id {
                 continue;
@@ -220,24 +243,29 @@ impl Shard {
             ) else {
                 continue;
             };
-            match partitions.get(tp) {
-                Some(partition) => partition.update_state(state, &topic.config, &self.tuning),
-                None => match Partition::open(
-                    &self.config,
-                    &self.tuning,
-                    self.writer.clone(),
-                    tp.clone(),
-                    topic,
-                    state,
-                ) {
-                    Ok(partition) => {
-                        partitions.insert(tp.clone(), Rc::new(partition));
-                    }
-                    Err(e) => warn!("shard {}: cannot open partition {tp}: {e}", self.id),
-                },
+            if let Some(partition) = self.partition(tp) {
+                partition.update_state(state, &topic.config, &self.tuning);
+                continue;
+            }
+            let (config, tuning, writer) = (
+                self.config.clone(),
+                self.tuning.clone(),
+                self.writer.clone(),
+            );
+            let (tp, topic, state) = (tp.clone(), topic.clone(), state.clone());
+            opening.push(glommio::executor().spawn_blocking(move || {
+                let opened = Partition::open(&config, &tuning, writer, tp.clone(), &topic, &state);
+                (tp, opened)
+            }));
+        }
+        for (tp, opened) in futures::future::join_all(opening).await {
+            match opened {
+                Ok(partition) => {
+                    self.partitions.borrow_mut().insert(tp, Rc::new(partition));
+                }
+                Err(e) => warn!("shard {}: cannot open partition {tp}: {e}", self.id),
             }
         }
-        drop(partitions);
         *self.metadata.borrow_mut() = metadata;
         if let Some(waiters) = self.ready.borrow_mut().take() {
             info!("shard {} has its first cluster metadata", self.id);
@@ -268,8 +296,6 @@ impl Shard {
             }
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
-        for partition in partitions {
-            partition.shut_down(false);
-        }
+        futures::future::join_all(partitions.iter().map(|p| p.shut_down(false))).await;
     }
 }

@@ -312,7 +312,9 @@ impl Partition {
     /// A write under way when this is called still lands in the file, after the close: the next
     /// open finds it past the indexes and keeps it (it was never acknowledged). Wait for
     /// [`Partition::is_writing`] to clear first for an exact clean stop.
-    pub fn shut_down(&self, delete: bool) {
+    /// The close itself (snapshot, fsync, marker; or removing the data) runs on the shard's
+    /// blocking pool.
+    pub async fn shut_down(&self, delete: bool) {
         self.waiters.borrow_mut().clear();
         for q in self.queue.borrow_mut().drain(..) {
             let _ = q.done.send(Err(closed_error(&self.tp)));
@@ -320,7 +322,9 @@ impl Partition {
         let Some(log) = self.log.borrow_mut().take() else {
             return;
         };
-        let result = if delete { log.delete() } else { log.close() };
+        let result = glommio::executor()
+            .spawn_blocking(move || if delete { log.delete() } else { log.close() })
+            .await;
         match result {
             Ok(()) if delete => info!("{}: deleted", self.tp),
             Ok(()) => info!("{}: closed", self.tp),

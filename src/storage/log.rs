@@ -171,6 +171,8 @@ pub struct PreparedAppends {
     producer_updates: HashMap<i64, ProducerEntry>,
     records: u64,
     now_ms: i64,
+    /// The log end offset when the group was laid out: offsets from here on are the group's own.
+    first_offset: i64,
 }
 
 impl PreparedAppends {
@@ -346,6 +348,7 @@ impl Log {
             producer_updates: HashMap::new(),
             records: 0,
             now_ms,
+            first_offset: self.log_end_offset(),
         };
         let mut next_offset = self.log_end_offset();
         let mut group_bytes = 0u64;
@@ -431,6 +434,7 @@ impl Log {
             producer_updates,
             records,
             now_ms,
+            first_offset,
             ..
         } = prepared;
         if !has_write {
@@ -457,7 +461,16 @@ impl Log {
         });
         if let Err(e) = failure {
             for outcome in &mut outcomes {
-                if matches!(outcome, Ok(AppendOutcome::Appended { .. })) {
+                // A retry of a batch earlier in this same group was matched against the group's
+                // own pending state: it fails with the batch it repeats.
+                let lost = match outcome {
+                    Ok(AppendOutcome::Appended { .. }) => true,
+                    Ok(AppendOutcome::Duplicate { base_offset, .. }) => {
+                        *base_offset >= first_offset
+                    }
+                    Err(_) => false,
+                };
+                if lost {
                     *outcome = Err(StorageError::Io {
                         path: self.dir.clone(),
                         source: io::Error::other(e.to_string()),
@@ -1033,7 +1046,16 @@ mod tests {
         let stored = fill(&mut log, 3);
         let end = log.log_end_offset();
         let (a, b) = ([idem(9, 0, 0, 1)], [batch(&spec(5))]);
-        let mut prepared = log.prepare(&[&a, &b], EPOCH, 0);
+        // The third append retries the first, within the same group.
+        let mut prepared = log.prepare(&[&a, &b, &a], EPOCH, 0);
+        assert!(
+            matches!(
+                prepared.outcomes[2],
+                Ok(AppendOutcome::Duplicate { base_offset, .. }) if base_offset == end
+            ),
+            "{:?}",
+            prepared.outcomes
+        );
         drop(prepared.take_write());
         let failed = StorageError::Io {
             path: dir.path().to_path_buf(),

@@ -231,6 +231,7 @@ impl Partition {
             });
             let outcomes = match completed {
                 Ok((outcomes, log_end)) => {
+                    assert!(log_end >= self.high_watermark.get(), "offsets only grow");
                     if log_end > self.high_watermark.get() {
                         self.high_watermark.set(log_end);
                         for waiter in self.waiters.borrow_mut().drain(..) {

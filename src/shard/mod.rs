@@ -107,6 +107,8 @@ pub struct Shard {
     writer: writer::SegmentWriter,
     /// Held while a metadata snapshot is applied, so snapshots apply one at a time.
     applying: futures::lock::Mutex<()>,
+    /// Set by [`Shard::shut_down`]: later snapshots open nothing.
+    stopped: std::cell::Cell<bool>,
 }
 
 impl Shard {
@@ -129,6 +131,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
             applying: futures::lock::Mutex::new(()),
+            stopped: std::cell::Cell::new(false),
         })
     }
 
@@ -193,6 +196,9 @@ impl Shard {
     /// Snapshots are applied one at a time, in the order they arrive.
     pub async fn apply_metadata(self: &Rc<Self>, metadata: Arc<Metadata>) {
         let _one_at_a_time = self.applying.lock().await;
+        if self.stopped.get() {
+            return;
+        }
         let me = self.config.broker_id;
         let gone: Vec<(Rc<Partition>, bool)> = {
             let mut partitions = self.partitions.borrow_mut();
@@ -279,6 +285,10 @@ impl Shard {
     /// produce requests find no partition from the start; writes already under way get up to
     /// `grace` to land first.
     pub async fn shut_down(&self, grace: std::time::Duration) {
+        // A snapshot being applied finishes first, so the partitions it opens are closed too, and
+        // none applied later reopens anything.
+        let _last_snapshot = self.applying.lock().await;
+        self.stopped.set(true);
         let partitions: Vec<Rc<Partition>> = self
             .partitions
             .borrow_mut()

@@ -158,6 +158,11 @@ fn metrics_show_traffic_offsets_latency_and_forwards() {
         assert_eq!(one(&samples, "skein_partition_log_start_offset", p), 0.0);
         assert_eq!(one(&samples, "skein_partition_segments", p), 1.0);
         assert!(one(&samples, "skein_partition_size_bytes", p) > 0.0);
+        // Every acknowledged append was written by a group write; none is waiting any more.
+        let writes = one(&samples, "skein_partition_segment_writes_total", p);
+        assert!(writes >= 1.0 && writes <= *count as f64, "{writes} writes");
+        assert!(one(&samples, "skein_partition_segment_write_seconds_total", p) > 0.0);
+        assert_eq!(one(&samples, "skein_partition_appends_waiting", p), 0.0);
         assert!(one(&samples, "skein_partition_bytes_out_total", p) > 0.0);
         assert!(one(&samples, "skein_partition_fetch_requests_total", p) >= 1.0);
     }

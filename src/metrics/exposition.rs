@@ -185,7 +185,7 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
         .flat_map(|s| s.partitions.iter().map(move |p| (s.shard, p)))
         .collect();
     owned.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));
-    let gauges: [GaugeFamily; 6] = [
+    let gauges: [GaugeFamily; 7] = [
         (
             "skein_partition_owner_shard",
             "The shard of this broker that owns the partition.",
@@ -216,6 +216,11 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
             "Segments in the partition's log.",
             |_, p| p.segments.into(),
         ),
+        (
+            "skein_partition_appends_waiting",
+            "Produce appends to the partition not yet acknowledged: queued or being written. Grows when the disk cannot keep up.",
+            |_, p| p.appends_waiting.into(),
+        ),
     ];
     for (name, help, value) in gauges {
         out.family(name, "gauge", help);
@@ -226,6 +231,26 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
                 value(*shard, p),
             );
         }
+    }
+    let name = "skein_partition_segment_writes_total";
+    out.family(
+        name,
+        "counter",
+        "Group writes of the partition's appended data (one pwritev each, on the shard's writer thread).",
+    );
+    for (_, p) in &owned {
+        let labels = partition_labels(&p.topic, p.partition);
+        out.sample(name, &labels, p.segment_writes);
+    }
+    let name = "skein_partition_segment_write_seconds_total";
+    out.family(
+        name,
+        "counter",
+        "Time the partition's group writes took, from hand-off to the writer thread to done (waiting for other partitions' writes and the kernel's throttling included).",
+    );
+    for (_, p) in &owned {
+        let labels = partition_labels(&p.topic, p.partition);
+        out.sample(name, &labels, p.segment_write_us as f64 / 1e6);
     }
 }
 
@@ -381,6 +406,9 @@ mod tests {
                 high_watermark: 42,
                 size_bytes: 4096,
                 segments: 1,
+                appends_waiting: 3,
+                segment_writes: 7,
+                segment_write_us: 1_500_000,
             }],
         }
     }
@@ -439,6 +467,13 @@ mod tests {
         );
         assert!(text.contains("skein_partition_owner_shard{topic=\"t1\",partition=\"0\"} 1\n"));
         assert!(text.contains("skein_partition_log_end_offset{topic=\"t0\",partition=\"0\"} 42\n"));
+        assert!(text.contains("skein_partition_appends_waiting{topic=\"t0\",partition=\"0\"} 3\n"));
+        assert!(
+            text.contains("skein_partition_segment_writes_total{topic=\"t0\",partition=\"0\"} 7\n")
+        );
+        assert!(text.contains(
+            "skein_partition_segment_write_seconds_total{topic=\"t0\",partition=\"0\"} 1.5\n"
+        ));
         // Shards in order, whatever order they answered in.
         let first = text.find("skein_connections_active{shard=\"0\"}").unwrap();
         assert!(first < text.find("skein_connections_active{shard=\"1\"}").unwrap());

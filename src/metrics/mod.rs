@@ -36,6 +36,11 @@ pub struct PartitionGauges {
     pub high_watermark: i64,
     pub size_bytes: u64,
     pub segments: u64,
+    /// Appends queued or being written, not yet acknowledged.
+    pub appends_waiting: u64,
+    /// Group writes of the partition's data, and their total time in microseconds.
+    pub segment_writes: u64,
+    pub segment_write_us: u64,
 }
 
 /// Everything one shard reports to a scrape.
@@ -54,14 +59,20 @@ impl ShardSnapshot {
         let partitions = shard
             .partitions()
             .iter()
-            .map(|p| PartitionGauges {
-                topic: p.tp.topic.clone(),
-                partition: p.tp.partition,
-                log_start_offset: p.log_start_offset(),
-                log_end_offset: p.log_end_offset(),
-                high_watermark: p.high_watermark(),
-                size_bytes: p.size_bytes(),
-                segments: p.segment_count() as u64,
+            .map(|p| {
+                let (segment_writes, segment_write_us) = p.segment_write_totals();
+                PartitionGauges {
+                    topic: p.tp.topic.clone(),
+                    partition: p.tp.partition,
+                    log_start_offset: p.log_start_offset(),
+                    log_end_offset: p.log_end_offset(),
+                    high_watermark: p.high_watermark(),
+                    size_bytes: p.size_bytes(),
+                    segments: p.segment_count() as u64,
+                    appends_waiting: p.appends_waiting() as u64,
+                    segment_writes,
+                    segment_write_us,
+                }
             })
             .collect();
         ShardSnapshot {

@@ -42,6 +42,12 @@ pub struct Partition {
     writing: Cell<bool>,
     /// The shard's writer thread, where the group writes run.
     writer: SegmentWriter,
+    /// Appends in the group being written.
+    appends_in_write: Cell<usize>,
+    /// Group writes done, and the time they took from hand-off to the writer thread to its
+    /// answer (queueing behind other partitions' writes and the kernel's throttling included).
+    segment_writes: Cell<u64>,
+    segment_write_us: Cell<u64>,
 }
 
 struct QueuedAppend {
@@ -126,6 +132,9 @@ impl Partition {
             queue: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
             writer,
+            appends_in_write: Cell::new(0),
+            segment_writes: Cell::new(0),
+            segment_write_us: Cell::new(0),
         };
         Ok(partition)
     }
@@ -222,7 +231,17 @@ impl Partition {
                 }
             }
             let written = match prepared.take_write() {
-                Some(write) => self.writer.write(write).await,
+                Some(write) => {
+                    let started = std::time::Instant::now();
+                    self.appends_in_write.set(queued.len());
+                    let written = self.writer.write(write).await;
+                    self.appends_in_write.set(0);
+                    self.segment_writes.set(self.segment_writes.get() + 1);
+                    let took = started.elapsed().as_micros() as u64;
+                    self.segment_write_us
+                        .set(self.segment_write_us.get() + took);
+                    written
+                }
                 None => Ok(()),
             };
             let completed = self.with_log(|log| {
@@ -251,6 +270,16 @@ impl Partition {
     /// Whether a write is queued or under way.
     pub fn is_writing(&self) -> bool {
         self.writing.get()
+    }
+
+    /// Appends not yet acknowledged: queued, or in the group being written.
+    pub fn appends_waiting(&self) -> usize {
+        self.queue.borrow().len() + self.appends_in_write.get()
+    }
+
+    /// Group writes done, and the microseconds they took in all.
+    pub fn segment_write_totals(&self) -> (u64, u64) {
+        (self.segment_writes.get(), self.segment_write_us.get())
     }
 
     pub fn read(

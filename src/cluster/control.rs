@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
@@ -23,6 +24,10 @@ use super::metadata::{
 use super::zookeeper::*;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::shard::ShardSenders;
+
+/// How long the control thread lets ZooKeeper events gather after the first before it re-reads:
+/// short against the time a re-read takes, long enough for the burst one change causes.
+const COALESCE_EVENTS: Duration = Duration::from_millis(20);
 
 /// A topic to create, as CreateTopics or auto-creation asks for it.
 #[derive(Debug, Clone)]
@@ -284,10 +289,11 @@ impl Control {
                 self.remove_local_data(&topic);
             }
 
+            let mut coalesce = false;
             let changed =
                 futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
-                _ = changed => {}
+                _ = changed => coalesce = true,
                 request = self.requests.recv_async() => match request {
                     Ok(ControlRequest::Shutdown { reply }) => {
                         self.deregister(zk, is_controller).await;
@@ -304,6 +310,18 @@ impl Control {
                 }
                 // Watches report every change; this re-read only bounds the damage of a missed one.
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+            if coalesce {
+                // One change fires several events within milliseconds (a new topic: its znode,
+                // each partition's state, its config): let them arrive and read once for all.
+                tokio::time::sleep(COALESCE_EVENTS).await;
+                for watch in &mut watches {
+                    for _ in 0..10_000 {
+                        if watch.changed().now_or_never().is_none() {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -545,57 +563,73 @@ async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkErr
     if let Some((controller, _)) = zk.read_json::<ControllerZnode>(CONTROLLER).await? {
         metadata.controller_id = controller.brokerid;
     }
-    for name in zk.children(BROKER_TOPICS).await? {
-        let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else {
-            continue;
-        };
-        let Some(topic_id) = topic.topic_id.as_deref().and_then(decode_topic_id) else {
-            // The controller gives every topic an id before its partitions get states.
-            continue;
-        };
-        let overrides = zk
-            .read_json::<TopicConfigZnode>(&topic_config_path(&name))
-            .await?
-            .map(|(c, _)| c.config)
-            .unwrap_or_default();
-        let topic_config =
-            TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
-                warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
-                TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new())
-                    .expect("defaults are valid")
-            });
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for index in 0..topic.partitions.len() as i32 {
+    // Every topic's znodes at once: one round trip's latency for the lot, not one per znode.
+    let names = zk.children(BROKER_TOPICS).await?;
+    let topics =
+        futures::future::try_join_all(names.into_iter().map(|name| read_topic(zk, config, name)))
+            .await?;
+    for topic in topics.into_iter().flatten() {
+        metadata.topics.insert(topic.name.clone(), Arc::new(topic));
+    }
+    Ok(metadata)
+}
+
+/// One topic's metadata from its znodes; `None` while the controller has not given it an id yet.
+async fn read_topic(
+    zk: &Zk,
+    config: &BrokerConfig,
+    name: String,
+) -> Result<Option<TopicMetadata>, ZkError> {
+    let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else {
+        return Ok(None);
+    };
+    let Some(topic_id) = topic.topic_id.as_deref().and_then(decode_topic_id) else {
+        // The controller gives every topic an id before its partitions get states.
+        return Ok(None);
+    };
+    let overrides = zk
+        .read_json::<TopicConfigZnode>(&topic_config_path(&name))
+        .await?
+        .map(|(c, _)| c.config)
+        .unwrap_or_default();
+    let topic_config =
+        TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
+            warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
+            TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new())
+                .expect("defaults are valid")
+        });
+    let states = futures::future::try_join_all((0..topic.partitions.len() as i32).map(|index| {
+        let path = partition_state_path(&name, index);
+        async move { zk.read_json::<PartitionStateZnode>(&path).await }
+    }))
+    .await?;
+    let partitions = states
+        .into_iter()
+        .enumerate()
+        .map(|(index, state)| {
             let replicas = topic
                 .partitions
                 .get(&index.to_string())
                 .cloned()
                 .unwrap_or_default();
-            let state = zk
-                .read_json::<PartitionStateZnode>(&partition_state_path(&name, index))
-                .await?;
             let (leader, leader_epoch, isr) = match state {
                 Some((s, _)) => (s.leader, s.leader_epoch, s.isr),
                 None => (-1, -1, Vec::new()),
             };
-            partitions.push(PartitionState {
+            PartitionState {
                 replicas,
                 leader,
                 leader_epoch,
                 isr,
-            });
-        }
-        metadata.topics.insert(
-            name.clone(),
-            Arc::new(TopicMetadata {
-                name,
-                topic_id,
-                partitions,
-                config: topic_config,
-            }),
-        );
-    }
-    Ok(metadata)
+            }
+        })
+        .collect();
+    Ok(Some(TopicMetadata {
+        name,
+        topic_id,
+        partitions,
+        config: topic_config,
+    }))
 }
 
 pub fn now_ms() -> i64 {

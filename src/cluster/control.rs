@@ -293,7 +293,11 @@ impl Control {
             let changed =
                 futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
-                _ = changed => coalesce = true,
+                (event, _, _) = changed => {
+                    // A session event may be the last one: the watchers close after it, and
+                    // polling a closed watcher panics, so only node events are gathered.
+                    coalesce = event.event_type != zk::EventType::Session;
+                }
                 request = self.requests.recv_async() => match request {
                     Ok(ControlRequest::Shutdown { reply }) => {
                         self.deregister(zk, is_controller).await;
@@ -315,10 +319,14 @@ impl Control {
                 // One change fires several events within milliseconds (a new topic: its znode,
                 // each partition's state, its config): let them arrive and read once for all.
                 tokio::time::sleep(COALESCE_EVENTS).await;
-                for watch in &mut watches {
+                'drain: for watch in &mut watches {
                     for _ in 0..10_000 {
-                        if watch.changed().now_or_never().is_none() {
-                            break;
+                        match watch.changed().now_or_never() {
+                            None => break,
+                            Some(event) if event.event_type == zk::EventType::Session => {
+                                break 'drain;
+                            }
+                            Some(_) => {}
                         }
                     }
                 }

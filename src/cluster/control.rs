@@ -174,7 +174,13 @@ pub fn spawn(
                 metadata: Arc::new(Metadata::default()),
                 producer_ids: 0..0,
             };
-            runtime.block_on(control.run());
+            let run = std::panic::AssertUnwindSafe(|| runtime.block_on(control.run()));
+            if std::panic::catch_unwind(run).is_err() {
+                // A broker without its control thread no longer follows the cluster or keeps its
+                // registration: stop, so that a supervisor restarts it, rather than linger.
+                error!("control thread panicked (see above); stopping the broker");
+                std::process::exit(1);
+            }
         })
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
@@ -28,6 +28,9 @@ use crate::shard::ShardSenders;
 /// How long the control thread lets ZooKeeper events gather after the first before it re-reads:
 /// short against the time a re-read takes, long enough for the burst one change causes.
 const COALESCE_EVENTS: Duration = Duration::from_millis(20);
+
+/// Topics whose znodes the control thread reads concurrently.
+const TOPICS_READ_AT_ONCE: usize = 32;
 
 /// A topic to create, as CreateTopics or auto-creation asks for it.
 #[derive(Debug, Clone)]
@@ -577,11 +580,14 @@ async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkErr
     if let Some((controller, _)) = zk.read_json::<ControllerZnode>(CONTROLLER).await? {
         metadata.controller_id = controller.brokerid;
     }
-    // Every topic's znodes at once: one round trip's latency for the lot, not one per znode.
+    // Topics' znodes are read many at once: a few round trips' latency for the lot, not one per
+    // znode, without flooding ZooKeeper when there are thousands.
     let names = zk.children(BROKER_TOPICS).await?;
-    let topics =
-        futures::future::try_join_all(names.into_iter().map(|name| read_topic(zk, config, name)))
-            .await?;
+    let topics: Vec<Option<TopicMetadata>> = futures::stream::iter(names)
+        .map(|name| read_topic(zk, config, name))
+        .buffered(TOPICS_READ_AT_ONCE)
+        .try_collect()
+        .await?;
     for topic in topics.into_iter().flatten() {
         metadata.topics.insert(topic.name.clone(), Arc::new(topic));
     }

@@ -7,7 +7,7 @@
 //! Shards never wait on ZooKeeper directly: they send a [`ControlRequest`] over a flume channel and
 //! await the reply on a oneshot, so a slow or absent ensemble never blocks an executor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,59 @@ const COALESCE_EVENTS: Duration = Duration::from_millis(20);
 
 /// Topics whose znodes the control thread reads concurrently.
 const TOPICS_READ_AT_ONCE: usize = 32;
+
+/// What ZooKeeper events said changed since the last re-read, so that only that is read again.
+#[derive(Debug, Default)]
+struct Changed {
+    /// Read everything (at start, after a session event, on the periodic re-read).
+    everything: bool,
+    /// Brokers, cluster id or controller.
+    cluster: bool,
+    topics: BTreeSet<String>,
+}
+
+impl Changed {
+    fn everything() -> Changed {
+        Changed {
+            everything: true,
+            ..Changed::default()
+        }
+    }
+
+    fn topic(name: &str) -> Changed {
+        Changed {
+            topics: BTreeSet::from([name.to_owned()]),
+            ..Changed::default()
+        }
+    }
+
+    /// Notes a changed znode (an event's path).
+    fn note(&mut self, path: &str) {
+        let topic_under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(name) =
+            topic_under("/brokers/topics/").or_else(|| topic_under("/config/topics/"))
+        {
+            self.topics.insert(name);
+        } else if path.starts_with("/brokers/ids") || path == CONTROLLER || path == CLUSTER_ID {
+            self.cluster = true;
+        } else if !path.starts_with("/admin") {
+            // Deletion requests under /admin are the controller step's; anything else unknown
+            // is read in full.
+            self.everything = true;
+        }
+    }
+
+    /// Topics the controller step must look at: `None` = all of them, since a broker or the
+    /// controller changed (any partition may need a leader).
+    fn step_scope(&self) -> Option<&BTreeSet<String>> {
+        (!self.everything && !self.cluster).then_some(&self.topics)
+    }
+}
 
 /// A topic to create, as CreateTopics or auto-creation asks for it.
 #[derive(Debug, Clone)]
@@ -277,10 +330,15 @@ impl Control {
             );
         }
         let mut is_controller = false;
+        let mut changed = Changed::everything();
         loop {
             if !is_controller {
                 is_controller =
                     controller::try_become_controller(zk, self.config.broker_id).await?;
+                if is_controller {
+                    // A new controller looks at every topic once.
+                    changed.everything = true;
+                }
             } else if !controller::still_controller(zk, self.config.broker_id).await? {
                 warn!(
                     "broker {} is no longer the controller",
@@ -288,24 +346,32 @@ impl Control {
                 );
                 is_controller = false;
             }
-            let deleted = if is_controller {
-                controller::step(zk, &self.config).await?
-            } else {
-                Vec::new()
-            };
-            self.refresh(zk).await?;
+            let mut deleted = Vec::new();
+            if is_controller {
+                let step = controller::step(zk, &self.config, changed.step_scope()).await?;
+                changed.topics.extend(step.changed);
+                changed.topics.extend(step.deleted.iter().cloned());
+                deleted = step.deleted;
+            }
+            self.refresh_changed(zk, &changed).await?;
+            changed = Changed::default();
             for topic in deleted {
                 self.remove_local_data(&topic);
             }
 
             let mut coalesce = false;
-            let changed =
+            let watch_fired =
                 futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
-                (event, _, _) = changed => {
+                (event, _, _) = watch_fired => {
                     // A session event may be the last one: the watchers close after it, and
                     // polling a closed watcher panics, so only node events are gathered.
-                    coalesce = event.event_type != zk::EventType::Session;
+                    if event.event_type == zk::EventType::Session {
+                        changed.everything = true;
+                    } else {
+                        changed.note(&event.path);
+                        coalesce = true;
+                    }
                 }
                 request = self.requests.recv_async() => match request {
                     Ok(ControlRequest::Shutdown { reply }) => {
@@ -322,7 +388,7 @@ impl Control {
                     }
                 }
                 // Watches report every change; this re-read only bounds the damage of a missed one.
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(10)) => changed.everything = true,
             }
             if coalesce {
                 // One change fires several events within milliseconds (a new topic: its znode,
@@ -333,9 +399,10 @@ impl Control {
                         match watch.changed().now_or_never() {
                             None => break,
                             Some(event) if event.event_type == zk::EventType::Session => {
+                                changed.everything = true;
                                 break 'drain;
                             }
-                            Some(_) => {}
+                            Some(event) => changed.note(&event.path),
                         }
                     }
                 }
@@ -400,8 +467,25 @@ impl Control {
     }
 
     /// Reads ZooKeeper into a new snapshot and hands it to every shard if anything changed.
-    async fn refresh(&mut self, zk: &Zk) -> Result<(), ZkError> {
-        let mut metadata = read_metadata(zk, &self.config).await?;
+    /// Re-reads what `changed` names (everything, or the cluster's brokers and controller and
+    /// some topics) and sends the shards a new snapshot if anything differs.
+    async fn refresh_changed(&mut self, zk: &Zk, changed: &Changed) -> Result<(), ZkError> {
+        let mut metadata = if changed.everything {
+            read_metadata(zk, &self.config).await?
+        } else {
+            let mut metadata = Metadata::clone(&self.metadata);
+            if changed.cluster {
+                read_cluster(zk, &mut metadata).await?;
+            }
+            let names = changed.topics.iter().cloned().collect();
+            for (name, topic) in read_topics(zk, &self.config, names).await? {
+                match topic {
+                    Some(topic) => metadata.topics.insert(name, Arc::new(topic)),
+                    None => metadata.topics.remove(&name),
+                };
+            }
+            metadata
+        };
         let me = self.config.broker_id;
         let hosted = metadata.topics.values().flat_map(|topic| {
             topic
@@ -465,10 +549,11 @@ impl Control {
                     Ok(()) if !spec.validate_only => {
                         // Give the new topic its partition states and leaders now, so the reply
                         // means "ready to use" on this broker.
+                        let changed = Changed::topic(&spec.name);
                         if is_controller {
-                            controller::step(zk, &self.config).await?;
+                            controller::step(zk, &self.config, Some(&changed.topics)).await?;
                         }
-                        self.refresh(zk).await?;
+                        self.refresh_changed(zk, &changed).await?;
                         Ok(())
                     }
                     other => other,
@@ -530,9 +615,13 @@ impl Control {
             .await
             .map_err(zk_error)?;
         if is_controller {
-            let deleted = controller::step(zk, &self.config).await.map_err(zk_error)?;
-            self.refresh(zk).await.map_err(zk_error)?;
-            for topic in deleted {
+            let mut changed = Changed::topic(name);
+            let step = controller::step(zk, &self.config, Some(&changed.topics))
+                .await
+                .map_err(zk_error)?;
+            changed.topics.extend(step.deleted.iter().cloned());
+            self.refresh_changed(zk, &changed).await.map_err(zk_error)?;
+            for topic in step.deleted {
                 self.remove_local_data(&topic);
             }
         }
@@ -553,10 +642,20 @@ impl From<ZkError> for CreateFailure {
 
 /// Reads brokers, controller and topics (assignment, partition states, configs) from ZooKeeper.
 async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkError> {
-    let mut metadata = Metadata {
-        controller_id: -1,
-        ..Metadata::default()
-    };
+    let mut metadata = Metadata::default();
+    read_cluster(zk, &mut metadata).await?;
+    let names = zk.children(BROKER_TOPICS).await?;
+    for (name, topic) in read_topics(zk, config, names).await? {
+        if let Some(topic) = topic {
+            metadata.topics.insert(name, Arc::new(topic));
+        }
+    }
+    Ok(metadata)
+}
+
+/// Brokers, cluster id and controller, into `metadata`.
+async fn read_cluster(zk: &Zk, metadata: &mut Metadata) -> Result<(), ZkError> {
+    metadata.brokers.clear();
     for child in zk.children(BROKER_IDS).await? {
         let Ok(id) = child.parse::<i32>() else {
             continue;
@@ -577,21 +676,29 @@ async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkErr
     if let Some((cluster, _)) = zk.read_json::<ClusterIdZnode>(CLUSTER_ID).await? {
         metadata.cluster_id = cluster.id;
     }
-    if let Some((controller, _)) = zk.read_json::<ControllerZnode>(CONTROLLER).await? {
-        metadata.controller_id = controller.brokerid;
-    }
-    // Topics' znodes are read many at once: a few round trips' latency for the lot, not one per
-    // znode, without flooding ZooKeeper when there are thousands.
-    let names = zk.children(BROKER_TOPICS).await?;
-    let topics: Vec<Option<TopicMetadata>> = futures::stream::iter(names)
-        .map(|name| read_topic(zk, config, name))
+    metadata.controller_id = match zk.read_json::<ControllerZnode>(CONTROLLER).await? {
+        Some((controller, _)) => controller.brokerid,
+        None => -1,
+    };
+    Ok(())
+}
+
+/// The named topics, each `None` if it is gone or not ready yet. Read many at once: a few round
+/// trips' latency for the lot, not one per znode, without flooding ZooKeeper when there are
+/// thousands.
+async fn read_topics(
+    zk: &Zk,
+    config: &BrokerConfig,
+    names: Vec<String>,
+) -> Result<Vec<(String, Option<TopicMetadata>)>, ZkError> {
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let topic = read_topic(zk, config, name.clone()).await?;
+            Ok::<_, ZkError>((name, topic))
+        })
         .buffered(TOPICS_READ_AT_ONCE)
         .try_collect()
-        .await?;
-    for topic in topics.into_iter().flatten() {
-        metadata.topics.insert(topic.name.clone(), Arc::new(topic));
-    }
-    Ok(metadata)
+        .await
 }
 
 /// One topic's metadata from its znodes; `None` while the controller has not given it an id yet.
@@ -657,4 +764,51 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noted(paths: &[&str]) -> Changed {
+        let mut changed = Changed::default();
+        for path in paths {
+            changed.note(path);
+        }
+        changed
+    }
+
+    #[test]
+    fn events_name_the_topics_to_read_again() {
+        let changed = noted(&[
+            "/brokers/topics/orders",
+            "/brokers/topics/orders/partitions/0/state",
+            "/brokers/topics/orders/partitions/1/state",
+            "/config/topics/payments",
+            "/admin/delete_topics/old",
+        ]);
+        assert!(!changed.everything && !changed.cluster);
+        assert_eq!(
+            changed.topics,
+            BTreeSet::from(["orders".to_owned(), "payments".to_owned()])
+        );
+        assert_eq!(changed.step_scope(), Some(&changed.topics));
+    }
+
+    #[test]
+    fn broker_and_controller_changes_make_the_step_look_at_every_topic() {
+        for path in ["/brokers/ids/3", "/controller"] {
+            let changed = noted(&["/brokers/topics/orders", path]);
+            assert!(changed.cluster, "{path}");
+            assert!(!changed.everything, "{path}");
+            assert_eq!(changed.step_scope(), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_read_in_full() {
+        for path in ["/brokers/topics", "/brokers/seqid", "/config/topics"] {
+            assert!(noted(&[path]).everything, "{path}");
+        }
+    }
 }

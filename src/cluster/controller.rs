@@ -5,7 +5,7 @@
 //! Leader election picks only from the ISR: a partition whose ISR has no live broker stays
 //! leaderless rather than lose acknowledged records (no unclean election).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
@@ -60,9 +60,25 @@ async fn controller_epoch(zk: &Zk) -> Result<i32, ZkError> {
         .unwrap_or(0))
 }
 
-/// One pass of controller duties. Returns the topics whose deletion it completed.
-pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError> {
-    let mut deleted = Vec::new();
+/// What one pass of controller duties did.
+#[derive(Debug, Default)]
+pub struct StepOutcome {
+    /// Topics whose deletion it completed.
+    pub deleted: Vec<String>,
+    /// Topics whose znodes it wrote (an id given, partition states created, leaders elected).
+    pub changed: Vec<String>,
+}
+
+/// One pass of controller duties: pending deletions, then topic ids, partition states and leaders
+/// of the topics in `only` (every topic if `None`: at start, and when brokers or the controller
+/// changed, since any leader may need electing).
+pub async fn step(
+    zk: &Zk,
+    config: &BrokerConfig,
+    only: Option<&BTreeSet<String>>,
+) -> Result<StepOutcome, ZkError> {
+    let mut outcome = StepOutcome::default();
+    let deleted = &mut outcome.deleted;
     for topic in zk.children(DELETE_TOPICS).await? {
         if config.delete_topic_enable {
             zk.delete_recursive(&topic_path(&topic)).await?;
@@ -80,16 +96,22 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
         .filter_map(|id| id.parse().ok())
         .collect();
     let epoch = controller_epoch(zk).await?;
-    for name in zk.children(BROKER_TOPICS).await? {
+    let names = match only {
+        None => zk.children(BROKER_TOPICS).await?,
+        Some(names) => names.iter().cloned().collect(),
+    };
+    for name in names {
         let path = topic_path(&name);
         let Some((mut topic, stat)) = zk.read_json::<TopicZnode>(&path).await? else {
             continue;
         };
+        let mut wrote = false;
         if topic.topic_id.is_none() {
             // Topics created by tools that predate topic ids get one, as Kafka's controller does.
             topic.topic_id = Some(encode_topic_id(uuid::Uuid::new_v4()));
             topic.version = topic.version.max(3);
             zk.set_json(&path, &topic, Some(stat.version)).await?;
+            wrote = true;
         }
         for (partition, replicas) in &topic.partitions {
             let Ok(partition) = partition.parse::<i32>() else {
@@ -113,6 +135,7 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
                     };
                     zk.ensure_path(&partition_path(&name, partition)).await?;
                     zk.create_json(&state_path, &state, &persistent()).await?;
+                    wrote = true;
                 }
                 Some((state, version)) if state.leader == -1 || !live.contains(&state.leader) => {
                     // Elect from the ISR only.
@@ -125,6 +148,7 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
                             };
                             zk.set_json(&state_path, &state, Some(version.version))
                                 .await?;
+                            wrote = true;
                         }
                         continue;
                     };
@@ -146,12 +170,16 @@ pub async fn step(zk: &Zk, config: &BrokerConfig) -> Result<Vec<String>, ZkError
                     );
                     zk.set_json(&state_path, &new_state, Some(version.version))
                         .await?;
+                    wrote = true;
                 }
                 Some(_) => {}
             }
         }
+        if wrote {
+            outcome.changed.push(name);
+        }
     }
-    Ok(deleted)
+    Ok(outcome)
 }
 
 fn validate_topic_name(name: &str) -> Result<(), String> {

@@ -29,6 +29,10 @@ use crate::shard::ShardSenders;
 /// short against the time a re-read takes, long enough for the burst one change causes.
 const COALESCE_EVENTS: Duration = Duration::from_millis(20);
 
+/// How often the control thread reads everything regardless of events: watches report every
+/// change, so this only bounds the damage of a missed one.
+const FULL_READ_EVERY: Duration = Duration::from_secs(10);
+
 /// Topics whose znodes the control thread reads concurrently.
 const TOPICS_READ_AT_ONCE: usize = 32;
 
@@ -331,6 +335,7 @@ impl Control {
         }
         let mut is_controller = false;
         let mut changed = Changed::everything();
+        let mut next_full_read = tokio::time::Instant::now();
         loop {
             if !is_controller {
                 is_controller =
@@ -345,6 +350,12 @@ impl Control {
                     self.config.broker_id
                 );
                 is_controller = false;
+            }
+            if tokio::time::Instant::now() >= next_full_read {
+                changed.everything = true;
+            }
+            if changed.everything {
+                next_full_read = tokio::time::Instant::now() + FULL_READ_EVERY;
             }
             let mut deleted = Vec::new();
             if is_controller {
@@ -386,9 +397,11 @@ impl Control {
                     if state.is_terminated() {
                         return Err(ZkError::Op { op: "session", path: "/".to_owned(), source: zk::Error::SessionExpired });
                     }
+                    // Reconnected (or about to): events of the time between may be lost.
+                    changed.everything = true;
                 }
                 // Watches report every change; this re-read only bounds the damage of a missed one.
-                _ = tokio::time::sleep(Duration::from_secs(10)) => changed.everything = true,
+                _ = tokio::time::sleep_until(next_full_read) => {}
             }
             if coalesce {
                 // One change fires several events within milliseconds (a new topic: its znode,

@@ -7,7 +7,8 @@
 #   5. the same produce workload driven by confluent-kafka's Python producer.
 # Scenarios: SHARDS=1 (default: broker pinned to core 1, generator to core 0) or SHARDS=2 (broker
 # on both cores, generator unpinned). JSON reports and logs go to perf/results/<date>-<shards>/.
-# Starts its own 1-node ZooKeeper and broker on free loopback ports and stops both by pid.
+# Starts its own 1-node ZooKeeper and broker on fixed loopback ports (perf/lib.sh) and stops both
+# by pid.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/setup.sh
@@ -17,15 +18,7 @@ RECORDS_1K=${RECORDS_1K:-2000000}
 SKEIN=target/release/skein
 OUT=perf/results/$(date +%Y%m%d-%H%M)-${SHARDS}shard
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/skein-perf-XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 1
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source perf/lib.sh
 
 section "Machine limits"
 command -v iperf3 >/dev/null || apt_install iperf3
@@ -37,38 +30,15 @@ perf/disk_write.sh "$(dirname "$WORK")" | tee "$OUT/disk.txt"
 
 section "ZooKeeper and broker ($SHARDS shard(s))"
 cargo build --release --bins
-mkdir -p "$WORK/zk"
-cat >"$WORK/zk/zoo.cfg" <<CFG
-tickTime=500
-dataDir=$WORK/zk
-clientPort=25181
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=*
-CFG
-java -Xmx256m -cp "$(skein_zk_classpath)" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zk/zoo.cfg" \
-    >"$OUT/zookeeper.log" 2>&1 &
-PIDS+=($!)
 if [[ $SHARDS == 1 ]]; then
-    tuning="tuning.dir = \"$PWD/perf/tuning-broker-core1\""
+    tuning=$PWD/perf/tuning-broker-core1
     GEN_CORES=(--cores 0)
 else
-    tuning="tuning.dir = \"$PWD/tuning/laptop-2core\""
+    tuning=$PWD/tuning/laptop-2core
     GEN_CORES=()
 fi
-cat >"$WORK/broker.toml" <<CFG
-broker.id = 1
-listeners = "PLAINTEXT://127.0.0.1:25092"
-log.dirs = "$WORK/data"
-zookeeper.connect = "127.0.0.1:25181"
-num.shards = $SHARDS
-$tuning
-CFG
-sleep 2
-"$SKEIN" broker --config "$WORK/broker.toml" >"$OUT/broker.log" 2>&1 &
-PIDS+=($!)
-B=127.0.0.1:25092
-for _ in $(seq 1 100); do "$SKEIN" topics list --bootstrap $B >/dev/null 2>&1 && break; sleep 0.2; done
+perf_start_zookeeper "$OUT"
+perf_start_broker "$OUT" "$SHARDS" "$tuning"
 
 bench() { "$SKEIN" bench "$@" "${GEN_CORES[@]}" --quiet; }
 # Every scenario starts with no dirty page-cache data left by the one before, so a burst is measured

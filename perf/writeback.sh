@@ -16,48 +16,11 @@ DURATION=${DURATION:-40}
 SKEIN=${SKEIN:-target/release/skein}
 OUT=perf/results/$(date +%Y%m%d-%H%M)-writeback
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/skein-perf-XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    # A clean broker stop fsyncs gigabytes of dirty data here: give it time before SIGKILL.
-    for _ in $(seq 1 100); do
-        alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [[ $alive == 0 ]] && break
-        sleep 0.2
-    done
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source perf/lib.sh
 
 if [[ $SKEIN == target/release/skein ]]; then cargo build --release --bins; fi
-mkdir -p "$WORK/zk"
-cat >"$WORK/zk/zoo.cfg" <<CFG
-tickTime=500
-dataDir=$WORK/zk
-clientPort=25181
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=*
-CFG
-java -Xmx256m -cp "$(skein_zk_classpath)" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zk/zoo.cfg" \
-    >"$OUT/zookeeper.log" 2>&1 &
-PIDS+=($!)
-cat >"$WORK/broker.toml" <<CFG
-broker.id = 1
-listeners = "PLAINTEXT://127.0.0.1:25092"
-log.dirs = "$WORK/data"
-zookeeper.connect = "127.0.0.1:25181"
-num.shards = 1
-tuning.dir = "$PWD/perf/tuning-broker-core1"
-CFG
-sleep 2
-"$SKEIN" broker --config "$WORK/broker.toml" >"$OUT/broker.log" 2>&1 &
-PIDS+=($!)
-B=127.0.0.1:25092
-for _ in $(seq 1 100); do "$SKEIN" topics list --bootstrap $B >/dev/null 2>&1 && break; sleep 0.2; done
+perf_start_zookeeper "$OUT"
+perf_start_broker "$OUT" 1 "$PWD/perf/tuning-broker-core1"
 sync
 echo 3 >/proc/sys/vm/drop_caches || echo "(cannot drop caches)"
 

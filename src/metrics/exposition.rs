@@ -232,25 +232,23 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
             );
         }
     }
-    let name = "skein_partition_segment_writes_total";
-    out.family(
-        name,
-        "counter",
-        "Group writes of the partition's appended data (one pwritev each, on the shard's writer thread).",
-    );
-    for (_, p) in &owned {
-        let labels = partition_labels(&p.topic, p.partition);
-        out.sample(name, &labels, p.segment_writes);
-    }
-    let name = "skein_partition_segment_write_seconds_total";
-    out.family(
-        name,
-        "counter",
-        "Time the partition's group writes took, from hand-off to the writer thread to done (waiting for other partitions' writes and the kernel's throttling included).",
-    );
-    for (_, p) in &owned {
-        let labels = partition_labels(&p.topic, p.partition);
-        out.sample(name, &labels, p.segment_write_us as f64 / 1e6);
+    let write_counters: [(&str, &str, fn(&PartitionGauges) -> f64); 2] = [
+        (
+            "skein_partition_segment_writes_total",
+            "Group writes of the partition's appended data (one pwritev each, on the shard's writer thread).",
+            |p| p.segment_writes as f64,
+        ),
+        (
+            "skein_partition_segment_write_seconds_total",
+            "Time the partition's group writes took, from hand-off to the writer thread to done (waiting for other partitions' writes and the kernel's throttling included).",
+            |p| p.segment_write_us as f64 / 1e6,
+        ),
+    ];
+    for (name, help, value) in write_counters {
+        out.family(name, "counter", help);
+        for (_, p) in &owned {
+            out.sample(name, &partition_labels(&p.topic, p.partition), value(p));
+        }
     }
 }
 

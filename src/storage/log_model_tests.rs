@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::storage::recovery::CLEAN_SHUTDOWN_MARKER;
 use crate::storage::test_util::{batch, patched, BatchSpec};
-use crate::storage::{ActiveSegmentOpen, AppendOutcome, BatchHeader, Log, LogConfig};
+use crate::storage::{ActiveSegmentOpen, AppendOutcome, Batch, BatchHeader, Log, LogConfig};
 
 const EPOCH: i32 = 4;
 
@@ -70,6 +70,23 @@ fn recovered_copy(dir: &Path, config: LogConfig) -> (tempfile::TempDir, Log) {
     (copy, log)
 }
 
+/// Batches for (records, value bytes, base timestamp) specs, each filled with the next byte.
+fn build(specs: &[(i32, usize, i64)], fill: &mut u8) -> Vec<Batch> {
+    specs
+        .iter()
+        .map(|&(records, value_bytes, base_timestamp)| {
+            *fill = fill.wrapping_add(1);
+            batch(&BatchSpec {
+                records,
+                value_bytes,
+                base_timestamp,
+                fill: *fill,
+                ..BatchSpec::default()
+            })
+        })
+        .collect()
+}
+
 fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = Some(Log::open(dir.path(), config.clone()).expect("open"));
@@ -80,19 +97,7 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let model_end = model.last().map_or(0, |b| b.last_offset + 1);
         match op {
             Op::Append(specs) => {
-                let batches: Vec<_> = specs
-                    .iter()
-                    .map(|&(records, value_bytes, base_timestamp)| {
-                        fill = fill.wrapping_add(1);
-                        batch(&BatchSpec {
-                            records,
-                            value_bytes,
-                            base_timestamp,
-                            fill,
-                            ..BatchSpec::default()
-                        })
-                    })
-                    .collect();
+                let batches = build(&specs, &mut fill);
                 let outcome = l.append(&batches, EPOCH, 0).expect("append");
                 let mut next = model_end;
                 for b in &batches {
@@ -114,19 +119,7 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
             }
             Op::Group(specs) => {
-                let batches: Vec<_> = specs
-                    .iter()
-                    .map(|&(records, value_bytes, base_timestamp)| {
-                        fill = fill.wrapping_add(1);
-                        batch(&BatchSpec {
-                            records,
-                            value_bytes,
-                            base_timestamp,
-                            fill,
-                            ..BatchSpec::default()
-                        })
-                    })
-                    .collect();
+                let batches = build(&specs, &mut fill);
                 let mut offered: Vec<&[_]> = batches.iter().map(std::slice::from_ref).collect();
                 let mut next = model_end;
                 while !offered.is_empty() {

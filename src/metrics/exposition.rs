@@ -134,6 +134,9 @@ type GaugeFamily = (
     fn(usize, &PartitionGauges) -> i128,
 );
 
+/// Name, help, and the value of one per-partition counter family the owner shard reports.
+type CounterFamily = (&'static str, &'static str, fn(&PartitionGauges) -> f64);
+
 fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
     let mut traffic: BTreeMap<(&str, i32), PartitionTraffic> = BTreeMap::new();
     for s in shards {
@@ -232,7 +235,7 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
             );
         }
     }
-    let write_counters: [(&str, &str, fn(&PartitionGauges) -> f64); 2] = [
+    let write_counters: [CounterFamily; 2] = [
         (
             "skein_partition_segment_writes_total",
             "Group writes of the partition's appended data (one pwritev each, on the shard's writer thread).",

@@ -1,7 +1,7 @@
 //! A response as a gather list: encoded framing pieces around record data that is never copied into
-//! the response buffer. Cached batches go out with one vectored `sendmsg` when the socket takes them; batches only on disk go from
-//! the segment file to the socket with sendfile on the shard's blocking-thread pool, so the executor
-//! never waits on it.
+//! the response buffer. Cached batches go out with one vectored `sendmsg` when the socket takes
+//! them; batches only on disk go from the segment file to the socket with sendfile on the shard's
+//! blocking-thread pool, so the executor never waits on it.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;

@@ -164,9 +164,8 @@ pub struct PreparedAppends {
     outcomes: Vec<Result<AppendOutcome, StorageError>>,
     /// The one write of every new batch taken, until [`PreparedAppends::take_write`].
     write: Option<SegmentWrite>,
-    /// Whether the group has a write (taken or not); if not, `complete` changes nothing.
-    has_write: bool,
-    /// What is written: stored headers, and the batches as the tail cache will hold them.
+    /// What is written (empty: no write, and `complete` changes nothing): stored headers, and the
+    /// batches as the tail cache will hold them.
     stored: Vec<(BatchHeader, CachedBatch)>,
     producer_updates: HashMap<i64, ProducerEntry>,
     records: u64,
@@ -343,7 +342,6 @@ impl Log {
         let mut prepared = PreparedAppends {
             outcomes: Vec::with_capacity(appends.len()),
             write: None,
-            has_write: false,
             stored: Vec::new(),
             producer_updates: HashMap::new(),
             records: 0,
@@ -413,7 +411,6 @@ impl Log {
         }
         if !pieces.is_empty() {
             prepared.write = Some(self.active().write_at_end(pieces));
-            prepared.has_write = true;
             self.write_in_flight = true;
         }
         prepared
@@ -429,7 +426,6 @@ impl Log {
     ) -> Vec<Result<AppendOutcome, StorageError>> {
         let PreparedAppends {
             mut outcomes,
-            has_write,
             stored,
             producer_updates,
             records,
@@ -437,7 +433,7 @@ impl Log {
             first_offset,
             ..
         } = prepared;
-        if !has_write {
+        if stored.is_empty() {
             return outcomes;
         }
         self.write_in_flight = false;

@@ -18,6 +18,20 @@ fn znode(zk: &ZooKeeper, path: &str) -> serde_json::Value {
     }
 }
 
+/// `skein topics describe` output for `topic`.
+fn describe(broker: &Broker, topic: &str) -> String {
+    let bootstrap = broker.bootstrap();
+    let args = [
+        "topics",
+        "describe",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        topic,
+    ];
+    String::from_utf8_lossy(&skein_cli(&args).stdout).into_owned()
+}
+
 fn is_ephemeral(zk: &ZooKeeper, path: &str) -> bool {
     let dump = python_json("zk_dump.py", &["--zk", &zk.connect_string(), path]);
     dump["znodes"][path]["ephemeral"] == true
@@ -70,18 +84,7 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
         "the broker to apply the changed setting",
         Duration::from_secs(20),
         || {
-            let described = String::from_utf8_lossy(
-                &skein_cli(&[
-                    "topics",
-                    "describe",
-                    "--bootstrap",
-                    &broker.bootstrap(),
-                    "--topic",
-                    "laid-out",
-                ])
-                .stdout,
-            )
-            .into_owned();
+            let described = describe(&broker, "laid-out");
             (described.contains("retention.ms = 654321")
                 && broker
                     .log_text()
@@ -97,18 +100,7 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
         "deregistered on SIGTERM"
     );
     broker.restart();
-    let described = String::from_utf8_lossy(
-        &skein_cli(&[
-            "topics",
-            "describe",
-            "--bootstrap",
-            &broker.bootstrap(),
-            "--topic",
-            "laid-out",
-        ])
-        .stdout,
-    )
-    .into_owned();
+    let described = describe(&broker, "laid-out");
     assert!(described.contains("retention.ms = 654321"), "{described}");
 
     skein_cli(&[

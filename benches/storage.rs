@@ -6,24 +6,41 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use skein::storage::test_util::{batch, build_batch, BatchSpec};
-use skein::storage::{split_batches, Log, LogConfig};
+use kafka_protocol::records::Compression;
+use skein::record::{split_batches, Batch, BatchBuilder, BatchHeader};
+use skein::storage::{Log, LogConfig};
 
-fn spec_of_bytes(total_bytes: usize) -> BatchSpec {
-    // 16 records; each record adds ~8 bytes of framing around its value.
-    let records = 16;
-    let value_bytes = (total_bytes.saturating_sub(61) / records).saturating_sub(8);
-    BatchSpec {
-        records: records as i32,
-        value_bytes,
-        ..BatchSpec::default()
+/// One uncompressed batch of `records` records of `value_bytes` each.
+fn build_batch(records: usize, value_bytes: usize) -> Bytes {
+    let mut builder = BatchBuilder::new(Compression::None, records * (value_bytes + 16) + 61);
+    let value = vec![b'x'; value_bytes];
+    for i in 0..records {
+        builder.append(1_700_000_000_000 + i as i64, None, &[&value]);
     }
+    builder.finish().expect("uncompressed batches always build")
+}
+
+fn batch(records: usize, value_bytes: usize) -> Batch {
+    let bytes = build_batch(records, value_bytes);
+    let header = BatchHeader::parse(&bytes).expect("header");
+    Batch { header, bytes }
+}
+
+/// (records, value bytes) of a 16-record batch of about `total_bytes`; each record adds ~8 bytes
+/// of framing around its value.
+fn of_bytes(total_bytes: usize) -> (usize, usize) {
+    let records = 16;
+    (
+        records,
+        (total_bytes.saturating_sub(61) / records).saturating_sub(8),
+    )
 }
 
 fn bench_split_batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("split_batches");
     for size in [16 << 10, 1 << 20] {
-        let records: Bytes = build_batch(&spec_of_bytes(size));
+        let (n, value_bytes) = of_bytes(size);
+        let records: Bytes = build_batch(n, value_bytes);
         group.throughput(Throughput::Bytes(records.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &records, |b, records| {
             b.iter(|| split_batches(records).expect("valid"))
@@ -35,7 +52,8 @@ fn bench_split_batches(c: &mut Criterion) {
 fn bench_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_append");
     for size in [1 << 10, 16 << 10] {
-        let one = batch(&spec_of_bytes(size));
+        let (n, value_bytes) = of_bytes(size);
+        let one = batch(n, value_bytes);
         group.throughput(Throughput::Bytes(one.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &one, |b, one| {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -66,11 +84,7 @@ fn bench_index_lookup(c: &mut Criterion) {
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
-    let one = batch(&BatchSpec {
-        records: 4,
-        value_bytes: 16,
-        ..BatchSpec::default()
-    });
+    let one = batch(4, 16);
     let chunk: Vec<_> = std::iter::repeat_n(one, 256).collect();
     for _ in 0..256 {
         log.append(&chunk, 1, 0).expect("append");
@@ -90,7 +104,8 @@ fn bench_index_lookup(c: &mut Criterion) {
 fn bench_read_from_cache(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
-    let one = batch(&spec_of_bytes(1 << 10));
+    let (n, value_bytes) = of_bytes(1 << 10);
+    let one = batch(n, value_bytes);
     for _ in 0..1_000 {
         log.append(std::slice::from_ref(&one), 1, 0)
             .expect("append");

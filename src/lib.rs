@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod protocol;
+pub mod record;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -6,6 +6,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use harness::batches::{build_batch, BatchSpec};
 use harness::{Broker, BrokerOpts, ZooKeeper};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -18,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skein::client::Connection;
-use skein::storage::test_util::{build_batch, BatchSpec};
+use skein::record::ProducerIds;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -270,7 +271,7 @@ fn pipelined_requests_are_answered_and_appended_in_order() {
             assert_eq!(error, 0);
             assert_eq!(high_watermark, next_offset);
             // Request i's batch is the one with i + 1 records.
-            let order: Vec<i32> = skein::storage::split_batches(&records)
+            let order: Vec<i32> = skein::record::split_batches(&records)
                 .unwrap()
                 .iter()
                 .map(|b| b.records_count() - 1)
@@ -307,9 +308,11 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
         let batch = |seq: i32| {
             build_batch(&BatchSpec {
                 records: 2,
-                producer_id: init.producer_id.0,
-                producer_epoch: init.producer_epoch,
-                base_sequence: seq,
+                producer: ProducerIds {
+                    producer_id: init.producer_id.0,
+                    producer_epoch: init.producer_epoch,
+                    base_sequence: seq,
+                },
                 ..BatchSpec::default()
             })
         };
@@ -343,9 +346,11 @@ fn idempotent_producer_retries_are_deduplicated_and_gaps_refused_across_restarts
         let batch = |seq: i32| {
             build_batch(&BatchSpec {
                 records: 2,
-                producer_id: producer_id.0,
-                producer_epoch: producer_id.1,
-                base_sequence: seq,
+                producer: ProducerIds {
+                    producer_id: producer_id.0,
+                    producer_epoch: producer_id.1,
+                    base_sequence: seq,
+                },
                 ..BatchSpec::default()
             })
         };

@@ -21,9 +21,10 @@ use super::verify::Verifier;
 use super::{Shared, Target};
 use crate::client::cluster::topic_name;
 use crate::client::pipeline::{PipelineReader, PipelineWriter};
-use crate::client::records::{batch_records, for_each_record};
 use crate::client::Connection;
-use crate::storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use crate::record::codec::records_section;
+use crate::record::walk::for_each_record;
+use crate::record::{BatchHeader, BATCH_HEADER_BYTES};
 
 /// The newest Fetch version that still names topics (v13 uses topic ids only).
 const FETCH_VERSION_MAX: i16 = 12;
@@ -210,6 +211,9 @@ async fn fetch_loop(
     }
 }
 
+/// The most a fetched batch may decompress to: far beyond anything the producers write.
+const INFLATE_LIMIT_BYTES: u64 = 1 << 30;
+
 /// Walks the batches fetched for one partition; returns (records, payload bytes) that were new.
 /// A partial batch at the end (cut by the fetch size limit) is left for the next fetch.
 fn read_batches(
@@ -251,7 +255,7 @@ fn read_batches(
         if header.last_offset() < skip_below {
             continue;
         }
-        if crate::storage::batch::crc_matches(&header, &batch).is_err() {
+        if crate::record::batch::crc_matches(&header, &batch).is_err() {
             verifier.violation(format!(
                 "partition {partition} offset {}: batch CRC-32C mismatch",
                 header.base_offset
@@ -264,7 +268,7 @@ fn read_batches(
             }
             continue;
         }
-        let body = match batch_records(&header, &batch) {
+        let body = match records_section(&header, &batch, INFLATE_LIMIT_BYTES) {
             Ok(b) => b,
             Err(e) => {
                 verifier.violation(format!(
@@ -310,7 +314,7 @@ pub fn describe_target(target: &Target) -> String {
 mod tests {
     use super::*;
     use crate::bench::payload::BenchHeader;
-    use crate::client::records::BatchBuilder;
+    use crate::record::BatchBuilder;
     use kafka_protocol::records::Compression;
 
     fn batch(base_offset: i64, producer: u64, sequences: std::ops::Range<u64>) -> Vec<u8> {

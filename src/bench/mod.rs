@@ -42,7 +42,7 @@ use stats::{Meter, Series};
 use verify::Verifier;
 
 use crate::client::cluster::{self, TopicLayout, EARLIEST, LATEST};
-use crate::client::records::compression_from_name;
+use crate::record::compression_from_name;
 
 /// When a consumer is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use super::schedule::{Next, Schedule};
 use super::Shared;
 use crate::client::cluster::topic_name;
 use crate::client::pipeline::{PipelineReader, PipelineWriter};
-use crate::client::records::BatchBuilder;
 use crate::client::Connection;
+use crate::record::BatchBuilder;
 
 /// The newest Produce version that still names topics (v13 uses topic ids only).
 const PRODUCE_VERSION_MAX: i16 = 12;

@@ -6,11 +6,9 @@
 //! - [`pipeline`]: the same connection split into a writer and a reader half, several requests in
 //!   flight (the bench's producers and consumers).
 //! - [`cluster`]: bootstrap, metadata and leader discovery, topic creation, list offsets.
-//! - [`records`]: building Kafka v2 record batches and walking the records of fetched ones.
 
 pub mod cluster;
 pub mod pipeline;
-pub mod records;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -22,7 +22,8 @@ use crate::cluster::control::now_ms;
 use crate::cluster::metadata::{PartitionState, TopicMetadata};
 use crate::cluster::TopicPartition;
 use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
-use crate::storage::{AppendOutcome, Batch, Log, LogConfig, ReadSlice, StorageError};
+use crate::record::Batch;
+use crate::storage::{AppendOutcome, Log, LogConfig, ReadSlice, StorageError};
 
 /// Kafka's `partition.metadata`: which topic id the folder's data belongs to, so data of a deleted
 /// topic is never served under a new topic of the same name.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::batch::BatchError;
+use crate::record::BatchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

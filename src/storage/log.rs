@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::storage::batch::{patched_prefix, Batch, BatchHeader};
+use crate::record::batch::{patched_prefix, Batch, BatchHeader};
 use crate::storage::batch_cache::{BatchCache, CachedBatch};
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::producer_state::{
@@ -900,7 +900,7 @@ fn file_mtime_ms(file: &File) -> io::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_util::{batch, patched, BatchSpec};
+    use crate::record::test_util::{batch, patched, BatchSpec};
     use crate::storage::time_index::TimeIndex;
 
     const EPOCH: i32 = 3;

@@ -9,9 +9,10 @@ use proptest::prelude::*;
 
 use std::path::Path;
 
+use crate::record::test_util::{batch, patched, BatchSpec};
+use crate::record::{Batch, BatchHeader};
 use crate::storage::recovery::CLEAN_SHUTDOWN_MARKER;
-use crate::storage::test_util::{batch, patched, BatchSpec};
-use crate::storage::{ActiveSegmentOpen, AppendOutcome, Batch, BatchHeader, Log, LogConfig};
+use crate::storage::{ActiveSegmentOpen, AppendOutcome, Log, LogConfig};
 
 const EPOCH: i32 = 4;
 

@@ -2,9 +2,9 @@
 //!
 //! A partition is a directory of segments (`<base offset>.log` holding v2 record batches exactly
 //! as produced, with sparse `.index` and `.timeindex` beside them) plus producer-state snapshots.
-//! This module validates produced batches ([`split_batches`]), assigns offsets and enforces
-//! idempotent-producer sequences ([`Log::append`]), answers Fetch with byte ranges from the tail
-//! cache or the segment files ([`Log::read`]), and runs recovery, roll, retention and flush.
+//! This module assigns offsets and enforces idempotent-producer sequences ([`Log::append`]),
+//! answers Fetch with byte ranges from the tail cache or the segment files ([`Log::read`]), and
+//! runs recovery, roll, retention and flush. The batch format itself is [`crate::record`]'s.
 //!
 //! Everything here is synchronous, std-only file I/O and runs on the thread of the shard that
 //! owns the partition; a `Log` is never shared between shards. The one exception is an append's
@@ -12,7 +12,6 @@
 //! time-based roll, flush.ms) is driven by that shard's low-priority task queue calling
 //! [`Log::enforce_retention`], [`Log::roll_if_due`] and [`Log::flush_if_due`].
 
-pub mod batch;
 pub mod batch_cache;
 pub mod error;
 mod index_file;
@@ -24,10 +23,8 @@ pub mod producer_state;
 mod recovery;
 mod retention;
 pub mod segment;
-pub mod test_util;
 pub mod time_index;
 
-pub use batch::{split_batches, Batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 pub use error::StorageError;
 pub use log::{
     ActiveSegmentOpen, AppendOutcome, Log, LogConfig, PreparedAppends, ReadChunk, ReadSlice,

@@ -11,7 +11,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::storage::batch::BatchHeader;
+use crate::record::BatchHeader;
 use crate::storage::error::{io_error, StorageError};
 
 /// Kafka remembers this many batches per producer for duplicate detection.
@@ -279,7 +279,7 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<i64>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_util::{batch, BatchSpec};
+    use crate::record::test_util::{batch, BatchSpec};
 
     fn header(pid: i64, epoch: i16, seq: i32, records: i32, base_offset: i64) -> BatchHeader {
         let mut h = batch(&BatchSpec {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::storage::batch::{crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
+use crate::record::batch::{crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::offset_index::OffsetIndex;
 use crate::storage::time_index::TimeIndex;

@@ -23,6 +23,8 @@
 //! Use it from a test file as `mod harness;`.
 #![allow(dead_code)]
 
+pub mod batches;
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -11,8 +11,9 @@ use tracing::warn;
 
 use super::str_bytes;
 use crate::cluster::TopicPartition;
+use crate::record::{split_batches, BatchError};
 use crate::shard::Shard;
-use crate::storage::{split_batches, AppendOutcome, BatchError, StorageError};
+use crate::storage::{AppendOutcome, StorageError};
 
 struct PartitionResult {
     error: Option<ResponseError>,

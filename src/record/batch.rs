@@ -1,10 +1,6 @@
-//! Kafka v2 RecordBatch framing: parse the 61-byte header and split a Produce request's `records`
-//! into whole, validated batches.
-//!
-//! Runs on the shard that owns the partition (or the accepting shard before the hand-off); it is
-//! pure CPU work over `Bytes` the network layer already holds. Records inside a batch are never
-//! decoded: the broker keeps each batch byte-for-byte, so validation is limited to the framing,
-//! the magic byte, the record count and the CRC-32C that covers everything from `attributes` on.
+//! The v2 RecordBatch header: parse its 61 bytes and split a Produce request's `records` into
+//! whole batches whose framing, magic, record count and CRC-32C are checked. The records inside
+//! are [`super::walk`]'s business.
 
 use bytes::Bytes;
 
@@ -24,9 +20,9 @@ pub const CRC_START: usize = 21;
 pub const BASE_OFFSET_AT: usize = 0;
 pub const PARTITION_LEADER_EPOCH_AT: usize = 12;
 
-const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 1 << 3;
-const ATTR_TRANSACTIONAL: i16 = 1 << 4;
-const ATTR_CONTROL: i16 = 1 << 5;
+pub(crate) const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 1 << 3;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+pub(crate) const ATTR_CONTROL: i16 = 1 << 5;
 
 /// Why a batch was rejected. `position` is the byte position of the batch within the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,7 +272,7 @@ pub(crate) fn patched_prefix(bytes: &[u8], base_offset: i64, leader_epoch: i32) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_util::{build_batch, BatchSpec};
+    use crate::record::test_util::{build_batch, BatchSpec};
 
     fn two_batches() -> Bytes {
         let a = build_batch(&BatchSpec {

@@ -1,0 +1,187 @@
+//! Reading the records inside a batch: each is a varint length followed by that many bytes of
+//! attributes, timestamp delta, offset delta, key, value and headers. [`parse_record`] checks
+//! that every field fits its record and that the fields fill it exactly, as Kafka's
+//! `DefaultRecord.readFrom` does; nothing is allocated per record.
+
+use super::varint::get_varint;
+
+/// One record, borrowed from the batch's (decompressed) records section.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub header_count: u32,
+}
+
+/// Why a record does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {index}: {reason}")]
+    Malformed { index: u32, reason: &'static str },
+    #[error("the batch declares {declared} records but holds {found}")]
+    CountMismatch { declared: i32, found: u32 },
+    #[error("record {index} has offset delta {found}, expected {index}")]
+    OffsetDelta { index: u32, found: i32 },
+}
+
+fn field<'a>(buf: &'a [u8], at: &mut usize, len: i64) -> Result<Option<&'a [u8]>, &'static str> {
+    if len < 0 {
+        return Ok(None);
+    }
+    let end = at
+        .checked_add(len as usize)
+        .filter(|&e| e <= buf.len())
+        .ok_or("a field runs past the end of its record")?;
+    let slice = &buf[*at..end];
+    *at = end;
+    Ok(Some(slice))
+}
+
+/// Parses one record's body (what follows its length varint).
+pub fn parse_record(body: &[u8]) -> Result<RecordView<'_>, &'static str> {
+    let varint = |at: &mut usize| get_varint(body, at).map_err(|_| "malformed varint");
+    let mut at = 1; // attributes: unused in v2, any value is kept as sent
+    if body.is_empty() {
+        return Err("empty record");
+    }
+    let timestamp_delta = varint(&mut at)?;
+    let offset_delta = i32::try_from(varint(&mut at)?).map_err(|_| "offset delta out of range")?;
+    let key_len = varint(&mut at)?;
+    let key = field(body, &mut at, key_len)?;
+    let value_len = varint(&mut at)?;
+    let value = field(body, &mut at, value_len)?;
+    let header_count = varint(&mut at)?;
+    if header_count < 0 || header_count as usize > body.len() {
+        return Err("impossible header count");
+    }
+    for _ in 0..header_count {
+        let key_len = varint(&mut at)?;
+        if key_len < 0 {
+            return Err("header with a null key");
+        }
+        field(body, &mut at, key_len)?;
+        let value_len = varint(&mut at)?;
+        field(body, &mut at, value_len)?;
+    }
+    if at != body.len() {
+        return Err("record length does not match its fields");
+    }
+    Ok(RecordView {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        header_count: header_count as u32,
+    })
+}
+
+/// Splits the next record off `records` at `*at`: its body, advancing `*at` past it.
+pub fn next_record<'a>(records: &'a [u8], at: &mut usize) -> Result<&'a [u8], &'static str> {
+    let length = get_varint(records, at).map_err(|_| "malformed record length")?;
+    if length < 0 {
+        return Err("negative record length");
+    }
+    Ok(field(records, at, length)?.unwrap_or_default())
+}
+
+/// Walks the `count` records of an uncompressed records section, calling `f` on each; checks
+/// that exactly `count` records fill it.
+pub fn for_each_record<'a>(
+    records: &'a [u8],
+    count: i32,
+    mut f: impl FnMut(RecordView<'a>),
+) -> Result<(), RecordError> {
+    let mut at = 0usize;
+    let mut index = 0u32;
+    while at < records.len() {
+        if index as i64 >= count as i64 {
+            return Err(RecordError::CountMismatch {
+                declared: count,
+                found: index + 1,
+            });
+        }
+        let malformed = |reason| RecordError::Malformed { index, reason };
+        let body = next_record(records, &mut at).map_err(malformed)?;
+        f(parse_record(body).map_err(malformed)?);
+        index += 1;
+    }
+    if index as i64 != count as i64 {
+        return Err(RecordError::CountMismatch {
+            declared: count,
+            found: index,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::varint::put_varint;
+
+    fn record(key: Option<&[u8]>, value: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut body = vec![0u8];
+        put_varint(&mut body, 5);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, key.map_or(-1, |k| k.len() as i64));
+        body.extend_from_slice(key.unwrap_or_default());
+        put_varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varint(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            put_varint(&mut body, k.len() as i64);
+            body.extend_from_slice(k);
+            put_varint(&mut body, v.len() as i64);
+            body.extend_from_slice(v);
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn parses_keys_values_and_headers() {
+        let bytes = record(Some(b"k"), b"value", &[(b"h", b"v"), (b"h2", b"")]);
+        let mut seen = Vec::new();
+        for_each_record(&bytes, 1, |r| seen.push(r)).expect("valid");
+        assert_eq!(seen[0].key, Some(&b"k"[..]));
+        assert_eq!(seen[0].value, Some(&b"value"[..]));
+        assert_eq!(seen[0].header_count, 2);
+        assert_eq!(seen[0].timestamp_delta, 5);
+    }
+
+    #[test]
+    fn count_must_match_what_the_section_holds() {
+        let mut bytes = record(None, b"a", &[]);
+        bytes.extend(record(None, b"b", &[]));
+        assert!(for_each_record(&bytes, 2, |_| {}).is_ok());
+        assert_eq!(
+            for_each_record(&bytes, 3, |_| {}),
+            Err(RecordError::CountMismatch {
+                declared: 3,
+                found: 2
+            })
+        );
+        assert!(matches!(
+            for_each_record(&bytes, 1, |_| {}),
+            Err(RecordError::CountMismatch { declared: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_record_whose_fields_do_not_fill_its_length_is_malformed() {
+        let mut bytes = record(None, b"abc", &[]);
+        // Claim one byte more than the body holds, and append that byte.
+        bytes[0] += 2; // zigzag: +1
+        bytes.push(0);
+        assert!(matches!(
+            for_each_record(&bytes, 1, |_| {}),
+            Err(RecordError::Malformed { index: 0, .. })
+        ));
+        assert!(for_each_record(&[0xff; 12], 1, |_| {}).is_err());
+        assert!(for_each_record(&bytes[..bytes.len() - 3], 1, |_| {}).is_err());
+    }
+}

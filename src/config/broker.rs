@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::{flatten, read_toml, ConfigError, Value};
-use crate::config::Tuning;
+use crate::config::{CompressionType, Tuning};
 
 /// One `PLAINTEXT://host:port` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,10 @@ pub struct TopicDefaults {
     pub max_message_bytes: i64,
     pub min_insync_replicas: i64,
     pub cleanup_policy: String,
+    pub compression_type: CompressionType,
+    /// `message.timestamp.type = LogAppendTime` (else CreateTime).
+    pub log_append_time: bool,
+    pub message_timestamp_difference_max_ms: i64,
 }
 
 impl Default for TopicDefaults {
@@ -77,6 +81,9 @@ impl Default for TopicDefaults {
             max_message_bytes: 1_048_588,
             min_insync_replicas: 1,
             cleanup_policy: "delete".to_owned(),
+            compression_type: CompressionType::Producer,
+            log_append_time: false,
+            message_timestamp_difference_max_ms: i64::MAX,
         }
     }
 }
@@ -203,6 +210,28 @@ impl BrokerConfig {
                 "log.flush.interval.ms" => defaults.flush_ms = v.i64_at_least(0)?,
                 "log.cleanup.policy" => defaults.cleanup_policy = parse_cleanup_policy(&v)?,
                 "message.max.bytes" => defaults.max_message_bytes = v.i64_at_least(0)?,
+                "compression.type" => {
+                    let text = v.string()?;
+                    defaults.compression_type = CompressionType::parse(&text).ok_or_else(|| {
+                        v.error(format!(
+                            "expected one of producer, uncompressed, gzip, snappy, lz4, zstd, got \"{text}\""
+                        ))
+                    })?
+                }
+                "log.message.timestamp.type" => {
+                    defaults.log_append_time = match v.string()?.as_str() {
+                        "CreateTime" => false,
+                        "LogAppendTime" => true,
+                        other => {
+                            return Err(v.error(format!(
+                                "expected CreateTime or LogAppendTime, got \"{other}\""
+                            )))
+                        }
+                    }
+                }
+                "log.message.timestamp.difference.max.ms" => {
+                    defaults.message_timestamp_difference_max_ms = v.i64_at_least(0)?
+                }
                 "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),

@@ -10,7 +10,7 @@ mod topic;
 mod tuning;
 
 pub use broker::{BrokerConfig, Listener, TopicDefaults};
-pub use topic::{TopicConfig, TOPIC_CONFIGS};
+pub use topic::{topic_key, CompressionType, Ignored, Support, TopicConfig, TOPIC_CONFIGS};
 pub use tuning::{ShardTuning, Tuning};
 
 use std::path::PathBuf;

@@ -326,7 +326,7 @@ mod tests {
                     &Default::default(),
                     &Default::default(),
                 )
-                .unwrap(),
+                .0,
             }),
         );
         let s = m.snapshot(&metadata);

@@ -1,5 +1,7 @@
 //! Request dispatch: one file per Kafka API, as Redpanda's `kafka/server/handlers/`. A reader finds
-//! "how is Fetch handled" in `fetch.rs`.
+//! "how is Fetch handled" in `fetch.rs`. [`APIS`] is the one list of what skein serves: ApiVersions
+//! advertises exactly its entries and dispatch finds handlers nowhere else, so the two cannot
+//! disagree.
 
 mod api_versions;
 mod create_topics;
@@ -15,11 +17,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use futures::future::LocalBoxFuture;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 
 use super::Response;
-use crate::protocol::{self, encode_response};
+use crate::protocol::encode_response;
 use crate::shard::Shard;
 
 /// A request that cannot be answered; the connection is closed and this is logged.
@@ -50,9 +53,179 @@ pub enum HandleError {
     },
 }
 
+type Handled = Result<Option<Response>, HandleError>;
+
+/// One supported API: the versions skein advertises and serves, and its handler.
+pub struct Api {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    serve: for<'a> fn(&'a Rc<Shard>, Request) -> LocalBoxFuture<'a, Handled>,
+}
+
+/// Every API skein serves. Max versions stop short of topic-id-only versions (Produce 13,
+/// Fetch 13+), because skein's clients address topics by name. Produce starts at v3: v0-v2 carry
+/// the old message formats (v0/v1), which skein does not convert, and every client that speaks
+/// ApiVersions picks v3 or later when offered.
+pub const APIS: &[Api] = &[
+    Api {
+        key: ApiKey::Produce,
+        min_version: 3,
+        max_version: 11,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                match produce::handle(shard, request.version(), body).await {
+                    Some(response) => request.reply(ResponseKind::Produce(response)),
+                    // acks=0: the client expects no answer at all.
+                    None => Ok(None),
+                }
+            })
+        },
+    },
+    Api {
+        key: ApiKey::Fetch,
+        min_version: 4,
+        max_version: 12,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                fetch::handle(shard, &request.header, body).await.map(Some)
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ListOffsets,
+        min_version: 1,
+        max_version: 8,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = list_offsets::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::ListOffsets(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::Metadata,
+        min_version: 0,
+        max_version: 12,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = metadata::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::Metadata(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ApiVersions,
+        min_version: 0,
+        max_version: 4,
+        serve: |_shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                request.reply(ResponseKind::ApiVersions(api_versions::handle(body)))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::CreateTopics,
+        min_version: 2,
+        max_version: 7,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = create_topics::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::CreateTopics(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DeleteTopics,
+        min_version: 1,
+        max_version: 6,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = delete_topics::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::DeleteTopics(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DescribeConfigs,
+        min_version: 1,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = describe_configs::handle(shard, &request.header, body);
+                request.reply(ResponseKind::DescribeConfigs(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::InitProducerId,
+        min_version: 0,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = init_producer_id::handle(shard, body).await;
+                request.reply(ResponseKind::InitProducerId(response))
+            })
+        },
+    },
+];
+
+fn find(key: ApiKey) -> Option<&'static Api> {
+    APIS.iter().find(|api| api.key == key)
+}
+
+/// A request whose header is decoded, with the body still to decode by its handler.
+pub struct Request {
+    pub api: ApiKey,
+    pub header: RequestHeader,
+    body: Bytes,
+}
+
+impl Request {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    fn malformed(&self, message: String) -> HandleError {
+        HandleError::Malformed {
+            api: self.api,
+            version: self.version(),
+            message,
+        }
+    }
+
+    /// Decodes the body. `kafka-protocol` (patched, see vendor/kafka-protocol/PATCHES.md) checks
+    /// every count and length against the bytes left before sizing anything by it. Bytes after
+    /// the message are ignored, as Kafka ignores them.
+    fn decode<M: Decodable>(&mut self) -> Result<M, HandleError> {
+        let version = self.version();
+        M::decode(&mut self.body, version).map_err(|e| self.malformed(e.to_string()))
+    }
+
+    fn reply(&self, response: ResponseKind) -> Handled {
+        let bytes = encode_response(&self.header, self.api, &response).map_err(|e| {
+            HandleError::Encode {
+                api: self.api,
+                version: self.version(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Some(Response::bytes(bytes)))
+    }
+}
+
 /// Decodes one request frame, runs its handler and encodes the answer. `None` = no response is
 /// due (Produce with acks=0). Counts the request and its latency in the shard's metrics.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>, HandleError> {
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Handled {
     let started = Instant::now();
     let raw_key = (&frame[0..2]).get_i16();
     let result = dispatch(shard, frame).await;
@@ -62,15 +235,14 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>,
     result
 }
 
-async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response>, HandleError> {
+async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Handled {
+    // The frame reader guarantees the 8 bytes every request header starts with.
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
-    let api = ApiKey::try_from(raw_key).map_err(|_| HandleError::UnknownApi(raw_key))?;
-    let Some(supported) = protocol::supported(api) else {
-        return Err(HandleError::UnsupportedApi { api });
-    };
-    if version < supported.min_decodable || version > supported.max_version {
-        if api == ApiKey::ApiVersions {
+    let key = ApiKey::try_from(raw_key).map_err(|_| HandleError::UnknownApi(raw_key))?;
+    let api = find(key).ok_or(HandleError::UnsupportedApi { api: key })?;
+    if !(api.min_version..=api.max_version).contains(&version) {
+        if key == ApiKey::ApiVersions {
             // Kafka answers an ApiVersions it cannot parse with UNSUPPORTED_VERSION in v0, listing
             // what it does support, so the client can retry with a version both know.
             let correlation_id = (&frame[4..8]).get_i32();
@@ -79,53 +251,29 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response
             ))));
         }
         return Err(HandleError::UnsupportedVersion {
-            api,
+            api: key,
             version,
-            min: supported.min_decodable,
-            max: supported.max_version,
+            min: api.min_version,
+            max: api.max_version,
         });
     }
-    let malformed = |e: anyhow::Error| HandleError::Malformed {
-        api,
-        version,
-        message: e.to_string(),
-    };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(malformed)?;
-    let request = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
-    let response: ResponseKind = match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r)),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shard, &header, r).await)
-        }
-        RequestKind::Produce(r) => match produce::handle(shard, r).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
+    let header =
+        RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| {
+            HandleError::Malformed {
+                api: key,
+                version,
+                message: format!("header: {e}"),
+            }
+        })?;
+    (api.serve)(
+        shard,
+        Request {
+            api: key,
+            header,
+            body: frame,
         },
-        RequestKind::Fetch(r) => return fetch::handle(shard, &header, r).await.map(Some),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(shard, version, r).await)
-        }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(shard, &header, r).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(shard, &header, r).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(describe_configs::handle(shard, &header, r))
-        }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
-        }
-        _ => return Err(HandleError::UnsupportedApi { api }),
-    };
-    let bytes = encode_response(&header, api, &response).map_err(|e| HandleError::Encode {
-        api,
-        version,
-        message: e.to_string(),
-    })?;
-    Ok(Some(Response::bytes(bytes)))
+    )
+    .await
 }
 
 /// Kafka's error code for a result, 0 for success.

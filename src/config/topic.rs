@@ -37,6 +37,19 @@ impl CompressionType {
         })
     }
 
+    /// The codec batches are stored with; `None` keeps the producer's.
+    pub fn codec(self) -> Option<kafka_protocol::records::Compression> {
+        use kafka_protocol::records::Compression;
+        Some(match self {
+            CompressionType::Producer => return None,
+            CompressionType::Uncompressed => Compression::None,
+            CompressionType::Gzip => Compression::Gzip,
+            CompressionType::Snappy => Compression::Snappy,
+            CompressionType::Lz4 => Compression::Lz4,
+            CompressionType::Zstd => Compression::Zstd,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CompressionType::Producer => "producer",

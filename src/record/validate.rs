@@ -9,7 +9,8 @@
 //! - no control batches from clients, no transactional batches (skein has no transactions), a
 //!   producer id only with a sequence;
 //! - timestamps within `message.timestamp.difference.max.ms`, and with
-//!   `message.timestamp.type=LogAppendTime` the batch's timestamp set to the broker's clock.
+//!   `message.timestamp.type=LogAppendTime` the batch's timestamp set to the broker's clock;
+//! - stored with the topic's `compression.type` when that is not `producer`.
 //!
 //! A compressed batch is decompressed as a stream, never past [`inflate_limit`], so a small
 //! batch cannot make the broker allocate or work without bound. Pure CPU work, on the shard that
@@ -24,7 +25,8 @@ use kafka_protocol::ResponseError;
 use super::batch::{
     split_batches, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES, CRC_START,
 };
-use super::codec::{compression_of, inflate};
+use super::builder::recompress;
+use super::codec::{compression_of, inflate, inflate_all};
 use super::walk::{next_record, parse_record, RecordError, RecordView};
 
 /// What the topic and the request ask of a produced batch.
@@ -37,6 +39,8 @@ pub struct Rules {
     pub log_append_time: bool,
     /// `message.timestamp.difference.max.ms`.
     pub timestamp_difference_max_ms: i64,
+    /// `compression.type`: the codec to store batches with; `None` keeps the producer's.
+    pub store_as: Option<Compression>,
     pub now_ms: i64,
 }
 
@@ -174,14 +178,27 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         Ok(())
     };
     let records_section = &batch.bytes[BATCH_HEADER_BYTES..];
-    if compression == Compression::None {
-        walk_slice(records_section, header.records_count, &mut check)?;
-    } else {
-        let limit = inflate_limit(batch.bytes.len());
-        let reader = inflate(compression, records_section, limit)
-            .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
-        walk_stream(reader, header.records_count, &mut check)?;
-    }
+    let limit = inflate_limit(batch.bytes.len());
+    let batch = match rules.store_as.filter(|&c| c != compression) {
+        None if compression == Compression::None => {
+            walk_slice(records_section, header.records_count, &mut check)?;
+            batch
+        }
+        None => {
+            let reader = inflate(compression, records_section, limit)
+                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
+            walk_stream(reader, header.records_count, &mut check)?;
+            batch
+        }
+        // The topic stores another codec: the records are needed whole, to compress again.
+        Some(store_as) => {
+            let records = inflate_all(compression, records_section, limit)
+                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
+            walk_slice(&records, header.records_count, &mut check)?;
+            recompress(&header, &records, store_as)
+                .map_err(|e| InvalidBatch::Inflate(format!("{e:#}")))?
+        }
+    };
     if !rules.log_append_time {
         return Ok(Validated {
             batch,
@@ -318,6 +335,7 @@ fn with_log_append_time(batch: &Batch, now_ms: i64) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::batch::BatchHeader;
     use crate::record::builder::{BatchBuilder, ProducerIds};
     use crate::record::codec::ATTR_COMPRESSION_MASK;
 
@@ -329,6 +347,7 @@ mod tests {
             max_batch_bytes: 1 << 20,
             log_append_time: false,
             timestamp_difference_max_ms: i64::MAX,
+            store_as: None,
             now_ms: NOW,
         }
     }
@@ -522,6 +541,59 @@ mod tests {
             error(&validated.batch.bytes, &rules()),
             InvalidBatch::ProducerLogAppendTime
         );
+    }
+
+    #[test]
+    fn a_topic_codec_other_than_the_producers_recompresses_the_records_unchanged() {
+        for (from, to) in [
+            (Compression::None, Compression::Zstd),
+            (Compression::Gzip, Compression::None),
+            (Compression::Snappy, Compression::Lz4),
+        ] {
+            let bytes = build(from, 7, 30);
+            let stored = Rules {
+                store_as: Some(to),
+                ..rules()
+            };
+            let validated = validate_produced(&bytes, &stored).expect("valid");
+            let header = validated.batch.header;
+            assert_eq!(
+                compression_of(header.attributes),
+                Some(to),
+                "{from:?} -> {to:?}"
+            );
+            let again = split_batches(&validated.batch.bytes).expect("CRC valid");
+            assert_eq!(again[0].header, header);
+            let original = BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(
+                (
+                    header.records_count,
+                    header.base_timestamp,
+                    header.max_timestamp
+                ),
+                (
+                    original.records_count,
+                    original.base_timestamp,
+                    original.max_timestamp
+                )
+            );
+            let section = |b: &Bytes, h: &BatchHeader| {
+                crate::record::codec::records_section(h, b, 1 << 20).unwrap()
+            };
+            assert_eq!(
+                section(&validated.batch.bytes, &header),
+                section(&bytes, &original),
+                "the same records"
+            );
+        }
+        // The producer's codec already: the batch is kept as sent.
+        let zstd = build(Compression::Zstd, 2, 5);
+        let same = Rules {
+            store_as: Some(Compression::Zstd),
+            ..rules()
+        };
+        let kept = validate_produced(&zstd, &same).unwrap();
+        assert_eq!(kept.batch.bytes.as_ptr(), zstd.as_ptr());
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub async fn handle(
                     max_batch_bytes: config.max_message_bytes,
                     log_append_time: config.log_append_time,
                     timestamp_difference_max_ms: config.message_timestamp_difference_max_ms,
+                    store_as: config.compression_type.codec(),
                     now_ms: now_ms(),
                 };
                 let validated = match validate_produced(&records, &rules) {

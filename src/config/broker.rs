@@ -88,6 +88,53 @@ impl Default for TopicDefaults {
     }
 }
 
+/// What clients may hold of the broker: Kafka's settings where Kafka has them (README, "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `socket.request.max.bytes`: a longer request frame closes its connection.
+    pub socket_request_max_bytes: u64,
+    /// `queued.max.request.bytes`: request bytes the whole broker holds at once (read, being
+    /// handled, answer not yet written), shared evenly by the shards. `None` (Kafka's -1) means
+    /// [`DEFAULT_REQUEST_BUDGET_PER_SHARD`] per shard: skein always bounds it.
+    pub queued_max_request_bytes: Option<u64>,
+    /// `max.connections`: client connections the broker keeps open at once.
+    pub max_connections: u64,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: u64,
+    /// `connections.max.idle.ms`: a connection with no request in flight and no bytes received for
+    /// this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `connections.max.stall.ms` (skein's): a request frame whose body has not all arrived, or a
+    /// response not all written, this long after it began closes its connection.
+    pub connections_max_stall_ms: u64,
+}
+
+/// Request-memory budget of each shard when `queued.max.request.bytes` is -1.
+pub const DEFAULT_REQUEST_BUDGET_PER_SHARD: u64 = 256 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: None,
+            max_connections: i32::MAX as u64,
+            max_connections_per_ip: i32::MAX as u64,
+            connections_max_idle_ms: 600_000,
+            connections_max_stall_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Each of `shards` shards' request-memory budget.
+    pub fn request_budget_per_shard(&self, shards: usize) -> u64 {
+        match self.queued_max_request_bytes {
+            Some(total) => (total / shards.max(1) as u64).max(1),
+            None => DEFAULT_REQUEST_BUDGET_PER_SHARD,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub broker_id: i32,
@@ -103,6 +150,7 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: i64,
     pub topic_defaults: TopicDefaults,
+    pub limits: Limits,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
     /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
@@ -146,6 +194,7 @@ impl BrokerConfig {
             delete_topic_enable: true,
             log_retention_check_interval_ms: 300_000,
             topic_defaults: TopicDefaults::default(),
+            limits: Limits::default(),
             num_shards: None,
             metrics_listener: None,
             tuning: Tuning::default(),
@@ -233,6 +282,26 @@ impl BrokerConfig {
                     defaults.message_timestamp_difference_max_ms = v.i64_at_least(0)?
                 }
                 "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
+                "socket.request.max.bytes" => {
+                    config.limits.socket_request_max_bytes = v.i64_at_least(8)? as u64
+                }
+                "queued.max.request.bytes" => {
+                    config.limits.queued_max_request_bytes = match v.i64_at_least(-1)? {
+                        -1 => None,
+                        0 => return Err(v.error("must be -1 (skein's default) or positive")),
+                        n => Some(n as u64),
+                    }
+                }
+                "max.connections" => config.limits.max_connections = v.i64_at_least(1)? as u64,
+                "max.connections.per.ip" => {
+                    config.limits.max_connections_per_ip = v.i64_at_least(1)? as u64
+                }
+                "connections.max.idle.ms" => {
+                    config.limits.connections_max_idle_ms = v.i64_at_least(1)? as u64
+                }
+                "connections.max.stall.ms" => {
+                    config.limits.connections_max_stall_ms = v.i64_at_least(1)? as u64
+                }
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
                 "metrics.listener" => config.metrics_listener = Some(parse_metrics_listener(&v)?),

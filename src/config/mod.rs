@@ -9,7 +9,7 @@ mod broker;
 mod topic;
 mod tuning;
 
-pub use broker::{BrokerConfig, Listener, TopicDefaults};
+pub use broker::{BrokerConfig, Limits, Listener, TopicDefaults};
 pub use topic::{topic_key, CompressionType, Ignored, Support, TopicConfig, TOPIC_CONFIGS};
 pub use tuning::{ShardTuning, Tuning};
 

@@ -97,6 +97,8 @@ pub struct Shard {
     pub tuning: ShardTuning,
     pub senders: ShardSenders,
     pub control: ControlHandle,
+    /// `max.connections` and `max.connections.per.ip`, counted across every shard.
+    pub connection_limits: Arc<crate::server::limits::ConnectionLimits>,
     /// This shard's counters and latency histograms; the control thread copies them per scrape.
     pub metrics: ShardMetrics,
     metadata: RefCell<Arc<Metadata>>,
@@ -118,6 +120,7 @@ impl Shard {
         tuning: ShardTuning,
         senders: ShardSenders,
         control: ControlHandle,
+        connection_limits: Arc<crate::server::limits::ConnectionLimits>,
     ) -> std::io::Result<Self> {
         Ok(Shard {
             writer: writer::SegmentWriter::start(id)?,
@@ -126,6 +129,7 @@ impl Shard {
             tuning,
             senders,
             control,
+            connection_limits,
             metrics: ShardMetrics::default(),
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),

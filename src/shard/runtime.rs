@@ -13,6 +13,7 @@ use super::{Job, Shard, ShardSenders};
 use crate::cluster::control::{self, ControlHandle};
 use crate::config::BrokerConfig;
 use crate::server;
+use crate::server::limits::ConnectionLimits;
 
 /// Runs a broker until SIGTERM or SIGINT. Returns an error if it cannot start.
 pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
@@ -45,6 +46,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let senders = ShardSenders::new(job_senders);
     let (control_tx, control_rx) = flume::unbounded();
     let control = ControlHandle::new(control_tx);
+    let connection_limits = ConnectionLimits::new(&config.limits);
 
     let mut shards = Vec::with_capacity(shard_count);
     for (id, jobs) in job_receivers.into_iter().enumerate() {
@@ -70,10 +72,16 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             .io_memory(tuning.io_memory_bytes)
             .ring_depth(tuning.ring_depth)
             .spin_before_park(Duration::from_micros(tuning.spin_before_park_us));
-        let (config, senders, control) = (config.clone(), senders.clone(), control.clone());
+        let (config, senders, control, connection_limits) = (
+            config.clone(),
+            senders.clone(),
+            control.clone(),
+            connection_limits.clone(),
+        );
         let handle = builder
             .spawn(move || async move {
-                let shard = match Shard::new(id, config, tuning, senders, control) {
+                let shard = match Shard::new(id, config, tuning, senders, control, connection_limits)
+                {
                     Ok(shard) => Rc::new(shard),
                     Err(e) => {
                         error!("shard {id}: cannot start its segment writer thread: {e}");

@@ -171,9 +171,16 @@ mod tests {
     #[test]
     fn large_frames_leave_a_quarter_for_small_ones() {
         let budget = RequestBudget::new(8 * MIB);
-        let big: Vec<_> = (0..3).map(|_| budget.try_reserve(2 * MIB).expect("fits")).collect();
-        assert!(budget.try_reserve(2 * MIB).is_none(), "large frames hold 3/4");
-        let small: Vec<_> = (0..2).map(|_| budget.try_reserve(MIB).expect("room")).collect();
+        let big: Vec<_> = (0..3)
+            .map(|_| budget.try_reserve(2 * MIB).expect("fits"))
+            .collect();
+        assert!(
+            budget.try_reserve(2 * MIB).is_none(),
+            "large frames hold 3/4"
+        );
+        let small: Vec<_> = (0..2)
+            .map(|_| budget.try_reserve(MIB).expect("room"))
+            .collect();
         assert!(budget.try_reserve(1).is_none(), "now the budget is full");
         drop((big, small));
         assert_eq!(budget.available(), 8 * MIB);
@@ -182,7 +189,9 @@ mod tests {
     #[test]
     fn a_frame_larger_than_the_budget_still_runs_alone() {
         let budget = RequestBudget::new(8 * MIB);
-        let huge = budget.try_reserve(100 * MIB).expect("takes what large frames may hold");
+        let huge = budget
+            .try_reserve(100 * MIB)
+            .expect("takes what large frames may hold");
         assert_eq!(huge.bytes(), 6 * MIB);
         assert!(budget.try_reserve(MIB + 1).is_none());
         assert!(budget.try_reserve(MIB).is_some());

@@ -92,7 +92,10 @@ impl State {
 }
 
 /// A started request: its handler, and the budget its frame holds until the answer is out.
-type Started = (glommio::Task<Result<Option<Response>, HandleError>>, Reservation);
+type Started = (
+    glommio::Task<Result<Option<Response>, HandleError>>,
+    Reservation,
+);
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget>) {
     let peer = stream

@@ -68,7 +68,10 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
         if shard.metrics.connections_active() >= shard.tuning.max_connections as u64 {
             shard.metrics.connection_refused();
             refusals.note(shard.id, || {
-                format!("max_connections ({}) of this shard reached", shard.tuning.max_connections)
+                format!(
+                    "max_connections ({}) of this shard reached",
+                    shard.tuning.max_connections
+                )
             });
             continue;
         }

@@ -80,14 +80,14 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         );
         let handle = builder
             .spawn(move || async move {
-                let shard = match Shard::new(id, config, tuning, senders, control, connection_limits)
-                {
-                    Ok(shard) => Rc::new(shard),
-                    Err(e) => {
-                        error!("shard {id}: cannot start its segment writer thread: {e}");
-                        std::process::exit(1);
-                    }
-                };
+                let shard =
+                    match Shard::new(id, config, tuning, senders, control, connection_limits) {
+                        Ok(shard) => Rc::new(shard),
+                        Err(e) => {
+                            error!("shard {id}: cannot start its segment writer thread: {e}");
+                            std::process::exit(1);
+                        }
+                    };
                 server::run_shard(shard, jobs, addr).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;

@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
+use super::broker_dir;
 use super::controller;
 use super::metadata::{
     place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition,
@@ -430,6 +431,10 @@ impl Control {
         let id = self.config.broker_id;
         let listener = self.config.advertised();
         let path = broker_path(id);
+        let session = zk.client.session_id().0;
+        // The session of this broker's previous run, if it was killed: its ephemeral znodes are
+        // ours to replace (see broker_dir).
+        let previous = broker_dir::previous_session(&self.config.log_dir).filter(|&s| s != session);
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64 * 2 + 5000);
         let mut warned = false;
@@ -440,7 +445,7 @@ impl Control {
                     "registered broker {id} at {path} ({}:{})",
                     listener.host, listener.port
                 );
-                return Ok(());
+                break;
             }
             let owner = zk
                 .client
@@ -451,19 +456,49 @@ impl Control {
                     path: path.clone(),
                     source,
                 })?;
-            if owner.is_some_and(|stat| stat.ephemeral_owner == zk.client.session_id().0) {
-                return Ok(()); // ours already: registered earlier in this session
+            match owner {
+                Some(stat) if stat.ephemeral_owner == session => break, // registered earlier
+                Some(stat) if Some(stat.ephemeral_owner) == previous => {
+                    warn!(
+                        "{path} is left from this broker's previous run (session {:#x}); replacing it",
+                        stat.ephemeral_owner
+                    );
+                    remove_if_unchanged(zk, &path, stat.version).await?;
+                    continue;
+                }
+                _ => {}
             }
             if tokio::time::Instant::now() > deadline {
                 error!("{path} is held by another live session: is another broker running with broker.id = {id}?");
                 std::process::exit(1);
             }
             if !warned {
-                warn!("{path} still exists (a previous session of broker {id}?); waiting for it to expire");
+                warn!("{path} is held by another session (another broker with broker.id = {id}, or a previous run whose session was not recorded); waiting for it to go");
                 warned = true;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        if let Some(previous) = previous {
+            // A killed controller's /controller would otherwise keep the cluster without one
+            // until its session expires.
+            if let Ok(Some(stat)) = zk.client.check_stat(CONTROLLER).await {
+                if stat.ephemeral_owner == previous {
+                    warn!("/controller is left from this broker's previous run; removing it");
+                    remove_if_unchanged(zk, CONTROLLER, stat.version).await?;
+                }
+            }
+        }
+        let dir = self.config.log_dir.clone();
+        match tokio::task::spawn_blocking(move || broker_dir::record_session(&dir, session)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(
+                "cannot record the ZooKeeper session in {}: {e}; after a crash the next start waits for it to expire",
+                self.config.log_dir.display()
+            ),
+            Err(e) => warn!("recording the ZooKeeper session failed: {e}"),
+        }
+        Ok(())
     }
 
     async fn deregister(&self, zk: &Zk, is_controller: bool) {
@@ -679,6 +714,18 @@ pub enum CreateFailure {
 impl From<ZkError> for CreateFailure {
     fn from(e: ZkError) -> Self {
         CreateFailure::Zk(e)
+    }
+}
+
+/// Deletes `path` if it still has `version`; gone already is fine.
+async fn remove_if_unchanged(zk: &Zk, path: &str, version: i32) -> Result<(), ZkError> {
+    match zk.client.delete(path, Some(version)).await {
+        Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Ok(()),
+        Err(source) => Err(ZkError::Op {
+            op: "delete",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -31,6 +31,8 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         .transpose()?;
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", config.log_dir.display()))?;
+    // Held until the process ends: no second broker can use this log directory.
+    let _log_dir_lock = crate::cluster::broker_dir::LogDirLock::acquire(&config.log_dir)?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let first_core = config.tuning.defaults.first_core;

@@ -127,6 +127,15 @@ fn assert_others_served(broker: &Broker) {
     );
 }
 
+/// The sum of a metric family's samples whose labels contain `label`.
+fn sum_samples(metrics: &str, family: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }

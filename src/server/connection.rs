@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use super::budget::{RequestBudget, Reservation};
 use super::handlers::{self, HandleError};
 use super::Response;
+use crate::metrics::ClosedBy;
 use crate::protocol::frame::{read_body, read_length, FrameError};
 use crate::shard::Shard;
 
@@ -125,6 +126,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                     Ok(len) => len as u64,
                     Err(FrameError::Closed) => return,
                     Err(e) => {
+                        if matches!(e, FrameError::TooLarge { .. } | FrameError::TooShort(_)) {
+                            shard.metrics.connection_closed_by(ClosedBy::FrameSize);
+                        }
                         warn!("{peer}: {e}; closing the connection");
                         return;
                     }
@@ -136,7 +140,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                 {
                     state.wait_drained().await;
                 }
-                let reservation = budget.reserve(len).await;
+                let reservation = match budget.try_reserve(len) {
+                    Some(reservation) => reservation,
+                    None => {
+                        shard.metrics.request_budget_wait();
+                        budget.reserve(len).await
+                    }
+                };
                 let frame = match read_body(&mut reader, len as usize).await {
                     Ok(frame) => frame,
                     Err(FrameError::Closed) => return,
@@ -173,6 +183,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    shard.metrics.connection_closed_by(ClosedBy::Malformed);
                     warn!("{peer}: {e}; closing the connection");
                     return;
                 }
@@ -203,11 +214,13 @@ async fn watch(shard: Rc<Shard>, state: Rc<State>, socket: RawFd, close: oneshot
         let now = Instant::now();
         if let Some(since) = state.writing_since.get() {
             if now - since > stall {
+                shard.metrics.connection_closed_by(ClosedBy::Stalled);
                 break format!("a response not written after {stall:?} (connections.max.stall.ms)");
             }
         }
         match state.reading.get() {
             Reading::Frame if now - state.reading_since.get() > stall => {
+                shard.metrics.connection_closed_by(ClosedBy::Stalled);
                 break format!(
                     "a request frame not complete after {stall:?} (connections.max.stall.ms)"
                 );
@@ -216,6 +229,7 @@ async fn watch(shard: Rc<Shard>, state: Rc<State>, socket: RawFd, close: oneshot
                 if state.in_flight.get() == 0
                     && now - state.last_activity.get().max(state.reading_since.get()) > idle =>
             {
+                shard.metrics.connection_closed_by(ClosedBy::Idle);
                 break format!("idle for {idle:?} (connections.max.idle.ms)");
             }
             _ => {}

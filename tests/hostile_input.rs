@@ -263,6 +263,15 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
         "malformed Metadata v9 closes"
     );
     assert_others_served(&broker);
+    let (_, metrics) = harness::http_get(metrics_port, "/metrics");
+    assert!(
+        sum_samples(
+            &metrics,
+            "skein_connections_closed_total",
+            "reason=\"malformed\""
+        ) >= 3.0,
+        "the closes are counted"
+    );
 
     // Batches that lie, each refused with Kafka's code, nothing appended.
     let good = build_batch(&BatchSpec {

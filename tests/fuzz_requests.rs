@@ -32,6 +32,7 @@ use skein::cluster::metadata::{BrokerInfo, PartitionState, TopicMetadata};
 use skein::cluster::{Metadata, TopicPartition};
 use skein::config::{BrokerConfig, TopicConfig};
 use skein::record::BatchBuilder;
+use skein::server::budget::RequestBudget;
 use skein::server::handlers::{handle, APIS};
 use skein::server::limits::ConnectionLimits;
 use skein::shard::{Shard, ShardSenders};
@@ -417,6 +418,14 @@ fn mutated_requests_never_panic_the_request_path() {
                 .expect("shard"),
             );
             shard.apply_metadata(Arc::new(metadata(&config))).await;
+            let budget = RequestBudget::new(256 << 20);
+            let reserve = |frame: &[u8]| {
+                Rc::new(
+                    budget
+                        .try_reserve(frame.len() as u64)
+                        .expect("one request at a time always fits"),
+                )
+            };
             let mut rng = Rng(seed);
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut runs = 0u64;
@@ -426,10 +435,11 @@ fn mutated_requests_never_panic_the_request_path() {
                 let other = &corpus[rng.below(corpus.len())];
                 let frame = mutate(&mut rng, seed_frame, other);
                 let bytes = Bytes::from(frame.clone());
+                let reservation = reserve(&frame);
                 *last_frame.lock().unwrap() = frame;
                 // Long polls and waits on the absent control thread are cut short.
                 let result = futures::select! {
-                    r = handle(&shard, bytes).fuse() => Some(r),
+                    r = handle(&shard, bytes, reservation).fuse() => Some(r),
                     _ = glommio::timer::sleep(Duration::from_millis(20)).fuse() => None,
                 };
                 runs += 1;
@@ -437,7 +447,7 @@ fn mutated_requests_never_panic_the_request_path() {
             }
             // Still serving: a plain ApiVersions is answered.
             let versions = encode(&ApiVersionsRequest::default(), 3).unwrap();
-            let answer = handle(&shard, Bytes::from(versions)).await;
+            let answer = handle(&shard, Bytes::from(versions.clone()), reserve(&versions)).await;
             assert!(
                 matches!(answer, Ok(Some(_))),
                 "the shard answers afterwards"

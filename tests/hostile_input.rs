@@ -13,10 +13,12 @@ use bytes::{Bytes, BytesMut};
 use harness::batches::{build_batch, BatchSpec};
 use harness::{Broker, BrokerOpts, ZooKeeper};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, TopicName,
+    ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::Compression;
@@ -322,6 +324,28 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
         "only the three good single-record batches were appended"
     );
 
+    // A partition named a thousand times is fetched and answered once.
+    let mut repeated = fetch_partition("t", 0);
+    let one = repeated.topics[0].partitions[0].clone();
+    repeated.topics[0].partitions = vec![one; 1000];
+    let response = raw.call(repeated, 4).expect("answered");
+    assert_eq!(response.responses[0].partitions.len(), 1);
+    // ListOffsets answers every entry of a repeated partition with INVALID_REQUEST, as Kafka.
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1);
+                2
+            ])]);
+    let response = raw.call(request, 5).expect("answered");
+    for p in &response.topics[0].partitions {
+        assert_eq!(p.error_code, ResponseError::InvalidRequest.code());
+    }
+
     // Metadata with include_topic_authorized_operations: every topic operation (no authorizer).
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
@@ -415,9 +439,32 @@ fn connection_limits_and_idle_connections() {
     let broker = Broker::start(
         &zk,
         BrokerOpts::id(1)
+            .shards(1)
             .set("max.connections.per.ip", "4")
-            .set("connections.max.idle.ms", "1500"),
+            .set("connections.max.idle.ms", "1500")
+            .set("queued.max.request.bytes", "4194304"),
     );
+    broker.create_topic("t", 1, &[]);
+
+    // A small frame naming 10,000 partitions needs ~10 MB to handle: more than this broker's
+    // 4 MiB budget, so it is refused (the connection closed) while ordinary requests go on.
+    let mut many = fetch_partition("t", 0);
+    many.topics[0].partitions = (0..10_000)
+        .map(|p| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_partition_max_bytes(1)
+        })
+        .collect();
+    let mut greedy = Raw::connect(&broker);
+    assert!(greedy.call(many, 4).is_none(), "refused");
+    let mut client = Raw::connect(&broker);
+    let response = client
+        .call(produce("t", 0, build_batch(&BatchSpec::default())), 9)
+        .expect("a produce is answered");
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    drop((greedy, client));
+    assert!(broker.log_text().contains("request budget cannot hold"));
     // The harness's own readiness check may still hold a connection for a moment.
     std::thread::sleep(Duration::from_millis(300));
     let mut kept: Vec<Raw> = (0..4).map(|_| Raw::connect(&broker)).collect();

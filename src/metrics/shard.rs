@@ -80,14 +80,17 @@ pub enum ClosedBy {
     FrameSize,
     /// A request that does not decode, or an API or version skein does not serve.
     Malformed,
+    /// A request naming more partitions than the request budget could hold at the time.
+    Busy,
 }
 
 impl ClosedBy {
-    pub const ALL: [ClosedBy; 4] = [
+    pub const ALL: [ClosedBy; 5] = [
         ClosedBy::Idle,
         ClosedBy::Stalled,
         ClosedBy::FrameSize,
         ClosedBy::Malformed,
+        ClosedBy::Busy,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +99,7 @@ impl ClosedBy {
             ClosedBy::Stalled => "stalled",
             ClosedBy::FrameSize => "frame_size",
             ClosedBy::Malformed => "malformed",
+            ClosedBy::Busy => "busy",
         }
     }
 }
@@ -140,7 +144,7 @@ pub struct ShardMetrics {
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     /// By [`ClosedBy`], in the order of [`ClosedBy::ALL`].
-    connections_closed: [Cell<u64>; 4],
+    connections_closed: [Cell<u64>; 5],
     request_budget_waits: Cell<u64>,
     forwards_sent: Cell<u64>,
     jobs_received: Cell<u64>,
@@ -330,7 +334,7 @@ pub struct ShardCounters {
     pub connections_active: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
-    pub connections_closed: [u64; 4],
+    pub connections_closed: [u64; 5],
     pub request_budget_waits: u64,
     pub forwards_sent: u64,
     pub jobs_received: u64,

@@ -32,16 +32,35 @@ struct Waiter {
     wake: oneshot::Sender<()>,
 }
 
-/// Bytes of the budget held by one request; given back when dropped.
+/// Bytes of the budget held by one request; given back when dropped. It can grow once the
+/// request is decoded and what handling it will allocate is known ([`Reservation::try_grow`]).
 pub struct Reservation {
     budget: Rc<RequestBudget>,
-    bytes: u64,
+    bytes: Cell<u64>,
     large: bool,
 }
 
 impl Reservation {
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes.get()
+    }
+
+    /// Takes `extra` more bytes if the budget has them now. Never waits: a request that holds
+    /// its frame while waiting for more could, with others doing the same, wait forever.
+    pub fn try_grow(&self, extra: u64) -> bool {
+        if !self.budget.fits(extra, self.large) {
+            return false;
+        }
+        self.budget
+            .available
+            .set(self.budget.available.get() - extra);
+        if self.large {
+            self.budget
+                .large_held
+                .set(self.budget.large_held.get() + extra);
+        }
+        self.bytes.set(self.bytes.get() + extra);
+        true
     }
 }
 
@@ -96,7 +115,7 @@ impl RequestBudget {
         }
         Some(Reservation {
             budget: self.clone(),
-            bytes,
+            bytes: Cell::new(bytes),
             large,
         })
     }
@@ -147,7 +166,7 @@ impl RequestBudget {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.release(self.bytes, self.large);
+        self.budget.release(self.bytes.get(), self.large);
     }
 }
 
@@ -166,6 +185,17 @@ mod tests {
         assert_eq!(budget.available(), 9 * MIB);
         drop((a, b));
         assert_eq!(budget.available(), 10 * MIB);
+    }
+
+    #[test]
+    fn a_reservation_grows_only_into_what_is_free() {
+        let budget = RequestBudget::new(4 * MIB);
+        let a = budget.try_reserve(MIB).unwrap();
+        assert!(a.try_grow(2 * MIB));
+        assert_eq!((a.bytes(), budget.available()), (3 * MIB, MIB));
+        assert!(!a.try_grow(2 * MIB), "no more than is free");
+        drop(a);
+        assert_eq!(budget.available(), 4 * MIB);
     }
 
     #[test]

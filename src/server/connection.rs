@@ -82,9 +82,12 @@ impl State {
         let _ = rx.await;
     }
 
-    fn answered(&self, bytes: u64) {
+    /// A request whose frame had `frame_bytes` has been answered.
+    fn answered(&self, frame_bytes: u64) {
         self.in_flight.set(self.in_flight.get() - 1);
-        self.in_flight_bytes.set(self.in_flight_bytes.get() - bytes);
+        let left = self.in_flight_bytes.get().checked_sub(frame_bytes);
+        self.in_flight_bytes
+            .set(left.expect("a connection answers no more bytes than it started"));
         self.last_activity.set(Instant::now());
         if let Some(drained) = self.drained.take() {
             let _ = drained.send(());
@@ -92,10 +95,12 @@ impl State {
     }
 }
 
-/// A started request: its handler, and the budget its frame holds until the answer is out.
+/// A started request: its handler, the budget it holds until the answer is out (the frame and,
+/// once decoded, its working memory), and its frame's size.
 type Started = (
     glommio::Task<Result<Option<Response>, HandleError>>,
-    Reservation,
+    Rc<Reservation>,
+    u64,
 );
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget>) {
@@ -140,13 +145,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                 {
                     state.wait_drained().await;
                 }
-                let reservation = match budget.try_reserve(len) {
+                let reservation = Rc::new(match budget.try_reserve(len) {
                     Some(reservation) => reservation,
                     None => {
                         shard.metrics.request_budget_wait();
                         budget.reserve(len).await
                     }
-                };
+                });
                 let frame = match read_body(&mut reader, len as usize).await {
                     Ok(frame) => frame,
                     Err(FrameError::Closed) => return,
@@ -157,20 +162,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                 };
                 state.last_activity.set(Instant::now());
                 state.in_flight.set(state.in_flight.get() + 1);
-                state
-                    .in_flight_bytes
-                    .set(state.in_flight_bytes.get() + reservation.bytes());
-                let shard = shard.clone();
+                // The connection's own cap counts frames (the reservation grows as it is handled).
+                state.in_flight_bytes.set(state.in_flight_bytes.get() + len);
+                let (shard, held) = (shard.clone(), reservation.clone());
                 let handling =
-                    glommio::spawn_local(async move { handlers::handle(&shard, frame).await });
-                if started.send((handling, reservation)).await.is_err() {
+                    glommio::spawn_local(
+                        async move { handlers::handle(&shard, frame, held).await },
+                    );
+                if started.send((handling, reservation, len)).await.is_err() {
                     return;
                 }
             }
         }
     });
     let writing = async {
-        while let Some((handling, reservation)) = in_order.next().await {
+        while let Some((handling, reservation, frame_bytes)) = in_order.next().await {
             match handling.await {
                 Ok(Some(response)) => {
                     state.writing_since.set(Some(Instant::now()));
@@ -183,12 +189,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    shard.metrics.connection_closed_by(ClosedBy::Malformed);
+                    shard.metrics.connection_closed_by(if e.is_busy() {
+                        ClosedBy::Busy
+                    } else {
+                        ClosedBy::Malformed
+                    });
                     warn!("{peer}: {e}; closing the connection");
                     return;
                 }
             }
-            state.answered(reservation.bytes());
+            state.answered(frame_bytes);
             drop(reservation);
         }
     };

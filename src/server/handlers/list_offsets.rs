@@ -3,6 +3,7 @@
 //! the single batch the index points at, because a batch's records can straddle the timestamp;
 //! the walk is bounded like a produced batch's, so a stored batch cannot make it blow up.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -28,9 +29,19 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let metadata = shard.metadata();
+    // Kafka answers every entry of a partition named more than once with INVALID_REQUEST.
+    let mut seen = HashMap::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            *seen
+                .entry((topic.name.clone(), p.partition_index))
+                .or_insert(0u32) += 1;
+        }
+    }
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let lookups = topic.partitions.iter().map(|p| {
+            let duplicated = seen[&(topic.name.clone(), p.partition_index)] > 1;
             let tp = TopicPartition {
                 topic: topic.name.0.to_string(),
                 partition: p.partition_index,
@@ -40,6 +51,12 @@ pub async fn handle(
             let topic_known = metadata.topic(&tp.topic).is_some();
             async move {
                 let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+                if duplicated {
+                    return response
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
+                }
                 let Some(owner) = owner else {
                     let code = if !topic_known {
                         ResponseError::UnknownTopicOrPartition

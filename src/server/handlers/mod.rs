@@ -18,9 +18,13 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use futures::future::LocalBoxFuture;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseKind,
+};
 use kafka_protocol::protocol::Decodable;
 
+use super::budget::Reservation;
 use super::Response;
 use crate::protocol::encode_response;
 use crate::shard::Shard;
@@ -45,6 +49,13 @@ pub enum HandleError {
         version: i16,
         message: String,
     },
+    #[error("{api:?} v{version} names {entries} partitions or resources, and the shard's request budget cannot hold the {bytes} bytes handling them takes now")]
+    Busy {
+        api: ApiKey,
+        version: i16,
+        entries: usize,
+        bytes: u64,
+    },
     #[error("cannot encode {api:?} v{version} response: {message}")]
     Encode {
         api: ApiKey,
@@ -53,7 +64,20 @@ pub enum HandleError {
     },
 }
 
+impl HandleError {
+    /// Whether the request was refused for want of budget rather than for what it said.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HandleError::Busy { .. })
+    }
+}
+
 type Handled = Result<Option<Response>, HandleError>;
+
+/// Working memory a request may take per partition (or topic, or resource) it names, beyond its
+/// frame: the decoded entry, the work sent to the owning shard, and the entry in the response.
+/// Charged to the request's budget reservation once the request is decoded, so a small frame
+/// naming many partitions cannot take more memory than the budget allows.
+pub const WORKING_BYTES_PER_ENTRY: u64 = 1024;
 
 /// One supported API: the versions skein advertises and serves, and its handler.
 pub struct Api {
@@ -74,7 +98,8 @@ pub const APIS: &[Api] = &[
         max_version: 11,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: ProduceRequest = request.decode()?;
+                request.charge(body.topic_data.iter().map(|t| t.partition_data.len()).sum())?;
                 match produce::handle(shard, request.version(), body).await {
                     Some(response) => request.reply(ResponseKind::Produce(response)),
                     // acks=0: the client expects no answer at all.
@@ -89,7 +114,8 @@ pub const APIS: &[Api] = &[
         max_version: 12,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: FetchRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| t.partitions.len()).sum())?;
                 fetch::handle(shard, &request.header, body).await.map(Some)
             })
         },
@@ -100,7 +126,8 @@ pub const APIS: &[Api] = &[
         max_version: 8,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: ListOffsetsRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| t.partitions.len()).sum())?;
                 let response = list_offsets::handle(shard, request.version(), body).await;
                 request.reply(ResponseKind::ListOffsets(response))
             })
@@ -112,7 +139,8 @@ pub const APIS: &[Api] = &[
         max_version: 12,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: MetadataRequest = request.decode()?;
+                request.charge(body.topics.as_ref().map_or(0, Vec::len))?;
                 let response = metadata::handle(shard, &request.header, body).await;
                 request.reply(ResponseKind::Metadata(response))
             })
@@ -135,7 +163,13 @@ pub const APIS: &[Api] = &[
         max_version: 7,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: CreateTopicsRequest = request.decode()?;
+                request.charge(
+                    body.topics
+                        .iter()
+                        .map(|t| 1 + t.assignments.len() + t.configs.len())
+                        .sum(),
+                )?;
                 let response = create_topics::handle(shard, &request.header, body).await;
                 request.reply(ResponseKind::CreateTopics(response))
             })
@@ -147,7 +181,8 @@ pub const APIS: &[Api] = &[
         max_version: 6,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: DeleteTopicsRequest = request.decode()?;
+                request.charge(body.topic_names.len() + body.topics.len())?;
                 let response = delete_topics::handle(shard, &request.header, body).await;
                 request.reply(ResponseKind::DeleteTopics(response))
             })
@@ -159,7 +194,13 @@ pub const APIS: &[Api] = &[
         max_version: 4,
         serve: |shard, mut request| {
             Box::pin(async move {
-                let body = request.decode()?;
+                let body: DescribeConfigsRequest = request.decode()?;
+                request.charge(
+                    body.resources
+                        .iter()
+                        .map(|r| 1 + r.configuration_keys.as_ref().map_or(0, Vec::len))
+                        .sum(),
+                )?;
                 let response = describe_configs::handle(shard, &request.header, body);
                 request.reply(ResponseKind::DescribeConfigs(response))
             })
@@ -188,6 +229,8 @@ pub struct Request {
     pub api: ApiKey,
     pub header: RequestHeader,
     body: Bytes,
+    /// The budget the request's frame holds, grown by [`Request::charge`].
+    reservation: Rc<Reservation>,
 }
 
 impl Request {
@@ -211,6 +254,21 @@ impl Request {
         M::decode(&mut self.body, version).map_err(|e| self.malformed(e.to_string()))
     }
 
+    /// Charges the working memory of `entries` partitions (topics, resources) to the request's
+    /// reservation, or refuses the request if the budget cannot hold it now.
+    fn charge(&self, entries: usize) -> Result<(), HandleError> {
+        let bytes = (entries as u64).saturating_mul(WORKING_BYTES_PER_ENTRY);
+        if bytes == 0 || self.reservation.try_grow(bytes) {
+            return Ok(());
+        }
+        Err(HandleError::Busy {
+            api: self.api,
+            version: self.version(),
+            entries,
+            bytes,
+        })
+    }
+
     fn reply(&self, response: ResponseKind) -> Handled {
         let bytes = encode_response(&self.header, self.api, &response).map_err(|e| {
             HandleError::Encode {
@@ -224,18 +282,20 @@ impl Request {
 }
 
 /// Decodes one request frame, runs its handler and encodes the answer. `None` = no response is
-/// due (Produce with acks=0). Counts the request and its latency in the shard's metrics.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Handled {
+/// due (Produce with acks=0). `reservation` is the budget the frame holds; the handler grows it
+/// by the working memory the request needs. Counts the request and its latency in the shard's
+/// metrics.
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes, reservation: Rc<Reservation>) -> Handled {
     let started = Instant::now();
     let raw_key = (&frame[0..2]).get_i16();
-    let result = dispatch(shard, frame).await;
+    let result = dispatch(shard, frame, reservation).await;
     shard
         .metrics
         .record_request(raw_key, result.is_err(), started.elapsed());
     result
 }
 
-async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Handled {
+async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservation>) -> Handled {
     // The frame reader guarantees the 8 bytes every request header starts with.
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
@@ -271,6 +331,7 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Handled {
             api: key,
             header,
             body: frame,
+            reservation,
         },
     )
     .await

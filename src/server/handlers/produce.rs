@@ -3,6 +3,7 @@
 //! of the request frame, not a copy) to the shard that owns the partition, which appends it and
 //! answers with the offsets. Unknown topics and partitions cost nothing beyond their answer.
 
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -45,6 +46,18 @@ pub async fn handle(
     let acks = request.acks;
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
+    // A partition named more than once is appended once, from its last entry, as Kafka's map of
+    // a request's partitions keeps the last: a request cannot multiply its work by repetition.
+    let mut earlier: HashSet<(usize, usize)> = HashSet::new();
+    let mut last = HashMap::new();
+    for (t, topic) in request.topic_data.iter().enumerate() {
+        for (p, data) in topic.partition_data.iter().enumerate() {
+            if let Some(before) = last.insert((&topic.name, data.index), (t, p)) {
+                earlier.insert(before);
+            }
+        }
+    }
+    drop(last);
     // Every partition of every topic is dispatched before anything is awaited, so partitions are
     // appended in parallel and a partition's batches reach its owner in request order.
     let mut names = Vec::with_capacity(request.topic_data.len());
@@ -52,7 +65,10 @@ pub async fn handle(
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         names.push(topic.name);
-        for data in topic.partition_data {
+        for (p, data) in topic.partition_data.into_iter().enumerate() {
+            if earlier.contains(&(topic_index, p)) {
+                continue;
+            }
             let tp = TopicPartition {
                 topic: name.clone(),
                 partition: data.index,

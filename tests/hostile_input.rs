@@ -307,12 +307,19 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
         produce_error(&mut raw, Bytes::from(corrupt)),
         ResponseError::CorruptMessage.code()
     );
-    // A zstd bomb: one record of 200 MiB of zeros, a few KiB on the wire.
-    let mut bomb = BatchBuilder::new(Compression::Zstd, 1 << 20);
-    bomb.append(0, None, &[&vec![0u8; 200 << 20]]);
-    let bomb = bomb.finish().unwrap();
-    assert!(bomb.len() < 1 << 20);
-    assert_eq!(produce_error(&mut raw, bomb), invalid, "decompression bomb");
+    // Decompression bombs: one record of 200 MiB of zeros, a few KiB of zstd or ~200 KiB of gzip
+    // on the wire (the gzip one is validated on the blocking pool).
+    for compression in [Compression::Zstd, Compression::Gzip] {
+        let mut bomb = BatchBuilder::new(compression, 1 << 20);
+        bomb.append(0, None, &[&vec![0u8; 200 << 20]]);
+        let bomb = bomb.finish().unwrap();
+        assert!(bomb.len() < 1 << 20);
+        assert_eq!(
+            produce_error(&mut raw, bomb),
+            invalid,
+            "{compression:?} bomb"
+        );
+    }
     let end = raw
         .call(fetch_partition("t", 0), 4)
         .expect("answered")

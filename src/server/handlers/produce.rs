@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -15,8 +14,7 @@ use tracing::warn;
 use super::str_bytes;
 use crate::cluster::control::now_ms;
 use crate::cluster::TopicPartition;
-use crate::record::codec::ATTR_COMPRESSION_MASK;
-use crate::record::validate::{validate_produced, InvalidBatch, Rules, Validated};
+use crate::record::validate::{validate_produced, Rules};
 use crate::shard::Shard;
 use crate::storage::{AppendOutcome, StorageError};
 
@@ -111,7 +109,9 @@ pub async fn handle(
                     store_as: config.compression_type.codec(),
                     now_ms: now_ms(),
                 };
-                let validated = match validate(records, rules).await {
+                // Inline, even for a large compressed batch: validating elsewhere could let a
+                // later request of this connection reach the partition first.
+                let validated = match validate_produced(&records, &rules) {
                     Ok(validated) => validated,
                     Err(e) => {
                         warn!("{tp}: refused a produced batch: {e}");
@@ -196,24 +196,6 @@ pub async fn handle(
     }
     // acks=0: the client expects no answer at all.
     (acks != 0).then(|| ProduceResponse::default().with_responses(topics))
-}
-
-/// Compressed batches past this size are validated on the shard's blocking pool: decompressing
-/// one can take milliseconds (up to tens of them for a batch that inflates to the limit), which
-/// the executor's other connections should not wait for.
-const VALIDATE_OFF_EXECUTOR_BYTES: usize = 64 << 10;
-
-async fn validate(records: Bytes, rules: Rules) -> Result<Validated, InvalidBatch> {
-    let compressed = records
-        .get(21..23)
-        .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_COMPRESSION_MASK != 0);
-    if compressed && records.len() > VALIDATE_OFF_EXECUTOR_BYTES {
-        glommio::executor()
-            .spawn_blocking(move || validate_produced(&records, &rules))
-            .await
-    } else {
-        validate_produced(&records, &rules)
-    }
 }
 
 /// Kafka's code for a failed append. Validation already refused malformed batches, so what is

@@ -45,6 +45,16 @@ impl Reservation {
         self.bytes.get()
     }
 
+    /// How much this reservation could grow by now.
+    pub fn growable(&self) -> u64 {
+        let budget = &self.budget;
+        let mut room = budget.available.get();
+        if self.large {
+            room = room.min(budget.large_limit() - budget.large_held.get());
+        }
+        room
+    }
+
     /// Takes `extra` more bytes if the budget has them now. Never waits: a request that holds
     /// its frame while waiting for more could, with others doing the same, wait forever.
     pub fn try_grow(&self, extra: u64) -> bool {

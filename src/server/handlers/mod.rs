@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
     ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseKind,
 };
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{decode_allowance, Decodable};
 
 use super::budget::Reservation;
 use super::Response;
@@ -49,12 +49,11 @@ pub enum HandleError {
         version: i16,
         message: String,
     },
-    #[error("{api:?} v{version} names {entries} partitions or resources, and the shard's request budget cannot hold the {bytes} bytes handling them takes now")]
+    #[error("{api:?} v{version}: {what}, more than the shard's request budget holds free now")]
     Busy {
         api: ApiKey,
         version: i16,
-        entries: usize,
-        bytes: u64,
+        what: String,
     },
     #[error("cannot encode {api:?} v{version} response: {message}")]
     Encode {
@@ -99,7 +98,12 @@ pub const APIS: &[Api] = &[
         serve: |shard, mut request| {
             Box::pin(async move {
                 let body: ProduceRequest = request.decode()?;
-                request.charge(body.topic_data.iter().map(|t| t.partition_data.len()).sum())?;
+                request.charge(
+                    body.topic_data
+                        .iter()
+                        .map(|t| 1 + t.partition_data.len())
+                        .sum(),
+                )?;
                 match produce::handle(shard, request.version(), body).await {
                     Some(response) => request.reply(ResponseKind::Produce(response)),
                     // acks=0: the client expects no answer at all.
@@ -115,7 +119,7 @@ pub const APIS: &[Api] = &[
         serve: |shard, mut request| {
             Box::pin(async move {
                 let body: FetchRequest = request.decode()?;
-                request.charge(body.topics.iter().map(|t| t.partitions.len()).sum())?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
                 fetch::handle(shard, &request.header, body).await.map(Some)
             })
         },
@@ -127,7 +131,7 @@ pub const APIS: &[Api] = &[
         serve: |shard, mut request| {
             Box::pin(async move {
                 let body: ListOffsetsRequest = request.decode()?;
-                request.charge(body.topics.iter().map(|t| t.partitions.len()).sum())?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
                 let response = list_offsets::handle(shard, request.version(), body).await;
                 request.reply(ResponseKind::ListOffsets(response))
             })
@@ -247,11 +251,29 @@ impl Request {
     }
 
     /// Decodes the body. `kafka-protocol` (patched, see vendor/kafka-protocol/PATCHES.md) checks
-    /// every count and length against the bytes left before sizing anything by it. Bytes after
-    /// the message are ignored, as Kafka ignores them.
+    /// every count and length against the bytes left before sizing anything by it, and what it
+    /// allocates for the decoded message is charged to the request's reservation: decoding fails
+    /// (as [`HandleError::Busy`]) rather than take more than the shard's budget has free. Bytes
+    /// after the message are ignored, as Kafka ignores them, and the body is let go.
     fn decode<M: Decodable>(&mut self) -> Result<M, HandleError> {
         let version = self.version();
-        M::decode(&mut self.body, version).map_err(|e| self.malformed(e.to_string()))
+        let mut body = std::mem::take(&mut self.body);
+        let allowance = self.reservation.growable();
+        let (decoded, used) =
+            decode_allowance::with(allowance as usize, || M::decode(&mut body, version));
+        let grown = self.reservation.try_grow(used as u64);
+        assert!(
+            grown,
+            "a shard changes nothing between granting and charging an allowance"
+        );
+        decoded.map_err(|e| match e.downcast_ref::<decode_allowance::Exceeded>() {
+            Some(exceeded) => HandleError::Busy {
+                api: self.api,
+                version,
+                what: format!("decoding it takes over {} bytes", used + exceeded.bytes),
+            },
+            None => self.malformed(e.to_string()),
+        })
     }
 
     /// Charges the working memory of `entries` partitions (topics, resources) to the request's
@@ -264,8 +286,7 @@ impl Request {
         Err(HandleError::Busy {
             api: self.api,
             version: self.version(),
-            entries,
-            bytes,
+            what: format!("handling its {entries} partitions or resources takes {bytes} bytes"),
         })
     }
 

@@ -497,6 +497,55 @@ fn connection_limits_and_idle_connections() {
         .expect("a produce is answered");
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
     drop((greedy, client));
+
+    // A long poll holds only what it needs while it waits: a Fetch padded to 3 MiB waits 10 s
+    // on an idle partition, and a 2 MiB produce (which would not fit beside the padded frame
+    // in this 4 MiB budget) is answered at once.
+    let mut polling = Raw::connect(&broker);
+    let mut fetch_frame = BytesMut::new();
+    let waiting_fetch = fetch_partition("t", 0)
+        .with_max_wait_ms(10_000)
+        .with_min_bytes(1 << 30);
+    encode_request(
+        &mut fetch_frame,
+        &waiting_fetch,
+        4,
+        99,
+        &StrBytes::from_static_str("poller"),
+    )
+    .unwrap();
+    let mut padded = fetch_frame.to_vec();
+    padded.resize(3 << 20, 0);
+    let len = (padded.len() - 4) as i32;
+    padded[..4].copy_from_slice(&len.to_be_bytes());
+    polling.send_bytes(&padded);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut big = Raw::connect(&broker);
+    let response = big
+        .call(
+            produce(
+                "t",
+                0,
+                build_batch(&BatchSpec {
+                    value_bytes: 2 << 20,
+                    ..BatchSpec::default()
+                }),
+            ),
+            9,
+        )
+        .expect("answered");
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::MessageTooLarge.code(),
+        "over message.max.bytes, but answered"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop((polling, big));
     assert!(broker
         .log_text()
         .contains("more than the shard's request budget holds free"));

@@ -112,6 +112,10 @@ pub struct Limits {
 /// Request-memory budget of each shard when `queued.max.request.bytes` is -1.
 pub const DEFAULT_REQUEST_BUDGET_PER_SHARD: u64 = 256 << 20;
 
+/// The least request-memory budget a shard gets, whatever `queued.max.request.bytes` says: room
+/// for a few ordinary requests, and for the last quarter kept for small ones to mean something.
+pub const MIN_REQUEST_BUDGET_PER_SHARD: u64 = 4 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -126,10 +130,11 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Each of `shards` shards' request-memory budget.
+    /// Each of `shards` shards' request-memory budget: an equal share, and at least
+    /// [`MIN_REQUEST_BUDGET_PER_SHARD`].
     pub fn request_budget_per_shard(&self, shards: usize) -> u64 {
         match self.queued_max_request_bytes {
-            Some(total) => (total / shards.max(1) as u64).max(1),
+            Some(total) => (total / shards.max(1) as u64).max(MIN_REQUEST_BUDGET_PER_SHARD),
             None => DEFAULT_REQUEST_BUDGET_PER_SHARD,
         }
     }

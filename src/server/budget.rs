@@ -62,15 +62,23 @@ impl Reservation {
         self.bytes.get()
     }
 
-    /// How much this reservation could grow by now.
+    /// How much this reservation could grow by now: whatever is free, whatever its class (the
+    /// cap on large frames is on frames; a large request must still be able to decode).
     pub fn growable(&self) -> u64 {
-        self.budget.room(self.class, false)
+        self.budget.available()
+    }
+
+    /// Gives `bytes` of the reservation back early (what it held for a frame now freed).
+    pub fn shrink(&self, bytes: u64) {
+        let bytes = bytes.min(self.bytes.get());
+        self.bytes.set(self.bytes.get() - bytes);
+        self.budget.release(bytes, self.class);
     }
 
     /// Takes `extra` more bytes if the budget has them now. Never waits: a request that holds
     /// its frame while waiting for more could, with others doing the same, wait forever.
     pub fn try_grow(&self, extra: u64) -> bool {
-        if extra > self.budget.room(self.class, false) {
+        if extra > self.growable() {
             return false;
         }
         self.budget.add(&self.budget.held, self.class, extra);

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::budget::{RequestBudget, Reservation};
 use super::handlers::{self, HandleError};
+use super::limits::ConnectionSlot;
 use super::Response;
 use crate::metrics::ClosedBy;
 use crate::protocol::frame::{read_body, read_length, FrameError};
@@ -55,10 +56,13 @@ struct State {
     in_flight_bytes: Cell<u64>,
     /// Woken when a response has been written (in-flight bytes went down).
     drained: Cell<Option<oneshot::Sender<()>>>,
+    /// The connection's place under `max.connections(.per.ip)`, given back as soon as the
+    /// connection is known to be closing.
+    slot: Cell<Option<ConnectionSlot>>,
 }
 
 impl State {
-    fn new() -> Rc<State> {
+    fn new(slot: ConnectionSlot) -> Rc<State> {
         let now = Instant::now();
         Rc::new(State {
             reading: Cell::new(Reading::Between),
@@ -68,7 +72,12 @@ impl State {
             in_flight: Cell::new(0),
             in_flight_bytes: Cell::new(0),
             drained: Cell::new(None),
+            slot: Cell::new(Some(slot)),
         })
+    }
+
+    fn give_back_slot(&self) {
+        drop(self.slot.take());
     }
 
     fn set_reading(&self, reading: Reading) {
@@ -103,7 +112,15 @@ type Started = (
     u64,
 );
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget>) {
+/// Serves one connection until it closes. `slot` is its place under `max.connections(.per.ip)`:
+/// given back as soon as the peer closes, while requests already read finish (their answers go
+/// nowhere, but a produce a client sent before closing is still appended, as in Kafka).
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    budget: Rc<RequestBudget>,
+    slot: ConnectionSlot,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -113,7 +130,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
     }
     shard.wait_ready().await;
     let socket = stream.as_raw_fd();
-    let state = State::new();
+    let state = State::new(slot);
     let (mut reader, mut writer) = stream.split();
     let (mut started, mut in_order) = mpsc::channel::<Started>(PIPELINE_DEPTH);
     let (close, closed) = oneshot::channel::<String>();
@@ -125,6 +142,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
         let limits = shard.config.limits.clone();
         let connection_cap = budget.total() / 4;
         async move {
+            // However the reader ends (the peer closed, or sent what closes the connection), its
+            // place is given back at once; requests already read still finish.
+            let _give_back = GiveBackSlot(&state);
             loop {
                 state.set_reading(Reading::Between);
                 let len = match read_length(&mut reader, limits.socket_request_max_bytes).await {
@@ -202,13 +222,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget
             drop(reservation);
         }
     };
-    futures::select! {
-        _ = writing.fuse() => {}
-        why = closed.fuse() => {
-            if let Ok(why) = why {
-                warn!("{peer}: {why}; closing the connection");
-            }
-        }
+    let outcome = futures::select! {
+        _ = writing.fuse() => None,
+        why = closed.fuse() => why.ok(),
+    };
+    state.give_back_slot();
+    if let Some(why) = outcome {
+        warn!("{peer}: {why}; closing the connection");
+    }
+}
+
+/// Gives the connection's slot back when dropped (the reader ending, however it ends).
+struct GiveBackSlot<'a>(&'a State);
+
+impl Drop for GiveBackSlot<'_> {
+    fn drop(&mut self) {
+        self.0.give_back_slot();
     }
 }
 
@@ -247,6 +276,8 @@ async fn watch(shard: Rc<Shard>, state: Rc<State>, socket: RawFd, close: oneshot
     };
     // SAFETY: `socket` is the connection's descriptor, open until `serve` returns, which cannot
     // happen before this task has run to here (it owns the task). shutdown(2) only ends I/O on it.
+    // The place under max.connections(.per.ip) goes back before the peer can see the close.
+    state.give_back_slot();
     unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
     let _ = close.send(why);
 }

@@ -90,9 +90,8 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
         shard.metrics.connection_opened();
         let (shard, budget) = (shard.clone(), budget.clone());
         glommio::spawn_local(async move {
-            connection::serve(shard.clone(), stream, budget).await;
+            connection::serve(shard.clone(), stream, budget, slot).await;
             shard.metrics.connection_closed();
-            drop(slot);
         })
         .detach();
     }

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::HandleError;
@@ -55,13 +58,21 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// The longest a fetch waits for data (`max_wait_ms` beyond it is cut short, and an empty answer
+/// is always allowed to come early): clients wait far less (Kafka's default is 500 ms), and a
+/// long poll must not hold its request budget for days.
+pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Answers a Fetch. `release_frame` is called once nothing refers to the request's frame any
+/// more, before any waiting, so that a long poll holds only what it needs.
 pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     request: FetchRequest,
+    release_frame: impl FnOnce(),
 ) -> Result<Response, HandleError> {
     let started = Instant::now();
-    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 {
         usize::MAX
@@ -99,6 +110,15 @@ pub async fn handle(
         }
     }
     drop(seen);
+    // The topic names the answer repeats, copied: everything else decoded from the frame goes
+    // now, and the frame with it.
+    let names: Vec<TopicName> = request
+        .topics
+        .iter()
+        .map(|t| TopicName(StrBytes::from_string(t.topic.0.to_string())))
+        .collect();
+    drop(request);
+    release_frame();
 
     let mut reads = read_all(shard, &wanted, max_bytes).await;
     loop {
@@ -128,7 +148,7 @@ pub async fn handle(
                 });
         }
     }
-    encode(header, &request, wanted, reads)
+    encode(header, &names, wanted, reads)
 }
 
 async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionRead> {
@@ -236,7 +256,7 @@ fn marker(index: usize) -> Bytes {
 
 fn encode(
     header: &RequestHeader,
-    request: &FetchRequest,
+    names: &[TopicName],
     wanted: Vec<Wanted>,
     reads: Vec<PartitionRead>,
 ) -> Result<Response, HandleError> {
@@ -247,10 +267,8 @@ fn encode(
     for (w, read) in wanted.into_iter().zip(reads) {
         if current != Some(w.topic_index) {
             current = Some(w.topic_index);
-            responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(request.topics[w.topic_index].topic.clone()),
-            );
+            responses
+                .push(FetchableTopicResponse::default().with_topic(names[w.topic_index].clone()));
         }
         let records = match read.slice {
             Some(slice) if slice.bytes > 0 => {

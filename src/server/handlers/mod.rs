@@ -13,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -120,7 +121,9 @@ pub const APIS: &[Api] = &[
             Box::pin(async move {
                 let body: FetchRequest = request.decode()?;
                 request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
-                fetch::handle(shard, &request.header, body).await.map(Some)
+                fetch::handle(shard, &request.header, body, || request.release_frame())
+                    .await
+                    .map(Some)
             })
         },
     },
@@ -235,6 +238,8 @@ pub struct Request {
     body: Bytes,
     /// The budget the request's frame holds, grown by [`Request::charge`].
     reservation: Rc<Reservation>,
+    /// What the frame itself costs of the reservation, until [`Request::release_frame`].
+    frame_cost: Cell<u64>,
 }
 
 impl Request {
@@ -274,6 +279,12 @@ impl Request {
             },
             None => self.malformed(e.to_string()),
         })
+    }
+
+    /// Gives back what the frame held of the budget, once nothing refers to it any more (the
+    /// header and decoded message own their strings by then).
+    fn release_frame(&self) {
+        self.reservation.shrink(self.frame_cost.take());
     }
 
     /// Charges the working memory of `entries` partitions (topics, resources) to the request's
@@ -338,14 +349,18 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservati
             max: api.max_version,
         });
     }
-    let header =
-        RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| {
-            HandleError::Malformed {
-                api: key,
-                version,
-                message: format!("header: {e}"),
-            }
+    let mut header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| HandleError::Malformed {
+            api: key,
+            version,
+            message: format!("header: {e}"),
         })?;
+    // Owned, so that holding the header does not hold the frame (see `Request::release_frame`).
+    header.client_id = header
+        .client_id
+        .map(|id| kafka_protocol::protocol::StrBytes::from_string(id.to_string()));
+    header.unknown_tagged_fields.clear();
+    let frame_cost = Cell::new(reservation.bytes());
     (api.serve)(
         shard,
         Request {
@@ -353,6 +368,7 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservati
             header,
             body: frame,
             reservation,
+            frame_cost,
         },
     )
     .await

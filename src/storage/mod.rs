@@ -21,7 +21,6 @@ mod log_model_tests;
 pub mod offset_index;
 pub mod producer_state;
 mod recovery;
-mod retention;
 pub mod segment;
 pub mod time_index;
 

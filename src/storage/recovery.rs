@@ -171,3 +171,326 @@ pub(crate) fn restore_producer_state(
     }
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::record::test_util::{batch, patched};
+    use crate::storage::log::test_util::*;
+    use crate::storage::log::{ActiveSegmentOpen, Log, LogConfig};
+    use crate::storage::time_index::TimeIndex;
+
+    #[test]
+    fn garbage_tail_is_truncated_and_acknowledged_data_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 12);
+        let leo = log.log_end_offset();
+        let active = log.active().log_path.clone();
+        let size = log.size_bytes();
+        drop(log);
+        let mut bytes = std::fs::read(&active).expect("read");
+        bytes.extend_from_slice(&[0xab; 100]);
+        std::fs::write(&active, &bytes).expect("write");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.size_bytes(), size);
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+    }
+
+    #[test]
+    fn half_written_and_corrupt_tail_batches_are_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let stored = fill(&mut log, 5);
+        let active = log.active().log_path.clone();
+        let leo = log.log_end_offset();
+        drop(log);
+        // A sixth batch, written only half-way.
+        let torn = patched(&batch(&spec(5)).bytes, leo, EPOCH);
+        let mut file = std::fs::read(&active).expect("read");
+        let good_len = file.len();
+        file.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&active, &file).expect("write");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(
+            std::fs::metadata(&active).expect("meta").len() as usize,
+            good_len
+        );
+        // Appends continue at the right offset after recovery.
+        let more = fill(&mut log, 1);
+        assert_eq!(more[0].0, leo);
+        drop(log);
+
+        // A whole last batch whose body was flipped: CRC catches it.
+        let mut file = std::fs::read(&active).expect("read");
+        let last = file.len() - 3;
+        file[last] ^= 0x55;
+        std::fs::write(&active, &file).expect("write");
+        let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+    }
+
+    #[test]
+    fn implausible_base_offset_outside_crc_is_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
+        let stored = fill(&mut log, 4);
+        let active = log.active().log_path.clone();
+        drop(log);
+        // baseOffset is not covered by the CRC: recovery must still refuse a batch whose
+        // offset jumps past what a segment can index.
+        let mut file = std::fs::read(&active).expect("read");
+        let last_start = file.len() - stored[3].1.len();
+        file[last_start..last_start + 8].copy_from_slice(&(1i64 << 40).to_be_bytes());
+        std::fs::write(&active, &file).expect("write");
+        let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
+        assert_eq!(log.log_end_offset(), stored[3].0);
+        assert_eq!(read_all(&log, 0), expected_from(&stored[..3], 0));
+    }
+
+    #[test]
+    fn broken_rolled_index_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        let first_index = log.segments()[0].offset_index.path().to_path_buf();
+        let first_time_index = log.segments()[0].time_index.path().to_path_buf();
+        log.close().expect("close");
+        std::fs::write(&first_index, [1u8; 13]).expect("tear index");
+        std::fs::remove_file(&first_time_index).expect("remove time index");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(read_all(&log, 0), expected_from(&stored, 0));
+        assert_eq!(std::fs::metadata(&first_index).expect("meta").len() % 8, 0);
+        assert!(first_time_index.exists());
+        assert_eq!(
+            log.find_batch_by_timestamp(spec(1).base_timestamp)
+                .expect("find")
+                .expect("some")
+                .to_vec(),
+            stored[1].1
+        );
+    }
+
+    #[test]
+    fn clean_close_skips_the_recovery_scan_and_appends_continue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = one_segment_config();
+        let mut log = Log::open(dir.path(), config.clone()).expect("open");
+        assert_eq!(log.active_segment_open(), ActiveSegmentOpen::Created);
+        let mut stored = fill(&mut log, 40);
+        assert_eq!(log.segment_count(), 1);
+        let size = log.size_bytes();
+        log.close().expect("close");
+        assert!(marker(dir.path()).exists());
+
+        let (_copy, recovered) = recovered_copy(dir.path(), config.clone());
+        let mut log = Log::open(dir.path(), config.clone()).expect("reopen");
+        assert!(
+            !marker(dir.path()).exists(),
+            "the marker is gone before anything is served"
+        );
+        let ActiveSegmentOpen::Trusted { tail_bytes } = log.active_segment_open() else {
+            panic!(
+                "expected a trusted open, got {:?}",
+                log.active_segment_open()
+            );
+        };
+        assert!(
+            tail_bytes < size / 4,
+            "{tail_bytes} of {size} bytes were read"
+        );
+        // The trusted open must be indistinguishable from recovery, except that it holds the
+        // indexes it found on disk instead of rebuilding them.
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_eq!(log.active_segment_state().indexes_mapped, (false, false));
+        assert_reads(&log, &stored);
+
+        // Appends continue at the log end, and the index keeps growing as recovery would build it.
+        let leo = log.log_end_offset();
+        let entries = log.active_segment_state().offset_index.len();
+        let more = fill(&mut log, 40);
+        assert_eq!(more[0].0, leo);
+        stored.extend(more);
+        assert!(log.active_segment_state().offset_index.len() > entries);
+        assert_reads(&log, &stored);
+        log.close().expect("close");
+        let (_copy, recovered) = recovered_copy(dir.path(), config.clone());
+        let log = Log::open(dir.path(), config.clone()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_reads(&log, &stored);
+
+        // The marker was consumed: a crash now means a full scan again.
+        let size = log.size_bytes();
+        drop(log);
+        let log = Log::open(dir.path(), config).expect("reopen after crash");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Recovered {
+                scanned_bytes: size
+            }
+        );
+        assert_reads(&log, &stored);
+    }
+
+    #[test]
+    fn clean_close_with_rolled_segments_and_an_empty_active_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 30);
+        assert!(log.segment_count() > 2);
+        log.close().expect("close");
+        let (_copy, recovered) = recovered_copy(dir.path(), small_config());
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.active_segment_state(), recovered.active_segment_state());
+        assert_reads(&log, &stored);
+
+        // A segment rolled by segment.ms and closed empty reopens empty, still appendable.
+        assert!(log.roll_if_due(i64::MAX).expect("roll"));
+        let leo = log.log_end_offset();
+        log.close().expect("close");
+        let mut log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { tail_bytes: 0 }
+        );
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.active_segment_state().roll_base_ms, None);
+        assert_eq!(fill(&mut log, 1)[0].0, leo);
+    }
+
+    #[test]
+    fn crash_without_close_runs_the_recovery_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+        let stored = fill(&mut log, 20);
+        let size = log.size_bytes();
+        drop(log);
+        assert!(!marker(dir.path()).exists());
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+        assert_eq!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Recovered {
+                scanned_bytes: size
+            }
+        );
+        assert_reads(&log, &stored);
+    }
+
+    /// A marker vouches for the files; when they disagree anyway, open falls back to the
+    /// full scan (which truncates what is invalid) instead of serving from a bad index.
+    #[test]
+    fn marker_with_inconsistent_files_falls_back_to_the_scan() {
+        type Damage = fn(&Path, &SegmentPaths);
+        struct SegmentPaths {
+            log: PathBuf,
+            index: PathBuf,
+            time_index: PathBuf,
+        }
+        let damages: [(&str, Damage); 5] = [
+            ("garbage after the last batch", |_, p| {
+                let mut bytes = std::fs::read(&p.log).expect("read");
+                bytes.extend_from_slice(&[0xab; 100]);
+                std::fs::write(&p.log, &bytes).expect("write");
+            }),
+            ("last batch torn", |_, p| {
+                let len = std::fs::metadata(&p.log).expect("meta").len();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p.log)
+                    .expect("open");
+                file.set_len(len - 7).expect("cut");
+            }),
+            ("index entry off a batch boundary", |_, p| {
+                let mut bytes = std::fs::read(&p.index).expect("read");
+                let last = bytes.len() - 4;
+                let position = u32::from_le_bytes(bytes[last..].try_into().expect("4"));
+                bytes[last..].copy_from_slice(&(position + 1).to_le_bytes());
+                std::fs::write(&p.index, &bytes).expect("write");
+            }),
+            ("time index missing", |_, p| {
+                std::fs::remove_file(&p.time_index).expect("remove");
+            }),
+            ("time index past the end", |_, p| {
+                let mut index = TimeIndex::create(&p.time_index, 0).expect("create");
+                index.maybe_append(1, 1_000_000).expect("append");
+            }),
+        ];
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+            let stored = fill(&mut log, 20);
+            let leo = log.log_end_offset();
+            let paths = SegmentPaths {
+                log: log.active().log_path.clone(),
+                index: log.active().offset_index.path().to_path_buf(),
+                time_index: log.active().time_index.path().to_path_buf(),
+            };
+            log.close().expect("close");
+            damage(dir.path(), &paths);
+            let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+            assert!(
+                matches!(
+                    log.active_segment_open(),
+                    ActiveSegmentOpen::Recovered { .. }
+                ),
+                "{what}: {:?}",
+                log.active_segment_open()
+            );
+            assert!(!marker(dir.path()).exists(), "{what}");
+            if what == "last batch torn" {
+                assert_eq!(log.log_end_offset(), stored[19].0, "{what}");
+                assert_reads(&log, &stored[..19]);
+            } else {
+                assert_eq!(log.log_end_offset(), leo, "{what}");
+                assert_reads(&log, &stored);
+            }
+        }
+    }
+
+    /// The price of skipping the scan, which Kafka pays too: damage inside the active segment
+    /// (before the short tail that is still read) done while the broker was down is not found
+    /// at start-up, just as it never is for rolled segments. After a crash the same damage is
+    /// found and the log cut before it.
+    #[test]
+    fn damage_while_cleanly_stopped_is_not_scanned_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), one_segment_config()).expect("open");
+        let stored = fill(&mut log, 40);
+        let leo = log.log_end_offset();
+        let active = log.active().log_path.clone();
+        log.close().expect("close");
+        let middle = stored[5].0;
+        let position: usize = stored[..5].iter().map(|(_, b)| b.len()).sum();
+        let mut bytes = std::fs::read(&active).expect("read");
+        let inside = position + stored[5].1.len() - 3;
+        bytes[inside] ^= 0x55; // a record byte, covered only by the CRC
+        std::fs::write(&active, &bytes).expect("write");
+
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen");
+        assert!(matches!(
+            log.active_segment_open(),
+            ActiveSegmentOpen::Trusted { .. }
+        ));
+        assert_eq!(log.log_end_offset(), leo, "not detected");
+        drop(log);
+        let log = Log::open(dir.path(), one_segment_config()).expect("reopen after crash");
+        assert_eq!(
+            log.log_end_offset(),
+            middle,
+            "the scan cuts at the damaged batch"
+        );
+    }
+}

@@ -12,6 +12,7 @@
 //! time-based roll, flush.ms) is driven by that shard's low-priority task queue calling
 //! [`Log::enforce_retention`], [`Log::roll_if_due`] and [`Log::flush_if_due`].
 
+mod atomic_file;
 pub mod batch_cache;
 pub mod error;
 mod index_file;
@@ -19,8 +20,10 @@ pub mod log;
 #[cfg(test)]
 mod log_model_tests;
 pub mod offset_index;
+pub mod partition_metadata;
 pub mod producer_state;
 mod recovery;
+pub mod recovery_point_checkpoint;
 pub mod segment;
 pub mod time_index;
 

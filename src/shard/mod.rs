@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::control::ControlHandle;
 use crate::cluster::{Metadata, TopicPartition};
@@ -162,6 +162,15 @@ impl Shard {
         self.partitions.borrow().values().cloned().collect()
     }
 
+    /// Every open partition's recovery point, for the log directory's checkpoint.
+    pub fn recovery_points(&self) -> Vec<(TopicPartition, i64)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter_map(|(tp, p)| Some((tp.clone(), p.recovery_point()?)))
+            .collect()
+    }
+
     /// Runs `work` on shard `target` and returns its result. On this shard it runs inline.
     pub async fn invoke_on<F, Fut, R>(
         self: &Rc<Self>,
@@ -258,9 +267,19 @@ impl Shard {
                 self.tuning.clone(),
                 self.writer.clone(),
             );
+            // No recovery-point checkpoint yet: after a crash every segment is recovered.
+            let recovery_point = None;
             let (tp, topic, state) = (tp.clone(), topic.clone(), state.clone());
             opening.push(glommio::executor().spawn_blocking(move || {
-                let opened = Partition::open(&config, &tuning, writer, tp.clone(), &topic, &state);
+                let opened = Partition::open(
+                    &config,
+                    &tuning,
+                    writer,
+                    tp.clone(),
+                    &topic,
+                    &state,
+                    recovery_point,
+                );
                 (tp, opened)
             }));
         }
@@ -269,7 +288,9 @@ impl Shard {
                 Ok(partition) => {
                     self.partitions.borrow_mut().insert(tp, Rc::new(partition));
                 }
-                Err(e) => warn!("shard {}: cannot open partition {tp}: {e}", self.id),
+                // Nothing serves the partition then: clients get NOT_LEADER_OR_FOLLOWER, and
+                // this line says why.
+                Err(e) => error!("shard {}: cannot open partition {tp}: {e}", self.id),
             }
         }
         *self.metadata.borrow_mut() = metadata;
@@ -283,8 +304,9 @@ impl Shard {
 
     /// Closes every partition cleanly (producer snapshots, flush) before the process exits. New
     /// produce requests find no partition from the start; writes already under way get up to
-    /// `grace` to land first.
-    pub async fn shut_down(&self, grace: std::time::Duration) {
+    /// `grace` to land first. Returns the recovery points of the partitions closed, for the log
+    /// directory's final checkpoint.
+    pub async fn shut_down(&self, grace: std::time::Duration) -> Vec<(TopicPartition, i64)> {
         // A snapshot being applied finishes first, so the partitions it opens are closed too, and
         // none applied later reopens anything.
         let _last_snapshot = self.applying.lock().await;
@@ -306,6 +328,11 @@ impl Shard {
             }
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
-        futures::future::join_all(partitions.iter().map(|p| p.shut_down(false))).await;
+        let closed = futures::future::join_all(partitions.iter().map(|p| p.shut_down(false))).await;
+        partitions
+            .iter()
+            .zip(closed)
+            .filter_map(|(p, point)| Some((p.tp.clone(), point?)))
+            .collect()
     }
 }

@@ -109,7 +109,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         let job: Job = Box::new(move |shard| {
             let shard = shard.clone();
             glommio::spawn_local(async move {
-                shard.shut_down(Duration::from_secs(10)).await;
+                let _closed = shard.shut_down(Duration::from_secs(10)).await;
                 let _ = ack.send(());
             })
             .detach();

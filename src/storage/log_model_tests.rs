@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::record::test_util::{batch, patched, BatchSpec};
 use crate::record::{Batch, BatchHeader};
 use crate::storage::recovery::CLEAN_SHUTDOWN_MARKER;
-use crate::storage::{ActiveSegmentOpen, AppendOutcome, Log, LogConfig};
+use crate::storage::{AppendOutcome, Log, LogConfig, LogOpened};
 
 const EPOCH: i32 = 4;
 
@@ -163,10 +163,7 @@ fn check(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     None
                 };
                 let l = Log::open(dir.path(), config.clone()).expect("reopen");
-                prop_assert_eq!(
-                    matches!(l.active_segment_open(), ActiveSegmentOpen::Trusted { .. }),
-                    close
-                );
+                prop_assert_eq!(matches!(l.opened(), LogOpened::Clean { .. }), close);
                 if let Some((_copy, recovered)) = recovered {
                     prop_assert_eq!(l.active_segment_state(), recovered.active_segment_state());
                 }

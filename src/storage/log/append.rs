@@ -14,7 +14,7 @@ use crate::record::batch::{patched_prefix, Batch, BatchHeader};
 use crate::storage::batch_cache::CachedBatch;
 use crate::storage::error::StorageError;
 use crate::storage::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
-use crate::storage::segment::{Segment, SegmentWrite};
+use crate::storage::segment::{wall_clock_ms, Segment, SegmentWrite};
 
 /// Result of [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,13 @@ impl Log {
             now_ms,
             first_offset: self.log_end_offset(),
         };
+        if self.failed().is_some() {
+            prepared.outcomes = appends
+                .iter()
+                .map(|_| Err(self.failed_error().expect("the log failed")))
+                .collect();
+            return prepared;
+        }
         let mut next_offset = self.log_end_offset();
         let mut group_bytes = 0u64;
         let mut pieces = Vec::new();
@@ -146,7 +153,7 @@ impl Log {
             };
             if group_bytes == 0 {
                 if self.should_roll(layout.bytes, layout.next_offset, now_ms) {
-                    if let Err(e) = self.roll() {
+                    if let Err(e) = self.roll(now_ms) {
                         prepared.outcomes.push(Err(e));
                         break;
                     }
@@ -210,23 +217,18 @@ impl Log {
             return outcomes;
         }
         self.write_in_flight = false;
-        let failure = written.and_then(|()| {
+        let failure = written.map(|()| {
             let interval = self.config.index_interval_bytes;
             self.active_mut().record_appended(
                 stored.iter().map(|(header, _)| header),
                 interval,
                 now_ms,
-            )?;
+            );
             for (_, batch) in stored {
                 self.cache.push(batch);
             }
             self.producer_state.commit(producer_updates);
-            self.messages_since_flush = self.messages_since_flush.saturating_add(records);
-            if self.messages_since_flush >= self.config.flush_messages {
-                self.flush()?;
-                self.last_flush_ms = now_ms;
-            }
-            Ok(())
+            self.count_appended(records, now_ms);
         });
         if let Err(e) = failure {
             for outcome in &mut outcomes {
@@ -364,24 +366,28 @@ impl Log {
                 .is_some_and(|base| now_ms.saturating_sub(base) > self.config.segment_ms)
     }
 
-    /// Starts a new active segment at the log end. Writes a producer snapshot for the new base
-    /// offset so that recovery only replays the new active segment.
-    fn roll(&mut self) -> Result<(), StorageError> {
+    /// Starts a new active segment at the log end (creating its files is the one file operation
+    /// left on the append path). The rolled segment, with a producer snapshot at the new base
+    /// offset (so that recovery only replays from there), is made durable by the next sync job,
+    /// which then moves the recovery point to the new base offset, as Kafka flushes a rolled
+    /// segment in the background.
+    fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let base_offset = self.log_end_offset();
-        self.active_mut().seal()?;
-        let snapshot = self.producer_state.write_snapshot(&self.dir, base_offset)?;
-        self.unsynced_snapshots.push(snapshot);
+        // Created first: if that fails, the active segment stays exactly as it was.
         let segment = Segment::create(&self.dir, base_offset)?;
+        self.active_mut().seal(wall_clock_ms());
         self.segments.push(segment);
-        self.dir_dirty = true;
-        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled new segment");
+        self.directory_changed();
+        self.snapshot_at(base_offset);
+        self.sync_upto(base_offset);
+        tracing::debug!(dir = %self.dir.display(), base_offset, now_ms, "rolled new segment");
         Ok(())
     }
 
     /// Time-based roll check, for the background task.
     pub fn roll_if_due(&mut self, now_ms: i64) -> Result<bool, StorageError> {
         if !self.write_in_flight && self.segment_is_old(now_ms) {
-            self.roll()?;
+            self.roll(now_ms)?;
             return Ok(true);
         }
         Ok(false)
@@ -393,7 +399,7 @@ mod tests {
     use super::*;
     use crate::record::test_util::{batch, patched, BatchSpec};
     use crate::storage::log::test_util::*;
-    use crate::storage::log::{ActiveSegmentOpen, LogConfig};
+    use crate::storage::log::{LogConfig, LogOpened};
 
     #[test]
     fn group_commit_writes_several_appends_at_once_and_fails_only_the_bad_one() {
@@ -642,10 +648,7 @@ mod tests {
         let mut log = Log::open(dir.path(), config).expect("reopen");
         // After a clean close producer state comes from the close's snapshot alone: the active
         // segment is not even scanned, so nothing could have been replayed.
-        assert_eq!(
-            matches!(log.active_segment_open(), ActiveSegmentOpen::Trusted { .. }),
-            !crash
-        );
+        assert_eq!(matches!(log.opened(), LogOpened::Clean { .. }), !crash);
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(
             log.append(&[last], EPOCH, 0).expect("dup"),

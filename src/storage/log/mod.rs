@@ -2,38 +2,49 @@
 //! last of which is active (appended to). Offsets are assigned here, idempotent-producer
 //! sequences are checked here, and reads for Fetch are answered here as byte ranges.
 //!
-//! Runs on the shard that owns the partition, and only there: `Log` is not shared. Appends are
-//! split so that their data write can run on another thread ([`Log::prepare`], a
-//! [`SegmentWrite`], [`Log::complete`]): a buffered write can sleep in the kernel's dirty-page
-//! throttling. The rest (index entries, rolls, snapshots, retention) is small synchronous file
-//! I/O; fsync is governed by the topic's flush policy (durability for acks=all comes from
-//! replication).
+//! A `Log` lives on the shard that owns the partition and is not shared. The shard's executor
+//! must never block, so a `Log` does no file I/O there: its work that touches files is handed out
+//! as self-contained jobs the shard runs elsewhere and then hands back. An append's data write is
+//! a [`SegmentWrite`] for the shard's writer thread ([`Log::prepare`], the write,
+//! [`Log::complete`]); index entries, fsyncs, producer snapshots and deleting files are a
+//! [`SyncJob`] for a blocking thread ([`Log::take_sync`], [`SyncJob::run`], [`Log::synced`]); a
+//! read beyond the tail cache is a [`ColdRead`] ([`Log::plan_read`], [`ColdRead::run`],
+//! [`Log::finish_read`]). Opening (recovery), closing and truncating are whole blocking calls,
+//! made on a blocking thread. The synchronous conveniences ([`Log::append`], [`Log::read`],
+//! [`Log::sync_now`]) run those jobs inline, for tools and tests.
+//!
+//! Durability follows Kafka: fsync is governed by the topic's flush policy (`flush.messages`,
+//! `flush.ms`; acks=all durability comes from replication), every rolled segment is fsynced, and
+//! the recovery point (everything below it is durable) bounds what start-up after a power loss
+//! must recover.
 //!
 //! By concern: this file holds the `Log` itself (open, close, accessors); `append.rs` validation,
-//! offset assignment, group commit and roll; `read.rs` Fetch reads and lookups; `retention.rs`
-//! retention, truncation and flush. Opening recovers through [`crate::storage::recovery`].
+//! offset assignment, group commit and roll; `read.rs` Fetch reads and lookups; `sync.rs` the
+//! flush policy, sync jobs and the recovery point; `retention.rs` retention and truncation.
+//! Opening recovers through [`crate::storage::recovery`].
 //!
 //! [`SegmentWrite`]: crate::storage::SegmentWrite
 
 mod append;
 mod read;
 mod retention;
+mod sync;
 #[cfg(test)]
 pub(crate) mod test_util;
 
 pub use append::{AppendOutcome, PreparedAppends};
-pub use read::{ReadChunk, ReadSlice};
+pub use read::{ColdRead, ColdReadDone, ReadChunk, ReadPlan, ReadSlice, TimestampLookup};
+pub use sync::{SyncDone, SyncJob};
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::storage::atomic_file::sync_dir;
 use crate::storage::batch_cache::BatchCache;
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::producer_state::ProducerStateManager;
-use crate::storage::recovery::{
-    list_segments, open_segments, restore_producer_state, take_clean_shutdown_marker,
-    write_clean_shutdown_marker,
-};
-use crate::storage::segment::Segment;
+use crate::storage::recovery::{load_segments, restore_producer_state, take_clean_shutdown_marker};
+use crate::storage::segment::{wall_clock_ms, Segment};
 
 /// Per-topic log settings, named after Kafka's (`segment.bytes`, `segment.ms`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +79,22 @@ impl Default for LogConfig {
     }
 }
 
-/// How [`Log::open`] brought up the active segment: start-up cost, for tests and operators.
+/// How [`Log::open`] brought the log up: start-up cost, for tests and operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActiveSegmentOpen {
+pub enum LogOpened {
     /// The partition directory had no segment: an empty one was created.
     Created,
-    /// After a clean shutdown: indexes trusted, only the `tail_bytes` after the last offset-index
-    /// entry were read.
-    Trusted { tail_bytes: u64 },
-    /// After a crash (or when a clean shutdown's files disagreed): every batch was read and
-    /// CRC-checked, `scanned_bytes` of them survived.
-    Recovered { scanned_bytes: u64 },
+    /// After a clean shutdown: nothing recovered. Indexes were trusted, and of the active segment
+    /// only the `tail_bytes` after its last offset-index entry were read.
+    Clean { tail_bytes: u64 },
+    /// After a crash or power loss (or when files disagreed): `segments` segments, from the one
+    /// holding the recovery point on, had every batch read and CRC-checked; `scanned_bytes` of
+    /// them survived and `truncated_bytes` were cut.
+    Recovered {
+        segments: usize,
+        scanned_bytes: u64,
+        truncated_bytes: u64,
+    },
 }
 
 pub struct Log {
@@ -88,62 +104,73 @@ pub struct Log {
     segments: Vec<Segment>,
     cache: BatchCache,
     producer_state: ProducerStateManager,
-    messages_since_flush: u64,
-    last_flush_ms: i64,
-    /// Snapshot files written but not yet fsynced.
-    unsynced_snapshots: Vec<PathBuf>,
-    /// Files were created or deleted since the directory was last fsynced.
-    dir_dirty: bool,
-    active_segment_open: ActiveSegmentOpen,
+    /// Offsets of the producer snapshot files on disk (or being written by a sync job), so that
+    /// nothing on the executor has to list the directory.
+    snapshots: BTreeSet<i64>,
+    /// Everything below this offset is durable: data and indexes fsynced, directory entries too.
+    recovery_point: i64,
+    sync: sync::SyncState,
+    opened: LogOpened,
     /// Between [`Log::prepare`] and [`Log::complete`] of a write.
     write_in_flight: bool,
 }
 
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Log {
-    /// Opens the partition directory, creating it if needed. Rolled segments are trusted (indexes
-    /// mapped and sanity-checked). After a crash the active segment is scanned and a torn or
-    /// corrupt tail is truncated (with a warning naming file, position and reason); after a clean
-    /// [`Log::close`] it is trusted like a rolled segment, as Kafka does. Producer state comes
-    /// from the newest snapshot (after a clean close, one at the log end) plus a replay of later
-    /// batches.
+    /// Opens the partition directory, creating it if needed, with no known recovery point: after
+    /// an unclean stop every segment is recovered. See [`Log::open_with_recovery_point`].
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_with_recovery_point(dir, config, None)
+    }
+
+    /// Opens the partition directory, creating it if needed (see [`crate::storage::recovery`]
+    /// for what is trusted and what recovered). `recovery_point` is the partition's entry in the
+    /// log directory's recovery-point checkpoint. Torn or corrupt data is cut with a warning
+    /// naming file, position and reason. Producer state comes from the newest snapshot (after a
+    /// clean close, one at the log end) plus a replay of later batches. Blocking: call it on a
+    /// blocking thread.
+    pub fn open_with_recovery_point(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: Option<i64>,
+    ) -> Result<Log, StorageError> {
         assert!(config.segment_bytes > 0 && config.segment_index_bytes > 0);
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        if created {
+            if let Some(parent) = dir.parent() {
+                // IMPORTANT: the new directory's name lives in its parent.
+                sync_dir(parent)?;
+            }
+        }
         // Taken (and the removal fsynced) before anything can change the files it vouches for.
         let clean_shutdown = take_clean_shutdown_marker(dir)?;
-        let bases = list_segments(dir)?;
-        let mut dir_dirty = false;
-        let (segments, active_segment_open) = if bases.is_empty() {
-            dir_dirty = true;
-            (vec![Segment::create(dir, 0)?], ActiveSegmentOpen::Created)
-        } else {
-            open_segments(dir, &bases, config.index_interval_bytes, clean_shutdown)?
-        };
-        let producer_state = restore_producer_state(dir, &segments)?;
+        let loaded = load_segments(
+            dir,
+            config.index_interval_bytes,
+            clean_shutdown,
+            recovery_point,
+        )?;
+        if loaded.dir_changed {
+            sync_dir(dir)?;
+        }
+        let (producer_state, snapshots) = restore_producer_state(dir, &loaded.segments)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             cache: BatchCache::new(config.cache_bytes),
             config,
-            segments,
+            segments: loaded.segments,
             producer_state,
-            messages_since_flush: 0,
-            last_flush_ms: wall_clock_ms(),
-            unsynced_snapshots: Vec::new(),
-            dir_dirty,
-            active_segment_open,
+            snapshots: snapshots.into_iter().collect(),
+            recovery_point: loaded.recovery_point,
+            sync: sync::SyncState::new(wall_clock_ms()),
+            opened: loaded.opened,
             write_in_flight: false,
         })
     }
 
-    /// Which path [`Log::open`] took for the active segment.
-    pub fn active_segment_open(&self) -> ActiveSegmentOpen {
-        self.active_segment_open
+    /// How [`Log::open`] brought the log up.
+    pub fn opened(&self) -> LogOpened {
+        self.opened
     }
 
     #[cfg(test)]
@@ -157,6 +184,12 @@ impl Log {
 
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset
+    }
+
+    /// Everything below this offset is durable (Kafka's recovery point): what the log
+    /// directory's recovery-point checkpoint records for this partition.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -207,23 +240,7 @@ impl Log {
             .expect("a log always has an active segment")
     }
 
-    /// Clean shutdown: a producer snapshot at the log end (so the next open replays nothing),
-    /// then a full flush, then the clean-shutdown marker that lets the next open skip the
-    /// recovery scan. Index files need no trimming: they are never preallocated.
-    pub fn close(mut self) -> Result<(), StorageError> {
-        let log_end_offset = self.log_end_offset();
-        let path = self
-            .producer_state
-            .write_snapshot(&self.dir, log_end_offset)?;
-        self.unsynced_snapshots.push(path);
-        self.dir_dirty = true;
-        self.flush()?;
-        // Last, and only once the flush succeeded: a marker must never vouch for data, indexes
-        // or a snapshot that could still be lost.
-        write_clean_shutdown_marker(&self.dir)
-    }
-
-    /// Removes the partition directory and everything in it.
+    /// Removes the partition directory and everything in it. Blocking.
     pub fn delete(self) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         drop(self);

@@ -1,16 +1,15 @@
-//! Shrinking a log: retention (which of the oldest rolled segments may go, by age and by size,
-//! and deleting them), truncation of a diverged tail, and the fsync policy.
+//! Shrinking a log: retention (which of the oldest rolled segments may go, by age and by size)
+//! and truncation of a diverged tail.
 //!
-//! Runs on the shard that owns the partition, from its low-priority background task queue
-//! (retention, flush.ms) or after an append (flush.messages).
-
-use std::fs::File;
-use std::io;
+//! Retention runs on the shard that owns the partition, from its low-priority background task
+//! queue, in memory: the segments leave the log at once and their files are deleted by the next
+//! sync job, off the executor. Truncation (replication, when a follower's tail diverged) rewrites
+//! files and runs on a blocking thread.
 
 use super::Log;
 use crate::storage::error::{io_error, StorageError};
-use crate::storage::producer_state::{list_snapshots, snapshot_path};
-use crate::storage::recovery::{restore_producer_state, sync_dir};
+use crate::storage::producer_state::snapshot_path;
+use crate::storage::recovery::restore_producer_state;
 use crate::storage::segment::Segment;
 
 /// What retention needs to know about one rolled segment.
@@ -54,23 +53,23 @@ pub(crate) fn segments_to_delete(
 }
 
 impl Log {
-    /// Deletes whole rolled segments past `retention_ms` (by their largest timestamp) or beyond
-    /// `retention_bytes`, oldest first, and the producer snapshots below the new log start.
-    /// Returns how many segments were deleted.
-    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+    /// Drops whole rolled segments past `retention_ms` (by their largest timestamp, or when the
+    /// file was last changed if no batch carries one, as Kafka does) or beyond `retention_bytes`,
+    /// oldest first, with the producer snapshots below the new log start. Returns how many
+    /// segments were dropped; the next sync job deletes their files.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> usize {
         let rolled = &self.segments[..self.segments.len() - 1];
-        let mut summaries = Vec::with_capacity(rolled.len());
-        for segment in rolled {
-            let largest_timestamp_ms = if segment.max_timestamp >= 0 {
-                segment.max_timestamp
-            } else {
-                file_mtime_ms(&segment.file).map_err(|e| io_error(&segment.log_path, e))?
-            };
-            summaries.push(SegmentSummary {
-                largest_timestamp_ms,
+        let summaries: Vec<SegmentSummary> = rolled
+            .iter()
+            .map(|segment| SegmentSummary {
+                largest_timestamp_ms: if segment.max_timestamp >= 0 {
+                    segment.max_timestamp
+                } else {
+                    segment.modified_ms
+                },
                 size_bytes: segment.size_bytes,
-            });
-        }
+            })
+            .collect();
         let count = segments_to_delete(
             &summaries,
             self.size_bytes(),
@@ -79,14 +78,13 @@ impl Log {
             now_ms,
         );
         if count == 0 {
-            return Ok(0);
+            return 0;
         }
-        let deleted: Vec<Segment> = self.segments.drain(..count).collect();
-        for segment in deleted {
-            tracing::info!(segment = %segment.log_path.display(), "deleting segment past retention");
-            segment.delete_files()?;
+        let dropped: Vec<Segment> = self.segments.drain(..count).collect();
+        for segment in &dropped {
+            tracing::info!(segment = %segment.log_path.display(), "segment past retention");
         }
-        self.dir_dirty = true;
+        self.doom(dropped);
         let log_start_offset = self.log_start_offset();
         if self
             .cache
@@ -95,56 +93,19 @@ impl Log {
         {
             self.cache.clear();
         }
-        self.delete_snapshots(|offset| offset < log_start_offset)?;
-        Ok(count)
-    }
-
-    fn delete_snapshots(&mut self, doomed: impl Fn(i64) -> bool) -> Result<(), StorageError> {
-        for offset in list_snapshots(&self.dir)? {
-            if doomed(offset) {
-                let path = snapshot_path(&self.dir, offset);
-                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-                self.unsynced_snapshots.retain(|p| p != &path);
-                self.dir_dirty = true;
-            }
-        }
-        Ok(())
-    }
-
-    /// fsyncs every segment's data and indexes, pending snapshots, and the directory.
-    pub fn flush(&mut self) -> Result<(), StorageError> {
-        for segment in &mut self.segments {
-            segment.sync()?;
-        }
-        for path in std::mem::take(&mut self.unsynced_snapshots) {
-            let file = File::open(&path).map_err(|e| io_error(&path, e))?;
-            file.sync_all().map_err(|e| io_error(&path, e))?;
-        }
-        if self.dir_dirty {
-            // IMPORTANT: fsync the directory too, or a crash can lose a new segment's or
-            // snapshot's name even though its data was synced.
-            sync_dir(&self.dir)?;
-            self.dir_dirty = false;
-        }
-        self.messages_since_flush = 0;
-        Ok(())
-    }
-
-    /// Applies the `flush.ms` policy.
-    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
-        if self.messages_since_flush > 0
-            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
-        {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
-        Ok(())
+        self.forget_snapshots(|offset| offset < log_start_offset);
+        count
     }
 
     /// Drops everything at or after `offset` (for replicas whose tail diverged from the
     /// leader). The cut is at a batch boundary: a batch containing `offset` goes entirely, so
-    /// the new log end offset is that batch's base offset.
+    /// the new log end offset is that batch's base offset. Blocking: call it on a blocking
+    /// thread, with no write and no sync job under way. The recovery point comes down to the
+    /// new log end; the caller must have the recovery-point checkpoint written before the log
+    /// grows past the old one again (Kafka writes it right after a truncation), or a crash could
+    /// trust segments that were never fsynced.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        assert!(!self.write_in_flight, "truncate_to with a write under way");
         if offset >= self.log_end_offset() {
             return Ok(());
         }
@@ -163,27 +124,29 @@ impl Log {
             let dir = self.dir.clone();
             self.active_mut().truncate_to(&dir, offset, interval)?;
         }
-        self.dir_dirty = true;
+        self.directory_changed();
         let log_end_offset = self.log_end_offset();
         self.cache.truncate_to(log_end_offset);
-        self.delete_snapshots(|o| o > log_end_offset)?;
-        self.producer_state = restore_producer_state(&self.dir, &self.segments)?;
+        self.truncated(log_end_offset);
+        for offset in self.snapshots.split_off(&(log_end_offset + 1)) {
+            let path = snapshot_path(&self.dir, offset);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        let (producer_state, _) = restore_producer_state(&self.dir, &self.segments)?;
+        self.producer_state = producer_state;
         Ok(())
     }
-}
-
-fn file_mtime_ms(file: &File) -> io::Result<i64> {
-    let modified = file.metadata()?.modified()?;
-    Ok(modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::log::test_util::*;
-    use crate::storage::log::{ActiveSegmentOpen, LogConfig};
+    use crate::storage::log::{LogConfig, LogOpened};
     use crate::storage::producer_state::list_snapshots;
     use crate::storage::StorageError;
 
@@ -197,9 +160,9 @@ mod tests {
         let mut log = Log::open(dir.path(), config.clone()).expect("open");
         let stored = fill(&mut log, 40);
         let segments = log.segment_count();
-        assert_eq!(log.enforce_retention(1_000).expect("retention"), 0);
+        assert_eq!(log.enforce_retention(1_000), 0);
         // Batch i has max timestamp ~1000 + 10 i; at now = 1250 those below 1150 are expired.
-        let deleted = log.enforce_retention(1_250).expect("retention");
+        let deleted = log.enforce_retention(1_250);
         assert!(deleted >= 1 && deleted < segments);
         assert_eq!(log.segment_count(), segments - deleted);
         let start = log.log_start_offset();
@@ -210,7 +173,8 @@ mod tests {
         ));
         assert_eq!(read_all(&log, start), expected_from(&stored, start));
         // Everything expired: only the active segment survives.
-        log.enforce_retention(i64::MAX).expect("retention");
+        log.enforce_retention(i64::MAX);
+        log.sync_now().expect("delete files");
         assert_eq!(log.segment_count(), 1);
         for offset in list_snapshots(dir.path()).expect("list") {
             assert!(offset >= log.log_start_offset());
@@ -229,7 +193,7 @@ mod tests {
         };
         let mut log = Log::open(dir.path(), config).expect("open");
         fill(&mut log, 40);
-        assert!(log.enforce_retention(0).expect("retention") > 0);
+        assert!(log.enforce_retention(0) > 0);
         assert!(log.size_bytes() >= 1_500 && log.size_bytes() < 1_500 + 1_000);
     }
 
@@ -273,29 +237,6 @@ mod tests {
     }
 
     #[test]
-    fn flush_policies_and_delete() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t-1");
-        let config = LogConfig {
-            flush_messages: 2,
-            flush_ms: 1_000,
-            ..small_config()
-        };
-        let mut log = Log::open(&path, config).expect("open");
-        fill(&mut log, 3);
-        log.flush_if_due(i64::MAX).expect("flush.ms");
-        assert_eq!(log.messages_since_flush, 0);
-        assert!(log.roll_if_due(0).is_ok());
-        // segment.ms: the active segment's clock starts at its first batch's timestamp.
-        let before = log.segment_count();
-        assert!(log.roll_if_due(i64::MAX).expect("roll"));
-        assert_eq!(log.segment_count(), before + 1);
-        assert!(!log.roll_if_due(i64::MAX).expect("empty active never rolls"));
-        log.delete().expect("delete");
-        assert!(!path.exists());
-    }
-
-    #[test]
     fn rolled_segment_made_active_again_by_truncation_gets_active_state() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = Log::open(dir.path(), small_config()).expect("open");
@@ -318,10 +259,7 @@ mod tests {
         log.close().expect("close");
         let (_copy, recovered) = recovered_copy(dir.path(), small_config());
         let log = Log::open(dir.path(), small_config()).expect("reopen");
-        assert!(matches!(
-            log.active_segment_open(),
-            ActiveSegmentOpen::Trusted { .. }
-        ));
+        assert!(matches!(log.opened(), LogOpened::Clean { .. }));
         assert_eq!(log.active_segment_state(), recovered.active_segment_state());
         assert_eq!(log.active_segment_state(), reactivated);
         assert_reads(&log, &kept);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::record::test_util::{batch, patched, BatchSpec};
 use crate::record::{Batch, BatchHeader};
-use crate::storage::log::{ActiveSegmentOpen, AppendOutcome, Log, LogConfig};
+use crate::storage::log::{AppendOutcome, Log, LogConfig, LogOpened};
 use crate::storage::StorageError;
 
 pub(crate) const EPOCH: i32 = 3;
@@ -118,10 +118,7 @@ pub(crate) fn recovered_copy(dir: &Path, config: LogConfig) -> (tempfile::TempDi
         }
     }
     let log = Log::open(copy.path(), config).expect("open copy");
-    assert!(matches!(
-        log.active_segment_open(),
-        ActiveSegmentOpen::Recovered { .. }
-    ));
+    assert!(matches!(log.opened(), LogOpened::Recovered { .. }));
     (copy, log)
 }
 

@@ -6,10 +6,12 @@
 //! "run this future over there and give me its result", like Seastar's `invoke_on`, and is how a
 //! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
 
+mod checkpoint;
 mod partition;
 mod runtime;
 mod writer;
 
+pub use checkpoint::RecoveryPoints;
 pub use partition::Partition;
 pub use runtime::run_broker;
 
@@ -109,6 +111,9 @@ pub struct Shard {
     applying: futures::lock::Mutex<()>,
     /// Set by [`Shard::shut_down`]: later snapshots open nothing.
     stopped: std::cell::Cell<bool>,
+    /// Recovery points from the log directory's checkpoint at start, for opening partitions, and
+    /// the way to ask the checkpoint thread for a new checkpoint.
+    recovery_points: RecoveryPoints,
 }
 
 impl Shard {
@@ -118,6 +123,7 @@ impl Shard {
         tuning: ShardTuning,
         senders: ShardSenders,
         control: ControlHandle,
+        recovery_points: RecoveryPoints,
     ) -> std::io::Result<Self> {
         Ok(Shard {
             writer: writer::SegmentWriter::start(id)?,
@@ -132,6 +138,7 @@ impl Shard {
             ready: RefCell::new(Some(Vec::new())),
             applying: futures::lock::Mutex::new(()),
             stopped: std::cell::Cell::new(false),
+            recovery_points,
         })
     }
 
@@ -267,8 +274,7 @@ impl Shard {
                 self.tuning.clone(),
                 self.writer.clone(),
             );
-            // No recovery-point checkpoint yet: after a crash every segment is recovered.
-            let recovery_point = None;
+            let recovery_point = self.recovery_points.at_start(tp);
             let (tp, topic, state) = (tp.clone(), topic.clone(), state.clone());
             opening.push(glommio::executor().spawn_blocking(move || {
                 let opened = Partition::open(
@@ -283,6 +289,7 @@ impl Shard {
                 (tp, opened)
             }));
         }
+        let changed = !gone.is_empty() || !opening.is_empty();
         for (tp, opened) in futures::future::join_all(opening).await {
             match opened {
                 Ok(partition) => {
@@ -292,6 +299,11 @@ impl Shard {
                 // this line says why.
                 Err(e) => error!("shard {}: cannot open partition {tp}: {e}", self.id),
             }
+        }
+        if changed {
+            // The checkpoint then covers the partitions opened and drops the ones closed right
+            // away rather than at the next interval: a stale entry must not outlive its log.
+            self.recovery_points.request_write();
         }
         *self.metadata.borrow_mut() = metadata;
         if let Some(waiters) = self.ready.borrow_mut().take() {

@@ -24,6 +24,8 @@ pub mod log;
 mod log_model_tests;
 pub mod offset_index;
 pub mod partition_metadata;
+#[cfg(test)]
+mod power_loss_tests;
 pub mod producer_state;
 mod recovery;
 pub mod recovery_point_checkpoint;

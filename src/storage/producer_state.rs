@@ -2,8 +2,10 @@
 //! batches it appended, so a retried batch is acknowledged with its original offsets instead of
 //! being written twice, and a gap in sequence numbers is refused.
 //!
-//! Runs on the partition's owning shard. Survives restarts through `<offset>.snapshot` files (rkyv
-//! archives of the whole map, valid as of that offset) taken at each roll and on close: the shard
+//! Runs on the partition's owning shard. Survives restarts through `<offset>.snapshot` files (a
+//! CRC-32C, then an rkyv archive of the whole map, valid as of that offset; the CRC, as in
+//! Kafka's snapshot files, because a flipped bit in a sequence number would still be a valid
+//! archive) taken at each roll and on close: the shard
 //! archives the state, a sync job writes the file atomically off the executor, after the data
 //! below its offset is durable. On open the newest usable snapshot is loaded and the batches
 //! after it are replayed.
@@ -17,6 +19,9 @@ use crate::storage::error::{io_error, StorageError};
 
 /// Kafka remembers this many batches per producer for duplicate detection.
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// A snapshot file starts with the CRC-32C (little endian) of the archive that follows.
+const SNAPSHOT_CRC_BYTES: usize = 4;
 
 /// A snapshot file larger than this is not one skein wrote (a producer takes ~150 bytes): it is
 /// skipped rather than read into memory whole.
@@ -213,14 +218,17 @@ impl ProducerStateManager {
             .collect();
         producers.sort_by_key(|p| p.producer_id);
         let snapshot = ProducerSnapshot { offset, producers };
-        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-            .expect("archiving plain integers cannot fail")
-            .to_vec()
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+            .expect("archiving plain integers cannot fail");
+        let mut bytes = Vec::with_capacity(SNAPSHOT_CRC_BYTES + archive.len());
+        bytes.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+        bytes.extend_from_slice(&archive);
+        bytes
     }
 
-    /// Loads a snapshot written by [`Self::write_snapshot`]. The archive is validated (checked
-    /// `access`): unlike index entries it has variable-length parts whose relative pointers a
-    /// torn or foreign file could send out of bounds.
+    /// Loads a snapshot written from [`Self::snapshot_bytes`]. The CRC is checked, then the
+    /// archive is validated (checked `access`): unlike index entries it has variable-length parts
+    /// whose relative pointers a torn or foreign file could send out of bounds.
     pub(crate) fn read_snapshot(path: &Path) -> Result<(i64, ProducerStateManager), StorageError> {
         let len = fs::metadata(path).map_err(|e| io_error(path, e))?.len();
         if len > MAX_SNAPSHOT_BYTES {
@@ -231,8 +239,19 @@ impl ProducerStateManager {
             });
         }
         let raw = fs::read(path).map_err(|e| io_error(path, e))?;
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(raw.len());
-        aligned.extend_from_slice(&raw);
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason,
+        };
+        let Some((crc, archive)) = raw.split_first_chunk::<SNAPSHOT_CRC_BYTES>() else {
+            return Err(corrupt("shorter than its CRC".to_string()));
+        };
+        if u32::from_le_bytes(*crc) != crc32c::crc32c(archive) {
+            return Err(corrupt("producer snapshot CRC-32C mismatch".to_string()));
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
+        aligned.extend_from_slice(archive);
         let archived = rkyv::access::<ArchivedProducerSnapshot, rkyv::rancor::Error>(&aligned)
             .map_err(|e| StorageError::Corrupt {
                 path: path.to_path_buf(),
@@ -419,10 +438,15 @@ mod tests {
         assert_eq!(offset, 14);
         assert_eq!(loaded.producers, state.producers);
         assert_eq!(list_snapshots(dir.path()).expect("list"), vec![14]);
-        fs::write(&path, b"garbage").expect("write");
-        assert!(matches!(
-            ProducerStateManager::read_snapshot(&path),
-            Err(StorageError::Corrupt { .. })
-        ));
+        let mut flipped = fs::read(&path).expect("read");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        for bad in [b"garbage".to_vec(), b"ab".to_vec(), flipped] {
+            fs::write(&path, bad).expect("write");
+            assert!(matches!(
+                ProducerStateManager::read_snapshot(&path),
+                Err(StorageError::Corrupt { .. })
+            ));
+        }
     }
 }

@@ -5,9 +5,9 @@
 //! and lookups; the shard's executor never scans a file. A scan reads headers through a bounded
 //! window (small batches cost one read per window, not one per batch) and checks each batch before
 //! anyone sees it: framing (`batchLength` within what is left of the file), magic, offsets
-//! (baseOffset lies outside the CRC, so it must be plausible: increasing, within the segment's
-//! u32 relative range and below the next segment's base) and, when asked, the CRC-32C, computed
-//! over the window piece by piece. Memory is bounded by the window whatever `batchLength` says:
+//! (baseOffset lies outside the CRC, so it must be exactly where the previous batch ended, within
+//! the segment's u32 relative range and below the next segment's base) and, when asked, the
+//! CRC-32C, computed over the window piece by piece. Memory is bounded by the window whatever `batchLength` says:
 //! a stored batch can never make a scan allocate without bound or overflow an offset.
 
 use std::fs::File;
@@ -42,8 +42,10 @@ pub(crate) enum ScanStep {
 pub(crate) struct OffsetBounds {
     /// The segment's base offset: relative offsets (u32 in the indexes) count from here.
     pub(crate) base_offset: i64,
-    /// The first batch seen must start at or after this offset (the segment's base, or the
-    /// offset of the index entry the scan starts from); each later one after its predecessor.
+    /// The offset the first batch seen must start at (the segment's base, or the offset of the
+    /// index entry or batch the scan starts from); each later one starts right after its
+    /// predecessor. skein writes offsets without gaps (there is no compaction yet), so a gap is
+    /// damage: a flipped bit in a baseOffset, which no CRC covers.
     pub(crate) first_offset: i64,
     /// Offsets must stay below this: the next segment's base offset (`i64::MAX` for the last).
     pub(crate) limit_offset: i64,
@@ -71,7 +73,7 @@ pub(crate) struct Scanner<'a> {
     window_bytes: usize,
     verify_crc: bool,
     bounds: OffsetBounds,
-    /// The next batch's base offset must be at least this.
+    /// The next batch's base offset.
     next_offset: i64,
 }
 
@@ -144,13 +146,13 @@ impl<'a> Scanner<'a> {
             .base_offset
             .checked_sub(base_offset)
             .and_then(|relative| relative.checked_add(i64::from(header.last_offset_delta)));
-        let fits = header.base_offset >= self.next_offset
+        let fits = header.base_offset == self.next_offset
             && header.last_offset_delta >= 0
             && relative_last.is_some_and(|r| r <= i64::from(u32::MAX))
             && header.last_offset() < limit_offset;
         (!fits).then(|| {
             format!(
-                "batch offsets {}+{} are out of place (expected from {}, below {limit_offset})",
+                "batch offsets {}+{} are out of place (expected {}, below {limit_offset})",
                 header.base_offset, header.last_offset_delta, self.next_offset
             )
         })

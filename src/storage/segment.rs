@@ -234,6 +234,9 @@ impl Segment {
         };
         let (last_indexed, position) = offset_index.lookup(i64::MAX);
         let mut next_offset = base_offset;
+        // The largest timestamp after the last index entry: a rolled segment's time index ends
+        // with it (the seal entry), unless the roll's sync job never ran.
+        let (mut tail_max_timestamp, mut tail_offset_of_max) = (-1, base_offset);
         let bounds = OffsetBounds {
             base_offset,
             first_offset: last_indexed,
@@ -250,19 +253,10 @@ impl Segment {
         );
         loop {
             match scanner.next_step()? {
-                ScanStep::Batch {
-                    position: at,
-                    header,
-                } => {
-                    if at == u64::from(position)
-                        && position > 0
-                        && header.base_offset != last_indexed
-                    {
-                        return Ok(Err(format!(
-                            "{} points at offset {last_indexed} but byte {at} holds {}",
-                            index_path.display(),
-                            header.base_offset
-                        )));
+                ScanStep::Batch { header, .. } => {
+                    if header.max_timestamp > tail_max_timestamp {
+                        tail_max_timestamp = header.max_timestamp;
+                        tail_offset_of_max = header.base_offset;
                     }
                     next_offset = header.last_offset() + 1;
                 }
@@ -272,11 +266,23 @@ impl Segment {
                 }
             }
         }
-        let Some(time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)?
+        let Some(mut time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)?
         else {
             return Ok(Err(format!("{} missing or invalid", time_path.display())));
         };
-        let max_timestamp = time_index.last().map_or(-1, |e| e.timestamp);
+        let (mut max_timestamp, mut offset_of_max_timestamp) = match time_index.last() {
+            Some(e) => (e.timestamp, base_offset + i64::from(e.relative_offset)),
+            None => (-1, base_offset),
+        };
+        if tail_max_timestamp > max_timestamp {
+            // A segment that was active at a clean shutdown and rolled, right after the next
+            // start, at the offset the recovery point already covered: its data and index
+            // entries were durable, only the seal entry was not. Sealed again here; a sync job
+            // writes it.
+            max_timestamp = tail_max_timestamp;
+            offset_of_max_timestamp = tail_offset_of_max;
+            time_index.maybe_append(max_timestamp, offset_of_max_timestamp);
+        }
         Ok(Ok(Segment {
             base_offset,
             log_path,
@@ -286,7 +292,7 @@ impl Segment {
             offset_index,
             time_index,
             max_timestamp,
-            offset_of_max_timestamp: base_offset,
+            offset_of_max_timestamp,
             bytes_since_last_index_entry: 0,
             roll_base_ms: None,
             dirty: false,

@@ -296,9 +296,8 @@ impl Log {
     }
 
     /// [`Log::read`]'s first half, in memory: answers from the tail cache, or plans the scan of
-    /// the segment files from the index entry at or before `offset`. Only as many segments as
-    /// `max_bytes` can reach are planned: a read may come back short, as Kafka's do (a consumer
-    /// fetches again from where it got to).
+    /// the segment files from the index entry at or before `offset`, through as many segments as
+    /// `max_bytes` can reach.
     pub fn plan_read(
         &self,
         offset: i64,
@@ -327,20 +326,20 @@ impl Log {
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
+        // Segments after the first are read whole, so once they hold more than `max_bytes` the
+        // read ends inside them. (The first one's bytes before `offset` do not count.)
         let mut segments = Vec::new();
         let mut reach = 0u64;
         for (i, segment) in self.segments[first..].iter().enumerate() {
-            // The batch holding `offset` may start a segment late; the next one always helps.
-            if (i >= 2 && reach > max_bytes as u64) || segment.base_offset >= cache_start {
+            if reach > max_bytes as u64 || segment.base_offset >= cache_start {
                 break;
             }
-            let file = if i == 0 {
-                SegmentFile::at_offset(segment, offset)
+            if i == 0 {
+                segments.push(SegmentFile::at_offset(segment, offset));
             } else {
-                SegmentFile::from_position(segment, 0, segment.base_offset)
-            };
-            reach += file.size_bytes - file.start;
-            segments.push(file);
+                reach += segment.size_bytes;
+                segments.push(SegmentFile::from_position(segment, 0, segment.base_offset));
+            }
         }
         Ok(ReadPlan::Cold(ColdRead {
             segments,

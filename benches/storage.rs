@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kafka_protocol::records::Compression;
+use skein::record::validate::{validate_produced, Rules};
 use skein::record::{split_batches, Batch, BatchBuilder, BatchHeader};
 use skein::storage::{Log, LogConfig};
 
@@ -44,6 +45,33 @@ fn bench_split_batches(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(records.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &records, |b, records| {
             b.iter(|| split_batches(records).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+fn bench_validate_produced(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_produced");
+    let rules = Rules {
+        produce_version: 9,
+        max_batch_bytes: 16 << 20,
+        log_append_time: false,
+        timestamp_difference_max_ms: i64::MAX,
+        store_as: None,
+        now_ms: 1_700_000_000_000,
+    };
+    // 100-byte records as `skein bench` sends them: the walk over records is the cost.
+    for (records, value_bytes) in [(160, 100), (10_000, 100)] {
+        let batch = build_batch(records, value_bytes);
+        group.throughput(Throughput::Elements(records as u64));
+        group.bench_with_input(
+            BenchmarkId::new("records_of_100B", records),
+            &batch,
+            |b, batch| b.iter(|| validate_produced(batch, &rules).expect("valid")),
+        );
+        // The framing and CRC alone, to see what walking the records adds.
+        group.bench_with_input(BenchmarkId::new("crc_only", records), &batch, |b, batch| {
+            b.iter(|| split_batches(batch).expect("valid"))
         });
     }
     group.finish();
@@ -139,6 +167,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_split_batches, bench_append, bench_index_lookup, bench_read_from_cache
+    targets = bench_split_batches, bench_validate_produced, bench_append, bench_index_lookup, bench_read_from_cache
 }
 criterion_main!(benches);

@@ -4,46 +4,11 @@
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
-use harness::{kcat, kcat_with_input, Broker, BrokerOpts, ZooKeeper};
+use harness::{http_get, kcat, kcat_with_input, Broker, BrokerOpts, ZooKeeper};
 
 /// One sample: metric name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
-
-/// `GET path` on 127.0.0.1:port; returns the status code and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics.listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("the server answers and closes");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    if status == 200 {
-        assert!(
-            head.contains("Content-Type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-    }
-    (status, body.to_owned())
-}
 
 /// Parses Prometheus text (label values here need no unescaping).
 fn parse(text: &str) -> Vec<Sample> {

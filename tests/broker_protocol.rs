@@ -422,7 +422,10 @@ fn unsupported_versions_and_apis_are_answered_or_logged() {
             .iter()
             .find(|k| k.api_key == 0)
             .expect("Produce is advertised");
-        assert_eq!(produce.min_version, 0);
+        assert_eq!(
+            produce.min_version, 3,
+            "Produce v0-v2 (message formats v0/v1) are not offered"
+        );
         let raw = raw_request(&broker, 18, 9).await;
         assert_eq!(
             i16::from_be_bytes([raw[4], raw[5]]),

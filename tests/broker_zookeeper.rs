@@ -1,9 +1,10 @@
 //! The broker in ZooKeeper: Kafka's znode layout, controller election, start-up without an
-//! ensemble, re-registration after a lost session, and refusing bad configs and busy ports.
+//! ensemble, re-registration after a lost session, a fast restart after SIGKILL, and refusing bad
+//! configs, busy ports and a second broker with the same id.
 
 mod harness;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{python_json, skein_cli, wait_until, Broker, BrokerOpts, ZooKeeper};
 
@@ -190,4 +191,61 @@ fn bad_configs_and_busy_ports_are_refused_with_a_clear_error() {
         stderr.contains("is another broker running there?"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_sigkilled_broker_serves_again_within_seconds_and_a_twin_is_refused() {
+    let zk = ZooKeeper::start(1);
+    // A session timeout far longer than the restart may take: the old registration must be
+    // replaced, not waited out.
+    let mut broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1).set("zookeeper.session.timeout.ms", "30000"),
+    );
+    broker.create_topic("kept", 1, &[]);
+    let session_before = znode_owner(&zk, "/brokers/ids/1");
+    assert_eq!(znode_owner(&zk, "/controller"), session_before);
+
+    broker.kill();
+    let killed = Instant::now();
+    broker.restart();
+    let serving_after = killed.elapsed();
+    eprintln!("serving again {serving_after:?} after SIGKILL");
+    assert!(
+        serving_after < Duration::from_secs(5),
+        "serving {serving_after:?} after SIGKILL"
+    );
+    let session_after = znode_owner(&zk, "/brokers/ids/1");
+    assert_ne!(
+        session_after, session_before,
+        "registered by the new session"
+    );
+    wait_until(
+        "the restarted broker to be controller",
+        Duration::from_secs(10),
+        || (znode_owner(&zk, "/controller") == session_after).then_some(()),
+    );
+    assert!(describe(&broker, "kept").contains("kept"));
+    assert!(broker
+        .log_text()
+        .contains("left from this broker's previous run"));
+
+    // Another broker with the same id (its own log dir, so it cannot know the session) must
+    // not take the live broker's registration.
+    let (status, stderr) = Broker::start_expect_failure(
+        &zk,
+        BrokerOpts::id(1).set("zookeeper.session.timeout.ms", "4000"),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("held by another live session"), "{stderr}");
+    assert_eq!(znode_owner(&zk, "/brokers/ids/1"), session_after);
+    assert!(describe(&broker, "kept").contains("kept"));
+}
+
+/// The session that owns the ephemeral znode at `path` (0 if it does not exist).
+fn znode_owner(zk: &ZooKeeper, path: &str) -> i64 {
+    let dump = python_json("zk_dump.py", &["--zk", &zk.connect_string(), path]);
+    dump["znodes"][path]["ephemeral_owner"]
+        .as_i64()
+        .unwrap_or(0)
 }

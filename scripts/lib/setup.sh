@@ -48,6 +48,22 @@ skein_zk_classpath() {
     printf '%s:%s' "$zk" "$slf4j"
 }
 
+# rustfmt and clippy, which tests/linters.rs runs (and fails without): added with rustup when
+# missing.
+skein_install_lint_tools() {
+    local tool component
+    for tool in fmt clippy; do
+        component=$([[ $tool == fmt ]] && echo rustfmt || echo clippy)
+        if ! cargo "$tool" --version >/dev/null 2>&1; then
+            command -v rustup >/dev/null 2>&1 \
+                || die "cargo $tool is missing and there is no rustup to add $component"
+            echo "installing the $component component"
+            rustup component add "$component" || die "cannot install $component"
+        fi
+    done
+    echo "lint tools: $(cargo fmt --version), $(cargo clippy --version)"
+}
+
 # Debian packages: ZooKeeper (jars only, we start it ourselves), a JRE, kcat, and what building
 # and the venv need. Each is installed only when missing.
 skein_install_system_packages() {
@@ -71,6 +87,7 @@ skein_install_system_packages() {
     fi
     command -v cargo >/dev/null 2>&1 \
         || die "cargo not found: install a Rust toolchain (rustup) first; this script installs no toolchain"
+    skein_install_lint_tools
     SKEIN_ZK_CLASSPATH=$(skein_zk_classpath) \
         || die "ZooKeeper jars not found in /usr/share/java (zookeeper.jar, slf4j-simple.jar)"
     export SKEIN_ZK_CLASSPATH

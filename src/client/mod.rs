@@ -100,9 +100,15 @@ impl Connection {
         let frame = tokio::time::timeout(self.timeout, async {
             self.stream.write_all(&buf).await?;
             let len = self.stream.read_i32().await?;
-            let len = len.max(0) as usize;
+            if len < 0 || len as usize > pipeline::MAX_FRAME_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the broker sent a response frame of {len} bytes"),
+                ));
+            }
+            let len = len as usize;
             // malloc + memset, not calloc (which `vec![0; len]` is): see
-            // protocol::frame::read_frame.
+            // protocol::frame::read_body.
             #[allow(clippy::slow_vector_initialization)]
             let mut frame = Vec::with_capacity(len);
             frame.resize(len, 0);

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The largest response frame the reader accepts; anything larger is a broken stream.
-const MAX_FRAME_BYTES: usize = 1 << 30;
+pub const MAX_FRAME_BYTES: usize = 1 << 30;
 
 /// Sends requests; never waits for responses.
 pub struct PipelineWriter {

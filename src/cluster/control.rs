@@ -17,12 +17,13 @@ use kafka_protocol::ResponseError;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
+use super::broker_dir;
 use super::controller;
 use super::metadata::{
     place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition,
 };
 use super::zookeeper::*;
-use crate::config::{BrokerConfig, TopicConfig};
+use crate::config::{BrokerConfig, Ignored, TopicConfig};
 use crate::shard::ShardSenders;
 
 /// How long the control thread lets ZooKeeper events gather after the first before it re-reads:
@@ -430,6 +431,10 @@ impl Control {
         let id = self.config.broker_id;
         let listener = self.config.advertised();
         let path = broker_path(id);
+        let session = zk.client.session_id().0;
+        // The session of this broker's previous run, if it was killed: its ephemeral znodes are
+        // ours to replace (see broker_dir).
+        let previous = broker_dir::previous_session(&self.config.log_dir).filter(|&s| s != session);
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.config.zookeeper_session_timeout_ms as u64 * 2 + 5000);
         let mut warned = false;
@@ -440,7 +445,7 @@ impl Control {
                     "registered broker {id} at {path} ({}:{})",
                     listener.host, listener.port
                 );
-                return Ok(());
+                break;
             }
             let owner = zk
                 .client
@@ -451,19 +456,49 @@ impl Control {
                     path: path.clone(),
                     source,
                 })?;
-            if owner.is_some_and(|stat| stat.ephemeral_owner == zk.client.session_id().0) {
-                return Ok(()); // ours already: registered earlier in this session
+            match owner {
+                Some(stat) if stat.ephemeral_owner == session => break, // registered earlier
+                Some(stat) if Some(stat.ephemeral_owner) == previous => {
+                    warn!(
+                        "{path} is left from this broker's previous run (session {:#x}); replacing it",
+                        stat.ephemeral_owner
+                    );
+                    remove_if_unchanged(zk, &path, stat.version).await?;
+                    continue;
+                }
+                _ => {}
             }
             if tokio::time::Instant::now() > deadline {
                 error!("{path} is held by another live session: is another broker running with broker.id = {id}?");
                 std::process::exit(1);
             }
             if !warned {
-                warn!("{path} still exists (a previous session of broker {id}?); waiting for it to expire");
+                warn!("{path} is held by another session (another broker with broker.id = {id}, or a previous run whose session was not recorded); waiting for it to go");
                 warned = true;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        if let Some(previous) = previous {
+            // A killed controller's /controller would otherwise keep the cluster without one
+            // until its session expires.
+            if let Ok(Some(stat)) = zk.client.check_stat(CONTROLLER).await {
+                if stat.ephemeral_owner == previous {
+                    warn!("/controller is left from this broker's previous run; removing it");
+                    remove_if_unchanged(zk, CONTROLLER, stat.version).await?;
+                }
+            }
+        }
+        let dir = self.config.log_dir.clone();
+        match tokio::task::spawn_blocking(move || broker_dir::record_session(&dir, session)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(
+                "cannot record the ZooKeeper session in {}: {e}; after a crash the next start waits for it to expire",
+                self.config.log_dir.display()
+            ),
+            Err(e) => warn!("recording the ZooKeeper session failed: {e}"),
+        }
+        Ok(())
     }
 
     async fn deregister(&self, zk: &Zk, is_controller: bool) {
@@ -483,8 +518,9 @@ impl Control {
     /// Re-reads what `changed` names (everything, or the cluster's brokers and controller and
     /// some topics) and sends the shards a new snapshot if anything differs.
     async fn refresh_changed(&mut self, zk: &Zk, changed: &Changed) -> Result<(), ZkError> {
+        let mut ignored = BTreeMap::new();
         let mut metadata = if changed.everything {
-            read_metadata(zk, &self.config).await?
+            read_metadata(zk, &self.config, &mut ignored).await?
         } else {
             let mut metadata = Metadata::clone(&self.metadata);
             if changed.cluster {
@@ -493,12 +529,16 @@ impl Control {
             let names = changed.topics.iter().cloned().collect();
             for (name, topic) in read_topics(zk, &self.config, names).await? {
                 match topic {
-                    Some(topic) => metadata.topics.insert(name, Arc::new(topic)),
+                    Some((topic, topic_ignored)) => {
+                        ignored.insert(name.clone(), topic_ignored);
+                        metadata.topics.insert(name, Arc::new(topic))
+                    }
                     None => metadata.topics.remove(&name),
                 };
             }
             metadata
         };
+        self.log_topic_configs(&metadata, &ignored);
         let me = self.config.broker_id;
         let hosted = metadata.topics.values().flat_map(|topic| {
             topic
@@ -525,6 +565,30 @@ impl Control {
         self.metadata = metadata.clone();
         self.shards.broadcast_metadata(metadata).await;
         Ok(())
+    }
+
+    /// Says, once per change of a topic's stored config, which of its overrides skein leaves
+    /// aside: unknown or invalid ones (each other key still applies), and ones it only stores.
+    fn log_topic_configs(&self, metadata: &Metadata, ignored: &BTreeMap<String, Vec<Ignored>>) {
+        for (name, topic) in &metadata.topics {
+            let before = self.metadata.topic(name);
+            if before.is_some_and(|b| b.config.overrides == topic.config.overrides) {
+                continue;
+            }
+            for i in ignored.get(name).into_iter().flatten() {
+                warn!(
+                    "topic '{name}': ignoring config '{}' ({})",
+                    i.name, i.reason
+                );
+            }
+            let stored = topic.config.not_honoured();
+            if !stored.is_empty() {
+                warn!(
+                    "topic '{name}': config {} kept but not honoured by skein yet",
+                    stored.join(", ")
+                );
+            }
+        }
     }
 
     /// Removes what is left on this broker's disk of a deleted topic (partitions no shard had open).
@@ -653,13 +717,31 @@ impl From<ZkError> for CreateFailure {
     }
 }
 
+/// Deletes `path` if it still has `version`; gone already is fine.
+async fn remove_if_unchanged(zk: &Zk, path: &str, version: i32) -> Result<(), ZkError> {
+    match zk.client.delete(path, Some(version)).await {
+        Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Ok(()),
+        Err(source) => Err(ZkError::Op {
+            op: "delete",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Reads brokers, controller and topics (assignment, partition states, configs) from ZooKeeper.
-async fn read_metadata(zk: &Zk, config: &BrokerConfig) -> Result<Metadata, ZkError> {
+/// Overrides each topic's stored config holds that skein could not apply go to `ignored`.
+async fn read_metadata(
+    zk: &Zk,
+    config: &BrokerConfig,
+    ignored: &mut BTreeMap<String, Vec<Ignored>>,
+) -> Result<Metadata, ZkError> {
     let mut metadata = Metadata::default();
     read_cluster(zk, &mut metadata).await?;
     let names = zk.children(BROKER_TOPICS).await?;
     for (name, topic) in read_topics(zk, config, names).await? {
-        if let Some(topic) = topic {
+        if let Some((topic, topic_ignored)) = topic {
+            ignored.insert(name.clone(), topic_ignored);
             metadata.topics.insert(name, Arc::new(topic));
         }
     }
@@ -703,7 +785,7 @@ async fn read_topics(
     zk: &Zk,
     config: &BrokerConfig,
     names: Vec<String>,
-) -> Result<Vec<(String, Option<TopicMetadata>)>, ZkError> {
+) -> Result<Vec<(String, Option<(TopicMetadata, Vec<Ignored>)>)>, ZkError> {
     futures::stream::iter(names)
         .map(|name| async move {
             let topic = read_topic(zk, config, name.clone()).await?;
@@ -714,12 +796,13 @@ async fn read_topics(
         .await
 }
 
-/// One topic's metadata from its znodes; `None` while the controller has not given it an id yet.
+/// One topic's metadata from its znodes, with the config overrides that could not be applied;
+/// `None` while the controller has not given it an id yet.
 async fn read_topic(
     zk: &Zk,
     config: &BrokerConfig,
     name: String,
-) -> Result<Option<TopicMetadata>, ZkError> {
+) -> Result<Option<(TopicMetadata, Vec<Ignored>)>, ZkError> {
     let Some((topic, _)) = zk.read_json::<TopicZnode>(&topic_path(&name)).await? else {
         return Ok(None);
     };
@@ -732,12 +815,7 @@ async fn read_topic(
         .await?
         .map(|(c, _)| c.config)
         .unwrap_or_default();
-    let topic_config =
-        TopicConfig::resolve(&config.topic_defaults, &overrides).unwrap_or_else(|e| {
-            warn!("topic '{name}': ignoring invalid config in ZooKeeper ({e})");
-            TopicConfig::resolve(&config.topic_defaults, &BTreeMap::new())
-                .expect("defaults are valid")
-        });
+    let (topic_config, ignored) = TopicConfig::resolve(&config.topic_defaults, &overrides);
     let states = futures::future::try_join_all((0..topic.partitions.len() as i32).map(|index| {
         let path = partition_state_path(&name, index);
         async move { zk.read_json::<PartitionStateZnode>(&path).await }
@@ -764,12 +842,15 @@ async fn read_topic(
             }
         })
         .collect();
-    Ok(Some(TopicMetadata {
-        name,
-        topic_id,
-        partitions,
-        config: topic_config,
-    }))
+    Ok(Some((
+        TopicMetadata {
+            name,
+            topic_id,
+            partitions,
+            config: topic_config,
+        },
+        ignored,
+    )))
 }
 
 pub fn now_ms() -> i64 {

@@ -223,7 +223,7 @@ pub async fn create_topic(
             format!("topic '{}' already exists", spec.name),
         );
     }
-    if let Err(message) = TopicConfig::resolve(&config.topic_defaults, &spec.configs) {
+    if let Err(message) = TopicConfig::validate(&config.topic_defaults, &spec.configs) {
         return fail(ResponseError::InvalidConfig, message);
     }
     let live: Vec<i32> = metadata.brokers.keys().copied().collect();

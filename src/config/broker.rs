@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::{flatten, read_toml, ConfigError, Value};
-use crate::config::Tuning;
+use crate::config::{CompressionType, Tuning};
 
 /// One `PLAINTEXT://host:port` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,10 @@ pub struct TopicDefaults {
     pub max_message_bytes: i64,
     pub min_insync_replicas: i64,
     pub cleanup_policy: String,
+    pub compression_type: CompressionType,
+    /// `message.timestamp.type = LogAppendTime` (else CreateTime).
+    pub log_append_time: bool,
+    pub message_timestamp_difference_max_ms: i64,
 }
 
 impl Default for TopicDefaults {
@@ -77,6 +81,56 @@ impl Default for TopicDefaults {
             max_message_bytes: 1_048_588,
             min_insync_replicas: 1,
             cleanup_policy: "delete".to_owned(),
+            compression_type: CompressionType::Producer,
+            log_append_time: false,
+            message_timestamp_difference_max_ms: i64::MAX,
+        }
+    }
+}
+
+/// What clients may hold of the broker: Kafka's settings where Kafka has them (README, "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `socket.request.max.bytes`: a longer request frame closes its connection.
+    pub socket_request_max_bytes: u64,
+    /// `queued.max.request.bytes`: request bytes the whole broker holds at once (read, being
+    /// handled, answer not yet written), shared evenly by the shards. `None` (Kafka's -1) means
+    /// [`DEFAULT_REQUEST_BUDGET_PER_SHARD`] per shard: skein always bounds it.
+    pub queued_max_request_bytes: Option<u64>,
+    /// `max.connections`: client connections the broker keeps open at once.
+    pub max_connections: u64,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: u64,
+    /// `connections.max.idle.ms`: a connection with no request in flight and no bytes received for
+    /// this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `connections.max.stall.ms` (skein's): a request frame whose body has not all arrived, or a
+    /// response not all written, this long after it began closes its connection.
+    pub connections_max_stall_ms: u64,
+}
+
+/// Request-memory budget of each shard when `queued.max.request.bytes` is -1.
+pub const DEFAULT_REQUEST_BUDGET_PER_SHARD: u64 = 256 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: None,
+            max_connections: i32::MAX as u64,
+            max_connections_per_ip: i32::MAX as u64,
+            connections_max_idle_ms: 600_000,
+            connections_max_stall_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Each of `shards` shards' request-memory budget.
+    pub fn request_budget_per_shard(&self, shards: usize) -> u64 {
+        match self.queued_max_request_bytes {
+            Some(total) => (total / shards.max(1) as u64).max(1),
+            None => DEFAULT_REQUEST_BUDGET_PER_SHARD,
         }
     }
 }
@@ -99,6 +153,7 @@ pub struct BrokerConfig {
     /// written.
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub topic_defaults: TopicDefaults,
+    pub limits: Limits,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
     /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
@@ -143,6 +198,7 @@ impl BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             topic_defaults: TopicDefaults::default(),
+            limits: Limits::default(),
             num_shards: None,
             metrics_listener: None,
             tuning: Tuning::default(),
@@ -210,7 +266,49 @@ impl BrokerConfig {
                 "log.flush.interval.ms" => defaults.flush_ms = v.i64_at_least(0)?,
                 "log.cleanup.policy" => defaults.cleanup_policy = parse_cleanup_policy(&v)?,
                 "message.max.bytes" => defaults.max_message_bytes = v.i64_at_least(0)?,
+                "compression.type" => {
+                    let text = v.string()?;
+                    defaults.compression_type = CompressionType::parse(&text).ok_or_else(|| {
+                        v.error(format!(
+                            "expected one of producer, uncompressed, gzip, snappy, lz4, zstd, got \"{text}\""
+                        ))
+                    })?
+                }
+                "log.message.timestamp.type" => {
+                    defaults.log_append_time = match v.string()?.as_str() {
+                        "CreateTime" => false,
+                        "LogAppendTime" => true,
+                        other => {
+                            return Err(v.error(format!(
+                                "expected CreateTime or LogAppendTime, got \"{other}\""
+                            )))
+                        }
+                    }
+                }
+                "log.message.timestamp.difference.max.ms" => {
+                    defaults.message_timestamp_difference_max_ms = v.i64_at_least(0)?
+                }
                 "min.insync.replicas" => defaults.min_insync_replicas = v.i64_at_least(1)?,
+                "socket.request.max.bytes" => {
+                    config.limits.socket_request_max_bytes = v.i64_at_least(8)? as u64
+                }
+                "queued.max.request.bytes" => {
+                    config.limits.queued_max_request_bytes = match v.i64_at_least(-1)? {
+                        -1 => None,
+                        0 => return Err(v.error("must be -1 (skein's default) or positive")),
+                        n => Some(n as u64),
+                    }
+                }
+                "max.connections" => config.limits.max_connections = v.i64_at_least(1)? as u64,
+                "max.connections.per.ip" => {
+                    config.limits.max_connections_per_ip = v.i64_at_least(1)? as u64
+                }
+                "connections.max.idle.ms" => {
+                    config.limits.connections_max_idle_ms = v.i64_at_least(1)? as u64
+                }
+                "connections.max.stall.ms" => {
+                    config.limits.connections_max_stall_ms = v.i64_at_least(1)? as u64
+                }
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
                 "metrics.listener" => config.metrics_listener = Some(parse_metrics_listener(&v)?),

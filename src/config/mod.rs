@@ -9,8 +9,8 @@ mod broker;
 mod topic;
 mod tuning;
 
-pub use broker::{BrokerConfig, Listener, TopicDefaults};
-pub use topic::{TopicConfig, TOPIC_CONFIGS};
+pub use broker::{BrokerConfig, Limits, Listener, TopicDefaults};
+pub use topic::{topic_key, CompressionType, Ignored, Support, TopicConfig, TOPIC_CONFIGS};
 pub use tuning::{ShardTuning, Tuning};
 
 use std::path::PathBuf;

@@ -11,7 +11,7 @@ use std::fmt::{Display, Write};
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    LatencySnapshot, PartitionGauges, PartitionTraffic, ShardSnapshot, LATENCY_BUCKETS_US,
+    ClosedBy, LatencySnapshot, PartitionGauges, PartitionTraffic, ShardSnapshot, LATENCY_BUCKETS_US,
 };
 
 /// The `Content-Type` of what [`render`] returns.
@@ -95,8 +95,30 @@ fn shard_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
         out,
         "skein_connections_refused_total",
         "counter",
-        "Client connections the shard closed at once because max_connections was reached.",
+        "Client connections the shard closed at once: max.connections, max.connections.per.ip or the shard's max_connections reached.",
         |s| s.counters.connections_refused,
+    );
+    out.family(
+        "skein_connections_closed_total",
+        "counter",
+        "Client connections the shard closed because of a limit: idle (connections.max.idle.ms), stalled (connections.max.stall.ms), frame_size (socket.request.max.bytes), malformed (a request that does not decode or is not served), busy (a request naming more partitions than the request budget could hold).",
+    );
+    for s in shards {
+        for why in ClosedBy::ALL {
+            let labels = [("shard", &*s.shard.to_string()), ("reason", why.label())];
+            out.sample(
+                "skein_connections_closed_total",
+                &labels,
+                s.counters.connections_closed[why as usize],
+            );
+        }
+    }
+    per_shard(
+        out,
+        "skein_request_budget_waits_total",
+        "counter",
+        "Request frames that waited for the shard's request-memory budget (queued.max.request.bytes).",
+        |s| s.counters.request_budget_waits,
     );
     per_shard(
         out,

@@ -15,8 +15,8 @@ pub mod http;
 mod shard;
 
 pub use shard::{
-    ApiRequests, LatencyHistogram, LatencySnapshot, PartitionTraffic, ShardCounters, ShardMetrics,
-    LATENCY_BUCKETS_US,
+    ApiRequests, ClosedBy, LatencyHistogram, LatencySnapshot, PartitionTraffic, ShardCounters,
+    ShardMetrics, LATENCY_BUCKETS_US,
 };
 
 use std::rc::Rc;

@@ -69,6 +69,41 @@ impl LatencyHistogram {
     }
 }
 
+/// Why the broker closed a client connection because of a limit (README, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// `connections.max.idle.ms`.
+    Idle,
+    /// `connections.max.stall.ms`.
+    Stalled,
+    /// A frame longer than `socket.request.max.bytes`, or too short for a header.
+    FrameSize,
+    /// A request that does not decode, or an API or version skein does not serve.
+    Malformed,
+    /// A request naming more partitions than the request budget could hold at the time.
+    Busy,
+}
+
+impl ClosedBy {
+    pub const ALL: [ClosedBy; 5] = [
+        ClosedBy::Idle,
+        ClosedBy::Stalled,
+        ClosedBy::FrameSize,
+        ClosedBy::Malformed,
+        ClosedBy::Busy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClosedBy::Idle => "idle",
+            ClosedBy::Stalled => "stalled",
+            ClosedBy::FrameSize => "frame_size",
+            ClosedBy::Malformed => "malformed",
+            ClosedBy::Busy => "busy",
+        }
+    }
+}
+
 /// Produce and fetch traffic of one partition, as seen by one shard.
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionTraffic {
@@ -108,6 +143,9 @@ pub struct ShardMetrics {
     connections_active: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    /// By [`ClosedBy`], in the order of [`ClosedBy::ALL`].
+    connections_closed: [Cell<u64>; 5],
+    request_budget_waits: Cell<u64>,
     forwards_sent: Cell<u64>,
     jobs_received: Cell<u64>,
     /// Per-partition traffic, counted on the shard that handled the client's request (where the
@@ -124,6 +162,8 @@ impl Default for ShardMetrics {
             connections_active: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            connections_closed: Default::default(),
+            request_budget_waits: Cell::new(0),
             forwards_sent: Cell::new(0),
             jobs_received: Cell::new(0),
             traffic: RefCell::new(HashMap::new()),
@@ -167,6 +207,15 @@ impl ShardMetrics {
 
     pub fn connection_refused(&self) {
         bump(&self.connections_refused);
+    }
+
+    pub fn connection_closed_by(&self, why: ClosedBy) {
+        bump(&self.connections_closed[why as usize]);
+    }
+
+    /// A request frame waited for the shard's request budget.
+    pub fn request_budget_wait(&self) {
+        bump(&self.request_budget_waits);
     }
 
     pub fn connections_active(&self) -> u64 {
@@ -250,6 +299,8 @@ impl ShardMetrics {
             connections_active: self.connections_active.get(),
             connections_accepted: self.connections_accepted.get(),
             connections_refused: self.connections_refused.get(),
+            connections_closed: std::array::from_fn(|i| self.connections_closed[i].get()),
+            request_budget_waits: self.request_budget_waits.get(),
             forwards_sent: self.forwards_sent.get(),
             jobs_received: self.jobs_received.get(),
             traffic,
@@ -283,6 +334,8 @@ pub struct ShardCounters {
     pub connections_active: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub connections_closed: [u64; 5],
+    pub request_budget_waits: u64,
     pub forwards_sent: u64,
     pub jobs_received: u64,
     pub traffic: Vec<(String, i32, PartitionTraffic)>,
@@ -326,7 +379,7 @@ mod tests {
                     &Default::default(),
                     &Default::default(),
                 )
-                .unwrap(),
+                .0,
             }),
         );
         let s = m.snapshot(&metadata);

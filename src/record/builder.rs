@@ -7,7 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::Compression;
 
-use super::batch::{ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES, CRC_START};
+use super::batch::{Batch, BatchHeader, ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES, CRC_START};
+use super::codec::ATTR_COMPRESSION_MASK;
 use super::varint::{put_varint, varint_len};
 
 /// Parses a codec name the way Kafka spells it (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
@@ -154,45 +155,93 @@ impl BatchBuilder {
         let mut batch = if self.compression == Compression::None {
             self.buf.split()
         } else {
-            let mut records = self.buf.split();
-            let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len() / 2);
-            out.put_bytes(0, BATCH_HEADER_BYTES);
-            let hand_over = |tmp: &mut BytesMut| {
-                std::mem::swap(tmp, &mut records);
-                Ok(())
-            };
-            match self.compression {
-                Compression::Gzip => Gzip::compress(&mut out, hand_over),
-                Compression::Snappy => Snappy::compress(&mut out, hand_over),
-                Compression::Lz4 => Lz4::compress(&mut out, hand_over),
-                Compression::Zstd => Zstd::compress(&mut out, hand_over),
-                Compression::None => unreachable!("handled above"),
-            }
-            .with_context(|| format!("compressing a batch with {:?}", self.compression))?;
-            out
+            compressed_batch(self.compression, self.buf.split())?
         };
-        let total = batch.len();
         let mut attributes = self.compression as i16;
         if self.transactional {
             attributes |= ATTR_TRANSACTIONAL;
         }
-        let p = self.producer;
-        let header = &mut batch[..BATCH_HEADER_BYTES];
-        header[0..8].copy_from_slice(&0i64.to_be_bytes()); // baseOffset
-        header[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes()); // batchLength
-        header[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
-        header[16] = 2; // magic
-        header[21..23].copy_from_slice(&attributes.to_be_bytes());
-        header[23..27].copy_from_slice(&(self.records - 1).to_be_bytes()); // lastOffsetDelta
-        header[27..35].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
-        header[35..43].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
-        header[43..51].copy_from_slice(&p.producer_id.to_be_bytes());
-        header[51..53].copy_from_slice(&p.producer_epoch.to_be_bytes());
-        header[53..57].copy_from_slice(&p.base_sequence.to_be_bytes());
-        header[57..61].copy_from_slice(&self.records.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length: 0, // written from the length below
+            partition_leader_epoch: -1,
+            magic: 2,
+            crc: 0,
+            attributes,
+            last_offset_delta: self.records - 1,
+            base_timestamp: self.base_timestamp_ms,
+            max_timestamp: self.max_timestamp_ms,
+            producer_id: self.producer.producer_id,
+            producer_epoch: self.producer.producer_epoch,
+            base_sequence: self.producer.base_sequence,
+            records_count: self.records,
+        };
+        write_header(&mut batch, &header);
         self.reset();
         Ok(batch.freeze())
     }
+}
+
+/// `records` (an uncompressed records section) compressed after 61 bytes of room for a header.
+fn compressed_batch(compression: Compression, mut records: BytesMut) -> anyhow::Result<BytesMut> {
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len() / 2);
+    out.put_bytes(0, BATCH_HEADER_BYTES);
+    let hand_over = |tmp: &mut BytesMut| {
+        std::mem::swap(tmp, &mut records);
+        Ok(())
+    };
+    match compression {
+        Compression::Gzip => Gzip::compress(&mut out, hand_over),
+        Compression::Snappy => Snappy::compress(&mut out, hand_over),
+        Compression::Lz4 => Lz4::compress(&mut out, hand_over),
+        Compression::Zstd => Zstd::compress(&mut out, hand_over),
+        Compression::None => {
+            out.extend_from_slice(&records);
+            Ok(())
+        }
+    }
+    .with_context(|| format!("compressing a batch with {compression:?}"))?;
+    Ok(out)
+}
+
+/// Writes `header` into the first 61 bytes of `batch`, with `batchLength` from the buffer's
+/// length and the CRC-32C over the rest.
+fn write_header(batch: &mut BytesMut, header: &BatchHeader) {
+    let total = batch.len();
+    let h = &mut batch[..BATCH_HEADER_BYTES];
+    h[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
+    h[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
+    h[12..16].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    h[16] = 2;
+    h[21..23].copy_from_slice(&header.attributes.to_be_bytes());
+    h[23..27].copy_from_slice(&header.last_offset_delta.to_be_bytes());
+    h[27..35].copy_from_slice(&header.base_timestamp.to_be_bytes());
+    h[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    h[43..51].copy_from_slice(&header.producer_id.to_be_bytes());
+    h[51..53].copy_from_slice(&header.producer_epoch.to_be_bytes());
+    h[53..57].copy_from_slice(&header.base_sequence.to_be_bytes());
+    h[57..61].copy_from_slice(&header.records_count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A batch with `header`'s fields around `records` (its uncompressed records section), stored
+/// with `compression`: what the broker writes when a topic's `compression.type` differs from
+/// the producer's codec. The record bodies do not change (offset and timestamp deltas are
+/// relative to the header), so nothing is decoded and encoded again; only the codec bits,
+/// `batchLength` and the CRC are new.
+pub fn recompress(
+    header: &BatchHeader,
+    records: &[u8],
+    compression: Compression,
+) -> anyhow::Result<Batch> {
+    let mut batch = compressed_batch(compression, BytesMut::from(records))?;
+    let mut header = *header;
+    header.attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | compression as i16;
+    write_header(&mut batch, &header);
+    let header = BatchHeader::parse(&batch).context("a rebuilt batch parses")?;
+    Ok(Batch {
+        header,
+        bytes: batch.freeze(),
+    })
 }

@@ -1,7 +1,7 @@
 //! Kafka's v2 record batch format, as Kafka's `org.apache.kafka.common.record` holds it: the
 //! batch header and splitting a Produce request's records into batches ([`batch`]), varints,
-//! records inside a batch ([`walk`]), codecs with bounded decompression ([`codec`]), and building
-//! batches ([`builder`]).
+//! records inside a batch ([`walk`]), codecs with bounded decompression ([`codec`]), building
+//! batches ([`builder`]), and what a leader checks of a produced batch ([`validate`]).
 //!
 //! Pure CPU work over byte slices, on whichever thread calls it. A leaf: it imports nothing else
 //! of skein, and storage, the request handlers, the client and the tools all use it, so there
@@ -12,6 +12,7 @@ pub mod builder;
 pub mod codec;
 #[cfg(test)]
 pub(crate) mod test_util;
+pub mod validate;
 pub mod varint;
 pub mod walk;
 

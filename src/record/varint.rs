@@ -29,8 +29,31 @@ pub fn put_varint(out: &mut impl BufMut, value: i64) {
 }
 
 /// Reads a varint from `buf` at `*at`, advancing `*at` past it.
-#[inline]
+#[inline(always)]
 pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
+    // Record fields are mostly one or two varint bytes (deltas, lengths below 8 KiB): decode those
+    // without a loop, the rest in one.
+    let i = *at;
+    let &b0 = buf.get(i).ok_or(BadVarint)?;
+    if b0 < 0x80 {
+        *at = i + 1;
+        return Ok(unzigzag(u64::from(b0)));
+    }
+    let &b1 = buf.get(i + 1).ok_or(BadVarint)?;
+    if b1 < 0x80 {
+        *at = i + 2;
+        return Ok(unzigzag(u64::from(b0 & 0x7f) | u64::from(b1) << 7));
+    }
+    get_varint_slow(buf, at)
+}
+
+#[inline(always)]
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cold]
+fn get_varint_slow(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
     let mut v: u64 = 0;
     let mut shift = 0;
     loop {
@@ -38,7 +61,7 @@ pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
         *at += 1;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
+            return Ok(unzigzag(v));
         }
         shift += 7;
         if shift > 63 {

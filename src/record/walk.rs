@@ -40,41 +40,92 @@ fn field<'a>(buf: &'a [u8], at: &mut usize, len: i64) -> Result<Option<&'a [u8]>
 }
 
 /// Parses one record's body (what follows its length varint).
+#[inline]
 pub fn parse_record(body: &[u8]) -> Result<RecordView<'_>, &'static str> {
-    let varint = |at: &mut usize| get_varint(body, at).map_err(|_| "malformed varint");
-    let mut at = 1; // attributes: unused in v2, any value is kept as sent
+    // The common case decodes with `Option`s only; why a record does not parse is worked out
+    // again, slowly, on the rare path that needs a message.
+    match parse_fast(body) {
+        Some(record) => Ok(record),
+        None => Err(why_malformed(body)),
+    }
+}
+
+#[inline(always)]
+fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
+    let varint = |at: &mut usize| get_varint(body, at).ok();
+    let take = |at: &mut usize, len: i64| -> Option<Option<&[u8]>> {
+        if len < 0 {
+            return Some(None);
+        }
+        let end = at.checked_add(len as usize).filter(|&e| e <= body.len())?;
+        let slice = &body[*at..end];
+        *at = end;
+        Some(Some(slice))
+    };
+    // Attributes (byte 0) are unused in v2; any value is kept as sent.
+    let mut at = 1;
     if body.is_empty() {
-        return Err("empty record");
+        return None;
     }
     let timestamp_delta = varint(&mut at)?;
-    let offset_delta = i32::try_from(varint(&mut at)?).map_err(|_| "offset delta out of range")?;
+    let offset_delta = i32::try_from(varint(&mut at)?).ok()?;
     let key_len = varint(&mut at)?;
-    let key = field(body, &mut at, key_len)?;
+    let key = take(&mut at, key_len)?;
     let value_len = varint(&mut at)?;
-    let value = field(body, &mut at, value_len)?;
+    let value = take(&mut at, value_len)?;
     let header_count = varint(&mut at)?;
     if header_count < 0 || header_count as usize > body.len() {
-        return Err("impossible header count");
+        return None;
     }
     for _ in 0..header_count {
         let key_len = varint(&mut at)?;
         if key_len < 0 {
-            return Err("header with a null key");
+            return None;
         }
-        field(body, &mut at, key_len)?;
+        take(&mut at, key_len)?;
         let value_len = varint(&mut at)?;
-        field(body, &mut at, value_len)?;
+        take(&mut at, value_len)?;
     }
-    if at != body.len() {
-        return Err("record length does not match its fields");
-    }
-    Ok(RecordView {
+    (at == body.len()).then_some(RecordView {
         timestamp_delta,
         offset_delta,
         key,
         value,
         header_count: header_count as u32,
     })
+}
+
+/// Why [`parse_fast`] refused `body`.
+#[cold]
+fn why_malformed(body: &[u8]) -> &'static str {
+    let varint = |at: &mut usize| get_varint(body, at).map_err(|_| "malformed varint");
+    let check = || -> Result<&'static str, &'static str> {
+        let mut at = 1;
+        if body.is_empty() {
+            return Err("empty record");
+        }
+        varint(&mut at)?;
+        i32::try_from(varint(&mut at)?).map_err(|_| "offset delta out of range")?;
+        let key_len = varint(&mut at)?;
+        field(body, &mut at, key_len)?;
+        let value_len = varint(&mut at)?;
+        field(body, &mut at, value_len)?;
+        let header_count = varint(&mut at)?;
+        if header_count < 0 || header_count as usize > body.len() {
+            return Err("impossible header count");
+        }
+        for _ in 0..header_count {
+            let key_len = varint(&mut at)?;
+            if key_len < 0 {
+                return Err("header with a null key");
+            }
+            field(body, &mut at, key_len)?;
+            let value_len = varint(&mut at)?;
+            field(body, &mut at, value_len)?;
+        }
+        Ok("record length does not match its fields")
+    };
+    check().unwrap_or_else(|reason| reason)
 }
 
 /// Splits the next record off `records` at `*at`: its body, advancing `*at` past it.

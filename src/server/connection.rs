@@ -4,24 +4,106 @@
 //! Kafka requires while a produce waits for its write. Handlers start in arrival order (glommio
 //! runs spawned tasks first-in first-out), so a partition's appends from one connection keep their
 //! order too.
+//!
+//! What one connection may hold, and for how long (README, "Limits"):
+//! - a frame's body is allocated only once the shard's request budget ([`RequestBudget`]) holds
+//!   its size, and that reservation lives until the response is written;
+//! - at most [`PIPELINE_DEPTH`] requests and a quarter of the shard's budget in flight (one
+//!   request of any allowed size always runs);
+//! - a watchdog closes the connection when a frame has not all arrived, or a response not all
+//!   been written, `connections.max.stall.ms` after it began, and when nothing is in flight and
+//!   nothing arrived for `connections.max.idle.ms`.
 
-use std::os::fd::AsRawFd;
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use futures::channel::mpsc;
-use futures::{AsyncReadExt, SinkExt, StreamExt};
+use futures::channel::{mpsc, oneshot};
+use futures::{AsyncReadExt, FutureExt, SinkExt, StreamExt};
 use glommio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::handlers;
-use crate::protocol::frame::{read_frame, FrameError};
+use super::budget::{RequestBudget, Reservation};
+use super::handlers::{self, HandleError};
+use super::Response;
+use crate::metrics::ClosedBy;
+use crate::protocol::frame::{read_body, read_length, FrameError};
 use crate::shard::Shard;
 
 /// Requests of one connection being handled at once; the reader waits when this many are
 /// unanswered. Clients keep far fewer in flight (Kafka's default is 5).
-const PIPELINE_DEPTH: usize = 64;
+pub const PIPELINE_DEPTH: usize = 64;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// What the reader is doing, for the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Waiting for the next request's length.
+    Between,
+    /// A length arrived at `since`: waiting for budget, then the body.
+    Frame,
+}
+
+/// Shared between the reader, the writer and the watchdog of one connection (one thread).
+struct State {
+    reading: Cell<Reading>,
+    reading_since: Cell<Instant>,
+    writing_since: Cell<Option<Instant>>,
+    /// Last frame read or response written.
+    last_activity: Cell<Instant>,
+    in_flight: Cell<usize>,
+    in_flight_bytes: Cell<u64>,
+    /// Woken when a response has been written (in-flight bytes went down).
+    drained: Cell<Option<oneshot::Sender<()>>>,
+}
+
+impl State {
+    fn new() -> Rc<State> {
+        let now = Instant::now();
+        Rc::new(State {
+            reading: Cell::new(Reading::Between),
+            reading_since: Cell::new(now),
+            writing_since: Cell::new(None),
+            last_activity: Cell::new(now),
+            in_flight: Cell::new(0),
+            in_flight_bytes: Cell::new(0),
+            drained: Cell::new(None),
+        })
+    }
+
+    fn set_reading(&self, reading: Reading) {
+        self.reading.set(reading);
+        self.reading_since.set(Instant::now());
+    }
+
+    async fn wait_drained(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.drained.set(Some(tx));
+        let _ = rx.await;
+    }
+
+    /// A request whose frame had `frame_bytes` has been answered.
+    fn answered(&self, frame_bytes: u64) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        let left = self.in_flight_bytes.get().checked_sub(frame_bytes);
+        self.in_flight_bytes
+            .set(left.expect("a connection answers no more bytes than it started"));
+        self.last_activity.set(Instant::now());
+        if let Some(drained) = self.drained.take() {
+            let _ = drained.send(());
+        }
+    }
+}
+
+/// A started request: its handler, the budget it holds until the answer is out (the frame and,
+/// once decoded, its working memory), and its frame's size.
+type Started = (
+    glommio::Task<Result<Option<Response>, HandleError>>,
+    Rc<Reservation>,
+    u64,
+);
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<RequestBudget>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -31,15 +113,46 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     shard.wait_ready().await;
     let socket = stream.as_raw_fd();
+    let state = State::new();
     let (mut reader, mut writer) = stream.split();
-    let (mut started, mut in_order) = mpsc::channel(PIPELINE_DEPTH);
-    // Dropped (cancelled) when this function returns, whichever side ended the connection.
+    let (mut started, mut in_order) = mpsc::channel::<Started>(PIPELINE_DEPTH);
+    let (close, closed) = oneshot::channel::<String>();
+    // Every task below is dropped (cancelled) when this function returns, whichever side ended
+    // the connection.
+    let _watchdog = glommio::spawn_local(watch(shard.clone(), state.clone(), socket, close));
     let _reading = glommio::spawn_local({
-        let shard = shard.clone();
-        let peer = peer.clone();
+        let (shard, state, peer) = (shard.clone(), state.clone(), peer.clone());
+        let limits = shard.config.limits.clone();
+        let connection_cap = budget.total() / 4;
         async move {
             loop {
-                let frame = match read_frame(&mut reader).await {
+                state.set_reading(Reading::Between);
+                let len = match read_length(&mut reader, limits.socket_request_max_bytes).await {
+                    Ok(len) => len as u64,
+                    Err(FrameError::Closed) => return,
+                    Err(e) => {
+                        if matches!(e, FrameError::TooLarge { .. } | FrameError::TooShort(_)) {
+                            shard.metrics.connection_closed_by(ClosedBy::FrameSize);
+                        }
+                        warn!("{peer}: {e}; closing the connection");
+                        return;
+                    }
+                };
+                state.set_reading(Reading::Frame);
+                // This connection's own requests first, then the shard's budget.
+                while state.in_flight_bytes.get() > 0
+                    && state.in_flight_bytes.get() + len > connection_cap
+                {
+                    state.wait_drained().await;
+                }
+                let reservation = Rc::new(match budget.try_reserve(len) {
+                    Some(reservation) => reservation,
+                    None => {
+                        shard.metrics.request_budget_wait();
+                        budget.reserve(len).await
+                    }
+                });
+                let frame = match read_body(&mut reader, len as usize).await {
                     Ok(frame) => frame,
                     Err(FrameError::Closed) => return,
                     Err(e) => {
@@ -47,28 +160,93 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                         return;
                     }
                 };
-                let shard = shard.clone();
+                state.last_activity.set(Instant::now());
+                state.in_flight.set(state.in_flight.get() + 1);
+                // The connection's own cap counts frames (the reservation grows as it is handled).
+                state.in_flight_bytes.set(state.in_flight_bytes.get() + len);
+                let (shard, held) = (shard.clone(), reservation.clone());
                 let handling =
-                    glommio::spawn_local(async move { handlers::handle(&shard, frame).await });
-                if started.send(handling).await.is_err() {
+                    glommio::spawn_local(
+                        async move { handlers::handle(&shard, frame, held).await },
+                    );
+                if started.send((handling, reservation, len)).await.is_err() {
                     return;
                 }
             }
         }
     });
-    while let Some(handling) = in_order.next().await {
-        match handling.await {
-            Ok(Some(response)) => {
-                if let Err(e) = response.write_to(&mut writer, socket).await {
-                    debug!("{peer}: writing a response failed: {e}");
+    let writing = async {
+        while let Some((handling, reservation, frame_bytes)) = in_order.next().await {
+            match handling.await {
+                Ok(Some(response)) => {
+                    state.writing_since.set(Some(Instant::now()));
+                    let written = response.write_to(&mut writer, socket).await;
+                    state.writing_since.set(None);
+                    if let Err(e) = written {
+                        debug!("{peer}: writing a response failed: {e}");
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    shard.metrics.connection_closed_by(if e.is_busy() {
+                        ClosedBy::Busy
+                    } else {
+                        ClosedBy::Malformed
+                    });
+                    warn!("{peer}: {e}; closing the connection");
                     return;
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                warn!("{peer}: {e}; closing the connection");
-                return;
+            state.answered(frame_bytes);
+            drop(reservation);
+        }
+    };
+    futures::select! {
+        _ = writing.fuse() => {}
+        why = closed.fuse() => {
+            if let Ok(why) = why {
+                warn!("{peer}: {why}; closing the connection");
             }
         }
     }
+}
+
+/// Closes the connection (shuts the socket down, which ends any read or write on it, and tells
+/// `serve` why) when a limit in time is passed.
+async fn watch(shard: Rc<Shard>, state: Rc<State>, socket: RawFd, close: oneshot::Sender<String>) {
+    let limits = &shard.config.limits;
+    let idle = Duration::from_millis(limits.connections_max_idle_ms);
+    let stall = Duration::from_millis(limits.connections_max_stall_ms);
+    let tick = (idle.min(stall) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let why = loop {
+        glommio::timer::sleep(tick).await;
+        let now = Instant::now();
+        if let Some(since) = state.writing_since.get() {
+            if now - since > stall {
+                shard.metrics.connection_closed_by(ClosedBy::Stalled);
+                break format!("a response not written after {stall:?} (connections.max.stall.ms)");
+            }
+        }
+        match state.reading.get() {
+            Reading::Frame if now - state.reading_since.get() > stall => {
+                shard.metrics.connection_closed_by(ClosedBy::Stalled);
+                break format!(
+                    "a request frame not complete after {stall:?} (connections.max.stall.ms)"
+                );
+            }
+            Reading::Between
+                if state.in_flight.get() == 0
+                    && now - state.last_activity.get().max(state.reading_since.get()) > idle =>
+            {
+                shard.metrics.connection_closed_by(ClosedBy::Idle);
+                break format!("idle for {idle:?} (connections.max.idle.ms)");
+            }
+            _ => {}
+        }
+    };
+    // SAFETY: `socket` is the connection's descriptor, open until `serve` returns, which cannot
+    // happen before this task has run to here (it owns the task). shutdown(2) only ends I/O on it.
+    unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+    let _ = close.send(why);
 }

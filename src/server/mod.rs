@@ -1,8 +1,10 @@
 //! A shard's server side: its SO_REUSEPORT listener, the connections it accepted, the job queue other
 //! shards and the control thread feed, and its background upkeep. Runs inside one shard's executor.
 
+pub mod budget;
 mod connection;
 pub mod handlers;
+pub mod limits;
 mod response;
 
 pub use response::{Response, ResponsePiece};
@@ -40,6 +42,13 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
         .map(|task| task.detach())
         .unwrap_or_else(|e| panic!("shard {}: cannot start background task: {e}", shard.id));
 
+    let budget = budget::RequestBudget::new(
+        shard
+            .config
+            .limits
+            .request_budget_per_shard(shard.senders.len()),
+    );
+    let mut refusals = Refusals::default();
     let listener = match bind_with_retries(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -58,26 +67,63 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
         };
         if shard.metrics.connections_active() >= shard.tuning.max_connections as u64 {
             shard.metrics.connection_refused();
-            warn!(
-                "shard {}: refusing a connection: max_connections ({}) reached",
-                shard.id, shard.tuning.max_connections
-            );
+            refusals.note(shard.id, || {
+                format!(
+                    "max_connections ({}) of this shard reached",
+                    shard.tuning.max_connections
+                )
+            });
             continue;
         }
+        let peer_ip = stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let slot = match shard.connection_limits.admit(peer_ip) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                shard.metrics.connection_refused();
+                refusals.note(shard.id, || refused.to_string());
+                continue;
+            }
+        };
         shard.metrics.connection_opened();
-        let shard = shard.clone();
+        let (shard, budget) = (shard.clone(), budget.clone());
         glommio::spawn_local(async move {
-            connection::serve(shard.clone(), stream).await;
+            connection::serve(shard.clone(), stream, budget).await;
             shard.metrics.connection_closed();
+            drop(slot);
         })
         .detach();
     }
 }
 
-/// Binds the shard's SO_REUSEPORT listener. The broker has already made sure no other listener
-/// holds the port, yet a shard's bind has been seen to fail with EADDRINUSE right beside its
-/// sibling's successful one (in CI, once, with sockets of an earlier process still lingering on
-/// the port), so EADDRINUSE is retried for a second before giving up.
+/// Logs refused connections at most once every 10 s per shard, with how many there were, so a
+/// flood of connections cannot flood the log too.
+#[derive(Default)]
+struct Refusals {
+    since_logged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, shard: usize, why: impl FnOnce() -> String) {
+        self.since_logged += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+        if due {
+            warn!(
+                "shard {shard}: refused {} connection(s): {}",
+                self.since_logged,
+                why()
+            );
+            self.since_logged = 0;
+            self.logged_at = Some(std::time::Instant::now());
+        }
+    }
+}
+
 async fn bind_with_retries(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let mut attempts = 0;
     loop {

@@ -46,8 +46,17 @@ impl Response {
                     len,
                 } => {
                     write_all_vectored(stream, socket, &mut pending).await?;
+                    // The blocking thread gets its own descriptor of the socket: if the
+                    // connection is closed meanwhile (its watchdog, a cancelled task), the
+                    // number `socket` may be reused for another client's connection, which must
+                    // never receive this data. The duplicate keeps this socket until done.
+                    // SAFETY: `socket` is this connection's open descriptor for this call.
+                    let own = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) }
+                        .try_clone_to_owned()?;
                     glommio::executor()
-                        .spawn_blocking(move || sendfile_all(socket, &file, position, len as usize))
+                        .spawn_blocking(move || {
+                            sendfile_all(own.as_raw_fd(), &file, position, len as usize)
+                        })
                         .await?;
                 }
             }
@@ -127,8 +136,8 @@ fn sendfile_all(
     let mut offset = position as libc::off_t;
     let mut remaining = len;
     while remaining > 0 {
-        // SAFETY: both descriptors are open for the duration of the call (the socket is owned by the
-        // connection awaiting this closure; `file` is borrowed); `offset` is a valid off_t.
+        // SAFETY: both descriptors are open for the duration of the call (the caller owns a
+        // duplicate of the socket's descriptor; `file` is borrowed); `offset` is a valid off_t.
         let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, remaining) };
         if sent > 0 {
             remaining -= sent as usize;

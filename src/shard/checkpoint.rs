@@ -46,6 +46,15 @@ pub struct RecoveryPoints {
 }
 
 impl RecoveryPoints {
+    /// No checkpoint and no checkpoint thread (a shard run on its own, as in tests): every log
+    /// recovers from its first segment after a crash, and requests for a write are dropped.
+    pub fn none() -> RecoveryPoints {
+        RecoveryPoints {
+            at_start: Arc::new(BTreeMap::new()),
+            commands: flume::unbounded().0,
+        }
+    }
+
     /// The partition's recovery point as the checkpoint had it when the broker started. Only
     /// good for the first open of the partition in this process: a partition closed since has a
     /// clean-shutdown marker (so its recovery point does not matter) or was deleted.

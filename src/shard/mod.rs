@@ -99,6 +99,8 @@ pub struct Shard {
     pub tuning: ShardTuning,
     pub senders: ShardSenders,
     pub control: ControlHandle,
+    /// `max.connections` and `max.connections.per.ip`, counted across every shard.
+    pub connection_limits: Arc<crate::server::limits::ConnectionLimits>,
     /// This shard's counters and latency histograms; the control thread copies them per scrape.
     pub metrics: ShardMetrics,
     metadata: RefCell<Arc<Metadata>>,
@@ -123,6 +125,7 @@ impl Shard {
         tuning: ShardTuning,
         senders: ShardSenders,
         control: ControlHandle,
+        connection_limits: Arc<crate::server::limits::ConnectionLimits>,
         recovery_points: RecoveryPoints,
     ) -> std::io::Result<Self> {
         Ok(Shard {
@@ -132,6 +135,7 @@ impl Shard {
             tuning,
             senders,
             control,
+            connection_limits,
             metrics: ShardMetrics::default(),
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),

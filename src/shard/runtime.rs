@@ -14,6 +14,7 @@ use super::{checkpoint, Job, Shard, ShardSenders};
 use crate::cluster::control::{self, ControlHandle};
 use crate::config::BrokerConfig;
 use crate::server;
+use crate::server::limits::ConnectionLimits;
 
 /// Runs a broker until SIGTERM or SIGINT. Returns an error if it cannot start.
 pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
@@ -31,6 +32,8 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         .transpose()?;
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", config.log_dir.display()))?;
+    // Held until the process ends: no second broker can use this log directory.
+    let _log_dir_lock = crate::cluster::broker_dir::LogDirLock::acquire(&config.log_dir)?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let first_core = config.tuning.defaults.first_core;
@@ -46,6 +49,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let senders = ShardSenders::new(job_senders);
     let (control_tx, control_rx) = flume::unbounded();
     let control = ControlHandle::new(control_tx);
+    let connection_limits = ConnectionLimits::new(&config.limits);
     // Read before any shard opens a partition: it says where each log's recovery starts.
     let (checkpointer, recovery_points) = checkpoint::start(
         config.log_dir.clone(),
@@ -78,12 +82,24 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             .io_memory(tuning.io_memory_bytes)
             .ring_depth(tuning.ring_depth)
             .spin_before_park(Duration::from_micros(tuning.spin_before_park_us));
-        let (config, senders, control) = (config.clone(), senders.clone(), control.clone());
+        let (config, senders, control, connection_limits) = (
+            config.clone(),
+            senders.clone(),
+            control.clone(),
+            connection_limits.clone(),
+        );
         let recovery_points = recovery_points.clone();
         let handle = builder
             .spawn(move || async move {
-                let shard = match Shard::new(id, config, tuning, senders, control, recovery_points)
-                {
+                let shard = match Shard::new(
+                    id,
+                    config,
+                    tuning,
+                    senders,
+                    control,
+                    connection_limits,
+                    recovery_points,
+                ) {
                     Ok(shard) => Rc::new(shard),
                     Err(e) => {
                         error!("shard {id}: cannot start its segment writer thread: {e}");

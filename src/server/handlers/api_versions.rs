@@ -1,15 +1,15 @@
-//! ApiVersions: the table in `protocol::SUPPORTED_APIS`, nothing else.
+//! ApiVersions: the table of [`super::APIS`], nothing else.
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::protocol::{encode_with_header, SUPPORTED_APIS};
+use super::APIS;
+use crate::protocol::encode_with_header;
 
 fn versions() -> Vec<ApiVersion> {
-    SUPPORTED_APIS
-        .iter()
+    APIS.iter()
         .map(|api| {
             ApiVersion::default()
                 .with_api_key(api.key as i16)

@@ -111,6 +111,30 @@ pub fn handle(
                             "min.insync.replicas",
                             c.topic_defaults.min_insync_replicas.to_string(),
                         ),
+                        (
+                            "socket.request.max.bytes",
+                            c.limits.socket_request_max_bytes.to_string(),
+                        ),
+                        (
+                            "queued.max.request.bytes",
+                            c.limits
+                                .queued_max_request_bytes
+                                .map_or(-1, |b| b as i64)
+                                .to_string(),
+                        ),
+                        ("max.connections", c.limits.max_connections.to_string()),
+                        (
+                            "max.connections.per.ip",
+                            c.limits.max_connections_per_ip.to_string(),
+                        ),
+                        (
+                            "connections.max.idle.ms",
+                            c.limits.connections_max_idle_ms.to_string(),
+                        ),
+                        (
+                            "connections.max.stall.ms",
+                            c.limits.connections_max_stall_ms.to_string(),
+                        ),
                     ];
                     result.with_configs(
                         settings

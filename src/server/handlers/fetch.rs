@@ -6,6 +6,7 @@
 //! found in the small encoded buffer and replaced, in the gather list, by the real length prefix
 //! and the record data: cached `Bytes` or a segment-file range that goes out by sendfile.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ impl PartitionRead {
 }
 
 struct Wanted {
+    /// The request's topic entry it came from.
+    topic_index: usize,
     tp: TopicPartition,
     /// The shard that leads the partition here, or the error a client should see.
     owner: Result<usize, ResponseError>,
@@ -66,9 +69,15 @@ pub async fn handle(
         request.max_bytes as usize
     };
     let metadata = shard.metadata();
+    // A partition named twice is fetched and answered once, as Kafka's fetch map collapses it,
+    // so a request cannot multiply the work it asks for by repeating itself.
+    let mut seen = HashSet::new();
     let mut wanted = Vec::new();
-    for topic in &request.topics {
+    for (topic_index, topic) in request.topics.iter().enumerate() {
         for p in &topic.partitions {
+            if !seen.insert((&topic.topic, p.partition)) {
+                continue;
+            }
             let tp = TopicPartition {
                 topic: topic.topic.0.to_string(),
                 partition: p.partition,
@@ -81,6 +90,7 @@ pub async fn handle(
                 None => Err(ResponseError::NotLeaderOrFollower),
             };
             wanted.push(Wanted {
+                topic_index,
                 tp,
                 owner,
                 offset: p.fetch_offset,
@@ -88,6 +98,7 @@ pub async fn handle(
             });
         }
     }
+    drop(seen);
 
     let mut reads = read_all(shard, &wanted, max_bytes).await;
     loop {
@@ -103,6 +114,10 @@ pub async fn handle(
     // Counted here, on the connection's shard, because only here is it known which of the reads
     // go out: long polling reads again, and the response's max_bytes drops data already read.
     for (w, read) in wanted.iter().zip(&reads) {
+        // Only partitions that exist are counted: made-up ones must not grow the metrics.
+        if w.owner == Err(ResponseError::UnknownTopicOrPartition) {
+            continue;
+        }
         if let Some(topic) = metadata.topic(&w.tp.topic) {
             shard
                 .metrics
@@ -228,24 +243,28 @@ fn encode(
     let version = header.request_api_version;
     let mut data: Vec<(Bytes, ReadSlice)> = Vec::new();
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    let mut reads = reads.into_iter();
-    let mut wanted = wanted.into_iter();
-    for topic in &request.topics {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for _ in &topic.partitions {
-            let (w, read) = (
-                wanted.next().expect("one read per partition"),
-                reads.next().expect("one read per partition"),
+    let mut current: Option<usize> = None;
+    for (w, read) in wanted.into_iter().zip(reads) {
+        if current != Some(w.topic_index) {
+            current = Some(w.topic_index);
+            responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(request.topics[w.topic_index].topic.clone()),
             );
-            let records = match read.slice {
-                Some(slice) if slice.bytes > 0 => {
-                    let m = marker(data.len());
-                    data.push((m.clone(), slice));
-                    Some(m)
-                }
-                _ => Some(Bytes::new()),
-            };
-            partitions.push(
+        }
+        let records = match read.slice {
+            Some(slice) if slice.bytes > 0 => {
+                let m = marker(data.len());
+                data.push((m.clone(), slice));
+                Some(m)
+            }
+            _ => Some(Bytes::new()),
+        };
+        responses
+            .last_mut()
+            .expect("a topic entry was pushed above")
+            .partitions
+            .push(
                 PartitionData::default()
                     .with_partition_index(w.tp.partition)
                     .with_error_code(super::code(read.error))
@@ -254,12 +273,6 @@ fn encode(
                     .with_log_start_offset(read.log_start_offset)
                     .with_records(records),
             );
-        }
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions),
-        );
     }
     let response = FetchResponse::default()
         .with_responses(responses)

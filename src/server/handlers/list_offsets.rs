@@ -1,17 +1,22 @@
 //! ListOffsets: earliest (-2) is the log start, latest (-1) the high watermark, and a timestamp finds
-//! the first record at or after it through the time index. That one lookup decodes the records of
-//! the single batch the index points at, because a batch's records can straddle the timestamp.
+//! the first record at or after it through the time index. That one lookup walks the records of
+//! the single batch the index points at, because a batch's records can straddle the timestamp;
+//! the walk is bounded like a produced batch's, so a stored batch cannot make it blow up.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
 use crate::cluster::TopicPartition;
+use crate::record::codec::records_section;
+use crate::record::validate::inflate_limit;
+use crate::record::walk::for_each_record;
+use crate::record::BatchHeader;
 use crate::shard::Shard;
 
 const LATEST: i64 = -1;
@@ -24,9 +29,19 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let metadata = shard.metadata();
+    // Kafka answers every entry of a partition named more than once with INVALID_REQUEST.
+    let mut seen = HashMap::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            *seen
+                .entry((topic.name.clone(), p.partition_index))
+                .or_insert(0u32) += 1;
+        }
+    }
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let lookups = topic.partitions.iter().map(|p| {
+            let duplicated = seen[&(topic.name.clone(), p.partition_index)] > 1;
             let tp = TopicPartition {
                 topic: topic.name.0.to_string(),
                 partition: p.partition_index,
@@ -36,6 +51,12 @@ pub async fn handle(
             let topic_known = metadata.topic(&tp.topic).is_some();
             async move {
                 let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+                if duplicated {
+                    return response
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
+                }
                 let Some(owner) = owner else {
                     let code = if !topic_known {
                         ResponseError::UnknownTopicOrPartition
@@ -104,18 +125,31 @@ async fn lookup(
                     ResponseError::KafkaStorageError
                 })?;
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
-            let Some(mut batch) = batch else {
+            let Some(batch) = batch else {
                 return Ok((-1, -1, epoch));
             };
-            let records = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
-                tracing::warn!("{tp}: cannot decode the batch the time index points at: {e}");
+            let corrupt = |e: String| {
+                tracing::warn!("{tp}: cannot read the batch the time index points at: {e}");
                 ResponseError::CorruptMessage
-            })?;
-            records
-                .records
-                .iter()
-                .find(|r| r.timestamp >= target)
-                .map(|r| (r.offset, r.timestamp, epoch))
+            };
+            let header = BatchHeader::parse(&batch).map_err(|e| corrupt(e.to_string()))?;
+            let records = records_section(&header, &batch, inflate_limit(batch.len()))
+                .map_err(|e| corrupt(e.to_string()))?;
+            let mut found = None;
+            for_each_record(&records, header.records_count, |r| {
+                // Under LogAppendTime every record carries the batch's time, as in Kafka.
+                let timestamp = if header.timestamp_type_is_log_append() {
+                    header.max_timestamp
+                } else {
+                    header.base_timestamp.saturating_add(r.timestamp_delta)
+                };
+                if found.is_none() && timestamp >= target {
+                    found = Some((header.base_offset + i64::from(r.offset_delta), timestamp));
+                }
+            })
+            .map_err(|e| corrupt(e.to_string()))?;
+            found
+                .map(|(offset, timestamp)| (offset, timestamp, epoch))
                 .ok_or(ResponseError::CorruptMessage)
         }
     }

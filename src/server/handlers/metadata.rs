@@ -17,6 +17,17 @@ use crate::cluster::control::CreateTopicSpec;
 use crate::cluster::metadata::TopicMetadata;
 use crate::shard::Shard;
 
+/// Kafka's answer to `include_*_authorized_operations` without an authorizer: every operation
+/// the resource type supports, as a bit field of ACL operation codes. Topic: READ(3), WRITE(4),
+/// CREATE(5), DELETE(6), ALTER(7), DESCRIBE(8), DESCRIBE_CONFIGS(10), ALTER_CONFIGS(11).
+const TOPIC_OPERATIONS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+/// Cluster: CREATE(5), ALTER(7), DESCRIBE(8), CLUSTER_ACTION(9), DESCRIBE_CONFIGS(10),
+/// ALTER_CONFIGS(11), IDEMPOTENT_WRITE(12).
+const CLUSTER_OPERATIONS: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+/// "Not asked for" (Kafka's Int.MinValue).
+const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
@@ -56,6 +67,14 @@ pub async fn handle(
         }
     }
 
+    let version = header.request_api_version;
+    // The flags exist from v8 (topic) and v8-v10 (cluster); kafka-protocol decodes them as
+    // false in versions without them.
+    let topic_operations = if request.include_topic_authorized_operations {
+        TOPIC_OPERATIONS
+    } else {
+        OPERATIONS_NOT_ASKED
+    };
     let metadata = shard.metadata();
     let brokers = metadata
         .brokers
@@ -71,12 +90,12 @@ pub async fn handle(
         None => metadata
             .topics
             .values()
-            .map(|t| describe_topic(t))
+            .map(|t| describe_topic(t, topic_operations))
             .collect(),
         Some(names) => names
             .iter()
             .map(|name| match metadata.topic(name) {
-                Some(topic) => describe_topic(topic),
+                Some(topic) => describe_topic(topic, topic_operations),
                 None => MetadataResponseTopic::default()
                     .with_name(Some(TopicName(str_bytes(name))))
                     .with_error_code(
@@ -89,14 +108,19 @@ pub async fn handle(
             })
             .collect(),
     };
-    MetadataResponse::default()
+    let response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
         .with_controller_id(BrokerId(metadata.controller_id))
-        .with_topics(topics)
+        .with_topics(topics);
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.with_cluster_authorized_operations(CLUSTER_OPERATIONS)
+    } else {
+        response
+    }
 }
 
-fn describe_topic(topic: &TopicMetadata) -> MetadataResponseTopic {
+fn describe_topic(topic: &TopicMetadata, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -120,4 +144,5 @@ fn describe_topic(topic: &TopicMetadata) -> MetadataResponseTopic {
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.topic_id)
         .with_partitions(partitions)
+        .with_topic_authorized_operations(authorized_operations)
 }

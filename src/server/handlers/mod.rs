@@ -1,5 +1,7 @@
 //! Request dispatch: one file per Kafka API, as Redpanda's `kafka/server/handlers/`. A reader finds
-//! "how is Fetch handled" in `fetch.rs`.
+//! "how is Fetch handled" in `fetch.rs`. [`APIS`] is the one list of what skein serves: ApiVersions
+//! advertises exactly its entries and dispatch finds handlers nowhere else, so the two cannot
+//! disagree.
 
 mod api_versions;
 mod create_topics;
@@ -15,11 +17,16 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
-use kafka_protocol::protocol::Decodable;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{decode_allowance, Decodable};
 
+use super::budget::Reservation;
 use super::Response;
-use crate::protocol::{self, encode_response};
+use crate::protocol::encode_response;
 use crate::shard::Shard;
 
 /// A request that cannot be answered; the connection is closed and this is logged.
@@ -42,6 +49,12 @@ pub enum HandleError {
         version: i16,
         message: String,
     },
+    #[error("{api:?} v{version}: {what}, more than the shard's request budget holds free now")]
+    Busy {
+        api: ApiKey,
+        version: i16,
+        what: String,
+    },
     #[error("cannot encode {api:?} v{version} response: {message}")]
     Encode {
         api: ApiKey,
@@ -50,27 +63,267 @@ pub enum HandleError {
     },
 }
 
+impl HandleError {
+    /// Whether the request was refused for want of budget rather than for what it said.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HandleError::Busy { .. })
+    }
+}
+
+type Handled = Result<Option<Response>, HandleError>;
+
+/// Working memory a request may take per partition (or topic, or resource) it names, beyond its
+/// frame: the decoded entry, the work sent to the owning shard, and the entry in the response.
+/// Charged to the request's budget reservation once the request is decoded, so a small frame
+/// naming many partitions cannot take more memory than the budget allows.
+pub const WORKING_BYTES_PER_ENTRY: u64 = 1024;
+
+/// One supported API: the versions skein advertises and serves, and its handler.
+pub struct Api {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    serve: for<'a> fn(&'a Rc<Shard>, Request) -> LocalBoxFuture<'a, Handled>,
+}
+
+/// Every API skein serves. Max versions stop short of topic-id-only versions (Produce 13,
+/// Fetch 13+), because skein's clients address topics by name. Produce starts at v3: v0-v2 carry
+/// the old message formats (v0/v1), which skein does not convert, and every client that speaks
+/// ApiVersions picks v3 or later when offered.
+pub const APIS: &[Api] = &[
+    Api {
+        key: ApiKey::Produce,
+        min_version: 3,
+        max_version: 11,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: ProduceRequest = request.decode()?;
+                request.charge(
+                    body.topic_data
+                        .iter()
+                        .map(|t| 1 + t.partition_data.len())
+                        .sum(),
+                )?;
+                match produce::handle(shard, request.version(), body).await {
+                    Some(response) => request.reply(ResponseKind::Produce(response)),
+                    // acks=0: the client expects no answer at all.
+                    None => Ok(None),
+                }
+            })
+        },
+    },
+    Api {
+        key: ApiKey::Fetch,
+        min_version: 4,
+        max_version: 12,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: FetchRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                fetch::handle(shard, &request.header, body).await.map(Some)
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ListOffsets,
+        min_version: 1,
+        max_version: 8,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: ListOffsetsRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                let response = list_offsets::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::ListOffsets(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::Metadata,
+        min_version: 0,
+        max_version: 12,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: MetadataRequest = request.decode()?;
+                request.charge(body.topics.as_ref().map_or(0, Vec::len))?;
+                let response = metadata::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::Metadata(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ApiVersions,
+        min_version: 0,
+        max_version: 4,
+        serve: |_shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                request.reply(ResponseKind::ApiVersions(api_versions::handle(body)))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::CreateTopics,
+        min_version: 2,
+        max_version: 7,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: CreateTopicsRequest = request.decode()?;
+                request.charge(
+                    body.topics
+                        .iter()
+                        .map(|t| 1 + t.assignments.len() + t.configs.len())
+                        .sum(),
+                )?;
+                let response = create_topics::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::CreateTopics(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DeleteTopics,
+        min_version: 1,
+        max_version: 6,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: DeleteTopicsRequest = request.decode()?;
+                request.charge(body.topic_names.len() + body.topics.len())?;
+                let response = delete_topics::handle(shard, &request.header, body).await;
+                request.reply(ResponseKind::DeleteTopics(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DescribeConfigs,
+        min_version: 1,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: DescribeConfigsRequest = request.decode()?;
+                request.charge(
+                    body.resources
+                        .iter()
+                        .map(|r| 1 + r.configuration_keys.as_ref().map_or(0, Vec::len))
+                        .sum(),
+                )?;
+                let response = describe_configs::handle(shard, &request.header, body);
+                request.reply(ResponseKind::DescribeConfigs(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::InitProducerId,
+        min_version: 0,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body = request.decode()?;
+                let response = init_producer_id::handle(shard, body).await;
+                request.reply(ResponseKind::InitProducerId(response))
+            })
+        },
+    },
+];
+
+fn find(key: ApiKey) -> Option<&'static Api> {
+    APIS.iter().find(|api| api.key == key)
+}
+
+/// A request whose header is decoded, with the body still to decode by its handler.
+pub struct Request {
+    pub api: ApiKey,
+    pub header: RequestHeader,
+    body: Bytes,
+    /// The budget the request's frame holds, grown by [`Request::charge`].
+    reservation: Rc<Reservation>,
+}
+
+impl Request {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    fn malformed(&self, message: String) -> HandleError {
+        HandleError::Malformed {
+            api: self.api,
+            version: self.version(),
+            message,
+        }
+    }
+
+    /// Decodes the body. `kafka-protocol` (patched, see vendor/kafka-protocol/PATCHES.md) checks
+    /// every count and length against the bytes left before sizing anything by it, and what it
+    /// allocates for the decoded message is charged to the request's reservation: decoding fails
+    /// (as [`HandleError::Busy`]) rather than take more than the shard's budget has free. Bytes
+    /// after the message are ignored, as Kafka ignores them, and the body is let go.
+    fn decode<M: Decodable>(&mut self) -> Result<M, HandleError> {
+        let version = self.version();
+        let mut body = std::mem::take(&mut self.body);
+        let allowance = self.reservation.growable();
+        let (decoded, used) =
+            decode_allowance::with(allowance as usize, || M::decode(&mut body, version));
+        let grown = self.reservation.try_grow(used as u64);
+        assert!(
+            grown,
+            "a shard changes nothing between granting and charging an allowance"
+        );
+        decoded.map_err(|e| match e.downcast_ref::<decode_allowance::Exceeded>() {
+            Some(exceeded) => HandleError::Busy {
+                api: self.api,
+                version,
+                what: format!("decoding it takes over {} bytes", used + exceeded.bytes),
+            },
+            None => self.malformed(e.to_string()),
+        })
+    }
+
+    /// Charges the working memory of `entries` partitions (topics, resources) to the request's
+    /// reservation, or refuses the request if the budget cannot hold it now.
+    fn charge(&self, entries: usize) -> Result<(), HandleError> {
+        let bytes = (entries as u64).saturating_mul(WORKING_BYTES_PER_ENTRY);
+        if bytes == 0 || self.reservation.try_grow(bytes) {
+            return Ok(());
+        }
+        Err(HandleError::Busy {
+            api: self.api,
+            version: self.version(),
+            what: format!("handling its {entries} partitions or resources takes {bytes} bytes"),
+        })
+    }
+
+    fn reply(&self, response: ResponseKind) -> Handled {
+        let bytes = encode_response(&self.header, self.api, &response).map_err(|e| {
+            HandleError::Encode {
+                api: self.api,
+                version: self.version(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Some(Response::bytes(bytes)))
+    }
+}
+
 /// Decodes one request frame, runs its handler and encodes the answer. `None` = no response is
-/// due (Produce with acks=0). Counts the request and its latency in the shard's metrics.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>, HandleError> {
+/// due (Produce with acks=0). `reservation` is the budget the frame holds; the handler grows it
+/// by the working memory the request needs. Counts the request and its latency in the shard's
+/// metrics.
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes, reservation: Rc<Reservation>) -> Handled {
     let started = Instant::now();
     let raw_key = (&frame[0..2]).get_i16();
-    let result = dispatch(shard, frame).await;
+    let result = dispatch(shard, frame, reservation).await;
     shard
         .metrics
         .record_request(raw_key, result.is_err(), started.elapsed());
     result
 }
 
-async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response>, HandleError> {
+async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservation>) -> Handled {
+    // The frame reader guarantees the 8 bytes every request header starts with.
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
-    let api = ApiKey::try_from(raw_key).map_err(|_| HandleError::UnknownApi(raw_key))?;
-    let Some(supported) = protocol::supported(api) else {
-        return Err(HandleError::UnsupportedApi { api });
-    };
-    if version < supported.min_decodable || version > supported.max_version {
-        if api == ApiKey::ApiVersions {
+    let key = ApiKey::try_from(raw_key).map_err(|_| HandleError::UnknownApi(raw_key))?;
+    let api = find(key).ok_or(HandleError::UnsupportedApi { api: key })?;
+    if !(api.min_version..=api.max_version).contains(&version) {
+        if key == ApiKey::ApiVersions {
             // Kafka answers an ApiVersions it cannot parse with UNSUPPORTED_VERSION in v0, listing
             // what it does support, so the client can retry with a version both know.
             let correlation_id = (&frame[4..8]).get_i32();
@@ -79,53 +332,30 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Option<Response
             ))));
         }
         return Err(HandleError::UnsupportedVersion {
-            api,
+            api: key,
             version,
-            min: supported.min_decodable,
-            max: supported.max_version,
+            min: api.min_version,
+            max: api.max_version,
         });
     }
-    let malformed = |e: anyhow::Error| HandleError::Malformed {
-        api,
-        version,
-        message: e.to_string(),
-    };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(malformed)?;
-    let request = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
-    let response: ResponseKind = match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r)),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shard, &header, r).await)
-        }
-        RequestKind::Produce(r) => match produce::handle(shard, r).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
+    let header =
+        RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| {
+            HandleError::Malformed {
+                api: key,
+                version,
+                message: format!("header: {e}"),
+            }
+        })?;
+    (api.serve)(
+        shard,
+        Request {
+            api: key,
+            header,
+            body: frame,
+            reservation,
         },
-        RequestKind::Fetch(r) => return fetch::handle(shard, &header, r).await.map(Some),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(shard, version, r).await)
-        }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(shard, &header, r).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(shard, &header, r).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(describe_configs::handle(shard, &header, r))
-        }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
-        }
-        _ => return Err(HandleError::UnsupportedApi { api }),
-    };
-    let bytes = encode_response(&header, api, &response).map_err(|e| HandleError::Encode {
-        api,
-        version,
-        message: e.to_string(),
-    })?;
-    Ok(Some(Response::bytes(bytes)))
+    )
+    .await
 }
 
 /// Kafka's error code for a result, 0 for success.

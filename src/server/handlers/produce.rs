@@ -1,7 +1,9 @@
-//! Produce: each partition's batches are validated (CRC-32C, size, magic) on the shard that read
-//! them, then moved (the `Bytes` slices of the request frame, not copies) to the shard that owns the
-//! partition, which appends them and answers with the offsets.
+//! Produce: each partition's batch is validated as Kafka's LogValidator does
+//! ([`crate::record::validate`]) on the shard that read the request, then moved (a `Bytes` slice
+//! of the request frame, not a copy) to the shard that owns the partition, which appends it and
+//! answers with the offsets. Unknown topics and partitions cost nothing beyond their answer.
 
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -10,8 +12,9 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::str_bytes;
+use crate::cluster::control::now_ms;
 use crate::cluster::TopicPartition;
-use crate::record::{split_batches, BatchError};
+use crate::record::validate::{validate_produced, Rules};
 use crate::shard::Shard;
 use crate::storage::{AppendOutcome, StorageError};
 
@@ -19,6 +22,7 @@ struct PartitionResult {
     error: Option<ResponseError>,
     message: Option<String>,
     base_offset: i64,
+    log_append_time_ms: i64,
     log_start_offset: i64,
 }
 
@@ -28,15 +32,32 @@ impl PartitionResult {
             error: Some(error),
             message: Some(message.into()),
             base_offset: -1,
+            log_append_time_ms: -1,
             log_start_offset: -1,
         }
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
+    // A partition named more than once is appended once, from its last entry, as Kafka's map of
+    // a request's partitions keeps the last: a request cannot multiply its work by repetition.
+    let mut earlier: HashSet<(usize, usize)> = HashSet::new();
+    let mut last = HashMap::new();
+    for (t, topic) in request.topic_data.iter().enumerate() {
+        for (p, data) in topic.partition_data.iter().enumerate() {
+            if let Some(before) = last.insert((&topic.name, data.index), (t, p)) {
+                earlier.insert(before);
+            }
+        }
+    }
+    drop(last);
     // Every partition of every topic is dispatched before anything is awaited, so partitions are
     // appended in parallel and a partition's batches reach its owner in request order.
     let mut names = Vec::with_capacity(request.topic_data.len());
@@ -44,7 +65,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         names.push(topic.name);
-        for data in topic.partition_data {
+        for (p, data) in topic.partition_data.into_iter().enumerate() {
+            if earlier.contains(&(topic_index, p)) {
+                continue;
+            }
             let tp = TopicPartition {
                 topic: name.clone(),
                 partition: data.index,
@@ -58,13 +82,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                         format!("acks={acks}"),
                     );
                 }
-                let Some(topic_metadata) = metadata.topic(&tp.topic) else {
-                    return PartitionResult::error(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("no topic '{}'", tp.topic),
-                    );
-                };
-                let Some(state) = metadata.partition(&tp.topic, tp.partition) else {
+                let (Some(topic_metadata), Some(state)) = (
+                    metadata.topic(&tp.topic),
+                    metadata.partition(&tp.topic, tp.partition),
+                ) else {
                     return PartitionResult::error(
                         ResponseError::UnknownTopicOrPartition,
                         format!("no partition {tp}"),
@@ -77,34 +98,27 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                     );
                 };
                 let Some(records) = data.records else {
-                    return PartitionResult::error(ResponseError::CorruptMessage, "no records");
+                    return PartitionResult::error(ResponseError::InvalidRecord, "no records");
                 };
-                let batches = match split_batches(&records) {
-                    Ok(batches) => batches,
+                let config = &topic_metadata.config.values;
+                let rules = Rules {
+                    produce_version: version,
+                    max_batch_bytes: config.max_message_bytes,
+                    log_append_time: config.log_append_time,
+                    timestamp_difference_max_ms: config.message_timestamp_difference_max_ms,
+                    store_as: config.compression_type.codec(),
+                    now_ms: now_ms(),
+                };
+                // Inline, even for a large compressed batch: validating elsewhere could let a
+                // later request of this connection reach the partition first.
+                let validated = match validate_produced(&records, &rules) {
+                    Ok(validated) => validated,
                     Err(e) => {
-                        let code = match e {
-                            BatchError::UnsupportedMagic { .. } => {
-                                ResponseError::UnsupportedForMessageFormat
-                            }
-                            _ => ResponseError::CorruptMessage,
-                        };
-                        warn!("{tp}: rejected produce: {e}");
-                        return PartitionResult::error(code, e.to_string());
+                        warn!("{tp}: refused a produced batch: {e}");
+                        return PartitionResult::error(e.error_code(), format!("{tp}: {e}"));
                     }
                 };
-                let max_bytes = topic_metadata.config.values.max_message_bytes;
-                if let Some(batch) = batches.iter().find(|b| b.bytes.len() as i64 > max_bytes) {
-                    return PartitionResult::error(
-                        ResponseError::MessageTooLarge,
-                        format!(
-                            "{tp}: batch of {} bytes exceeds max.message.bytes {max_bytes}",
-                            batch.bytes.len()
-                        ),
-                    );
-                }
-                if acks == -1
-                    && (state.isr.len() as i64) < topic_metadata.config.values.min_insync_replicas
-                {
+                if acks == -1 && (state.isr.len() as i64) < config.min_insync_replicas {
                     return PartitionResult::error(
                         ResponseError::NotEnoughReplicas,
                         format!(
@@ -113,6 +127,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                         ),
                     );
                 }
+                let log_append_time_ms = validated.log_append_time_ms;
+                let batches = vec![validated.batch];
                 let appended = shard
                     .invoke_on(owner, move |owner_shard| async move {
                         let Some(partition) = owner_shard.partition(&tp) else {
@@ -136,6 +152,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                         error: None,
                         message: None,
                         base_offset,
+                        log_append_time_ms,
                         log_start_offset,
                     },
                     Ok(Err((code, message))) => PartitionResult::error(code, message),
@@ -154,7 +171,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
         .collect();
     for (topic_index, index, records_bytes, r) in futures::future::join_all(pending).await {
         let name = &*topics[topic_index].name.0;
-        if let Some(topic) = metadata.topic(name) {
+        // Counted only for partitions that exist: a request naming made-up partitions must not
+        // grow the metrics.
+        if let (Some(topic), Some(_)) = (metadata.topic(name), metadata.partition(name, index)) {
             shard
                 .metrics
                 .record_partition(name, topic.topic_id, index, |t| {
@@ -171,7 +190,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 .with_error_code(super::code(r.error))
                 .with_error_message(r.message.map(|m| str_bytes(&m)))
                 .with_base_offset(r.base_offset)
-                .with_log_append_time_ms(-1)
+                .with_log_append_time_ms(r.log_append_time_ms)
                 .with_log_start_offset(r.log_start_offset),
         );
     }
@@ -179,10 +198,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     (acks != 0).then(|| ProduceResponse::default().with_responses(topics))
 }
 
+/// Kafka's code for a failed append. Validation already refused malformed batches, so what is
+/// left is the producer state, or the disk.
 fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::InvalidAppend { .. } | StorageError::Batch { .. } => {
+            ResponseError::InvalidRecord
+        }
         _ => {
             warn!("storage error: {error}");
             ResponseError::KafkaStorageError

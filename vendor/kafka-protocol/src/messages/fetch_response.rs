@@ -123,6 +123,8 @@ impl Decodable for AbortedTransaction {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -287,6 +289,8 @@ impl Decodable for EpochEndOffset {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -554,6 +558,8 @@ impl Decodable for FetchResponse {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
+                        // skein patch: each kept unknown tagged field costs a map entry.
+                        crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                         unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
@@ -752,6 +758,8 @@ impl Decodable for FetchableTopicResponse {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -918,6 +926,8 @@ impl Decodable for LeaderIdAndEpoch {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -1148,6 +1158,8 @@ impl Decodable for NodeEndpoint {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -1585,6 +1597,8 @@ impl Decodable for PartitionData {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
+                        // skein patch: each kept unknown tagged field costs a map entry.
+                        crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                         unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
@@ -1737,6 +1751,8 @@ impl Decodable for SnapshotId {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }

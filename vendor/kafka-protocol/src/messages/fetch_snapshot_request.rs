@@ -185,6 +185,8 @@ impl Decodable for FetchSnapshotRequest {
                 }
                 _ => {
                     let unknown_value = buf.try_get_bytes(size as usize)?;
+                    // skein patch: each kept unknown tagged field costs a map entry.
+                    crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                     unknown_tagged_fields.insert(tag as i32, unknown_value);
                 }
             }
@@ -411,6 +413,8 @@ impl Decodable for PartitionSnapshot {
                 }
                 _ => {
                     let unknown_value = buf.try_get_bytes(size as usize)?;
+                    // skein patch: each kept unknown tagged field costs a map entry.
+                    crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                     unknown_tagged_fields.insert(tag as i32, unknown_value);
                 }
             }
@@ -545,6 +549,8 @@ impl Decodable for SnapshotId {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -672,6 +678,8 @@ impl Decodable for TopicSnapshot {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {

@@ -167,6 +167,8 @@ impl Decodable for BatchIndexAndErrorMessage {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -331,6 +333,8 @@ impl Decodable for LeaderIdAndEpoch {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -561,6 +565,8 @@ impl Decodable for NodeEndpoint {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -894,6 +900,8 @@ impl Decodable for PartitionProduceResponse {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
+                        // skein patch: each kept unknown tagged field costs a map entry.
+                        crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                         unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
@@ -1117,6 +1125,8 @@ impl Decodable for ProduceResponse {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
+                        // skein patch: each kept unknown tagged field costs a map entry.
+                        crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                         unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
@@ -1313,6 +1323,8 @@ impl Decodable for TopicProduceResponse {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }

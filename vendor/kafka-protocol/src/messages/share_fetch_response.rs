@@ -135,6 +135,8 @@ impl Decodable for AcquiredRecords {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -263,6 +265,8 @@ impl Decodable for LeaderIdAndEpoch {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -423,6 +427,8 @@ impl Decodable for NodeEndpoint {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -656,6 +662,8 @@ impl Decodable for PartitionData {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -864,6 +872,8 @@ impl Decodable for ShareFetchResponse {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -999,6 +1009,8 @@ impl Decodable for ShareFetchableTopicResponse {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            // skein patch: each kept unknown tagged field costs a map entry.
+            crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {

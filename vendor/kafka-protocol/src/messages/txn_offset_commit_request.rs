@@ -310,6 +310,8 @@ impl Decodable for TxnOffsetCommitRequest {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -508,6 +510,8 @@ impl Decodable for TxnOffsetCommitRequestPartition {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -669,6 +673,8 @@ impl Decodable for TxnOffsetCommitRequestTopic {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                // skein patch: each kept unknown tagged field costs a map entry.
+                crate::protocol::decode_allowance::debit(crate::protocol::UNKNOWN_TAGGED_FIELD_COST)?;
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }

@@ -128,6 +128,64 @@ mod str_bytes {
 
 pub use str_bytes::StrBytes;
 
+/// skein patch: a bound on what decoding may allocate. A count no larger than the bytes left
+/// still lets a few bytes per element ask for a hundred (a Vec of 96-byte structs from 3-byte
+/// elements), so a 100 MiB frame could decode into gigabytes. A caller that sets an allowance
+/// with [`decode_allowance::with`] has every array's storage (count x element size) and every
+/// kept unknown tagged field debited from it, and decoding fails once it is spent.
+pub mod decode_allowance {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Runs `f` with at most `bytes` of decoder allocations allowed on this thread (nested
+    /// calls are not supported); returns what `f` returned and the bytes it used.
+    pub fn with<R>(bytes: usize, f: impl FnOnce() -> R) -> (R, usize) {
+        let before = LEFT.with(|left| left.replace(Some(bytes)));
+        let result = f();
+        let left = LEFT.with(|left| left.replace(before));
+        (result, bytes - left.unwrap_or(bytes))
+    }
+
+    /// Decoding stopped because it would have allocated more than its allowance.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Exceeded {
+        /// What the failing step asked for.
+        pub bytes: usize,
+        /// What was left of the allowance.
+        pub left: usize,
+    }
+
+    impl std::fmt::Display for Exceeded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "decoding would allocate {} more bytes, over the {} left of its allowance",
+                self.bytes, self.left
+            )
+        }
+    }
+
+    impl std::error::Error for Exceeded {}
+
+    /// Takes `bytes` from the allowance, if one is set.
+    pub fn debit(bytes: usize) -> anyhow::Result<()> {
+        LEFT.with(|left| match left.get() {
+            None => Ok(()),
+            Some(have) if bytes <= have => {
+                left.set(Some(have - bytes));
+                Ok(())
+            }
+            Some(have) => Err(anyhow::Error::new(Exceeded { bytes, left: have })),
+        })
+    }
+}
+
+/// What one kept unknown tagged field costs in [`decode_allowance`]: a map entry.
+pub const UNKNOWN_TAGGED_FIELD_COST: usize = 64;
+
 use crate::messages::{ApiKey, RequestHeader};
 
 pub(crate) trait NewType<Inner>: From<Inner> + Into<Inner> + Borrow<Inner> {}

@@ -81,9 +81,14 @@ impl IndexFile {
         })
     }
 
-    /// Opens an existing index. Returns `Ok(None)` when the file is missing or its size is not a
-    /// multiple of the entry size (the caller rebuilds it from the segment).
-    pub(crate) fn open(path: &Path, entry_bytes: usize) -> Result<Option<IndexFile>, StorageError> {
+    /// Opens an existing index. Returns `Ok(None)` when the file is missing, its size is not a
+    /// multiple of the entry size, or it holds more than `max_entries` (the caller rebuilds it
+    /// from the segment): what a segment can have indexed bounds what is mapped and copied.
+    pub(crate) fn open(
+        path: &Path,
+        entry_bytes: usize,
+        max_entries: usize,
+    ) -> Result<Option<IndexFile>, StorageError> {
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -91,7 +96,10 @@ impl IndexFile {
         };
         let len = file.metadata().map_err(|e| io_error(path, e))?.len();
         // Index positions are u32 and entries are a few bytes: a bigger file is not an index.
-        if len > u64::from(u32::MAX) || !len.is_multiple_of(entry_bytes as u64) {
+        if len > u64::from(u32::MAX)
+            || !len.is_multiple_of(entry_bytes as u64)
+            || len / entry_bytes as u64 > max_entries as u64
+        {
             return Ok(None);
         }
         let len = len as usize;

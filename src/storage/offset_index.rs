@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use crate::record::batch::BATCH_HEADER_BYTES;
 use crate::storage::error::StorageError;
 use crate::storage::index_file::{last_at_or_below, IndexFile, IndexSync};
 
@@ -43,7 +44,9 @@ impl OffsetIndex {
         base_offset: i64,
         segment_bytes: u64,
     ) -> Result<Option<OffsetIndex>, StorageError> {
-        let Some(file) = IndexFile::open(path, OFFSET_INDEX_ENTRY_BYTES)? else {
+        // Each entry points at a different batch, and batches are at least a header apart.
+        let max_entries = (segment_bytes / BATCH_HEADER_BYTES as u64) as usize;
+        let Some(file) = IndexFile::open(path, OFFSET_INDEX_ENTRY_BYTES, max_entries)? else {
             return Ok(None);
         };
         let index = OffsetIndex { file, base_offset };

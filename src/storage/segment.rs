@@ -191,8 +191,15 @@ fn file_mtime_ms(file: &File) -> io::Result<i64> {
 impl Segment {
     /// Creates a new, empty segment (its files are truncated if they exist).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
-        assert!((0..=MAX_BASE_OFFSET).contains(&base_offset));
         let log_path = segment_path(dir, base_offset, "log");
+        if !(0..=MAX_BASE_OFFSET).contains(&base_offset) {
+            // Only a log whose stored offsets were already absurd gets here; refuse the roll.
+            return Err(StorageError::Corrupt {
+                path: log_path,
+                position: 0,
+                reason: format!("no segment can start at offset {base_offset}"),
+            });
+        }
         let file = open_log_file(&log_path, true)?;
         file.set_len(0).map_err(|e| io_error(&log_path, e))?;
         Self::with_fresh_indexes(log_path, file, 0, dir, base_offset, wall_clock_ms())
@@ -266,7 +273,9 @@ impl Segment {
                 }
             }
         }
-        let Some(mut time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)?
+        let max_time_entries = offset_index.len() + 1;
+        let Some(mut time_index) =
+            TimeIndex::open_checked(&time_path, base_offset, next_offset, max_time_entries)?
         else {
             return Ok(Err(format!("{} missing or invalid", time_path.display())));
         };
@@ -396,7 +405,9 @@ impl Segment {
         // entry is the largest timestamp up to it (written together with each offset-index
         // entry; an active segment has no seal entry). The tail scan finishes from there.
         let (last_indexed, tail_position) = offset_index.lookup(i64::MAX);
-        let Some(mut time_index) = TimeIndex::open_checked(&time_path, base_offset, i64::MAX)?
+        let max_time_entries = offset_index.len() + 1;
+        let Some(mut time_index) =
+            TimeIndex::open_checked(&time_path, base_offset, i64::MAX, max_time_entries)?
         else {
             return Ok(Err(format!("{} missing or invalid", time_path.display())));
         };

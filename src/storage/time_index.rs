@@ -34,14 +34,17 @@ impl TimeIndex {
         })
     }
 
-    /// Opens a segment's time index; `Ok(None)` if missing, torn, not increasing, or if an entry
-    /// points past `next_offset` (the segment's end): such an index is rebuilt, never trusted.
+    /// Opens a segment's time index; `Ok(None)` if missing, torn, not increasing, longer than
+    /// `max_entries` (entries come with offset-index entries, plus the seal entry), or if an
+    /// entry points past `next_offset` (the segment's end): such an index is rebuilt, never
+    /// trusted.
     pub(crate) fn open_checked(
         path: &Path,
         base_offset: i64,
         next_offset: i64,
+        max_entries: usize,
     ) -> Result<Option<TimeIndex>, StorageError> {
-        let Some(file) = IndexFile::open(path, TIME_INDEX_ENTRY_BYTES)? else {
+        let Some(file) = IndexFile::open(path, TIME_INDEX_ENTRY_BYTES, max_entries)? else {
             return Ok(None);
         };
         let index = TimeIndex { file, base_offset };
@@ -148,7 +151,7 @@ mod tests {
             .run()
             .expect("write");
         drop(index);
-        let index = TimeIndex::open_checked(&path, 1000, 1030)
+        let index = TimeIndex::open_checked(&path, 1000, 1030, 3)
             .expect("open")
             .expect("valid");
         assert_eq!(
@@ -158,8 +161,14 @@ mod tests {
                 relative_offset: 20
             })
         );
-        assert!(TimeIndex::open_checked(&path, 1000, 1015)
+        assert!(TimeIndex::open_checked(&path, 1000, 1015, 3)
             .expect("open")
             .is_none());
+        assert!(
+            TimeIndex::open_checked(&path, 1000, 1030, 2)
+                .expect("open")
+                .is_none(),
+            "more entries than the offset index allows"
+        );
     }
 }

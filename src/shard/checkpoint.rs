@@ -199,3 +199,46 @@ impl Keeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+
+    #[test]
+    fn entries_read_at_start_last_until_their_partition_is_seen_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at_start: BTreeMap<PartitionKey, i64> =
+            [(("a".to_string(), 0), 5), (("b".to_string(), 0), 7)]
+                .into_iter()
+                .collect();
+        let mut keeper = Keeper {
+            log_dir: dir.path().to_path_buf(),
+            senders: ShardSenders::new(Vec::new()),
+            at_start: Arc::new(at_start),
+            seen_open: HashSet::new(),
+        };
+        let written = || recovery_point_checkpoint::read(dir.path()).expect("read");
+        keeper.write(vec![(tp("a", 0), 9), (tp("c", 1), 3)]);
+        let expected: BTreeMap<PartitionKey, i64> = [
+            (("a".to_string(), 0), 9),
+            (("b".to_string(), 0), 7),
+            (("c".to_string(), 1), 3),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(written(), expected);
+        // a and c were closed since: their directories hold a clean-shutdown marker (or are
+        // gone), so their entries go; b was never opened here, so its entry still holds.
+        keeper.write(Vec::new());
+        let expected: BTreeMap<PartitionKey, i64> =
+            [(("b".to_string(), 0), 7)].into_iter().collect();
+        assert_eq!(written(), expected);
+    }
+}

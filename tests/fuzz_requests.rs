@@ -35,7 +35,7 @@ use skein::record::BatchBuilder;
 use skein::server::budget::RequestBudget;
 use skein::server::handlers::{handle, APIS};
 use skein::server::limits::ConnectionLimits;
-use skein::shard::{Shard, ShardSenders};
+use skein::shard::{RecoveryPoints, Shard, ShardSenders};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -414,6 +414,7 @@ fn mutated_requests_never_panic_the_request_path() {
                     ShardSenders::new(vec![jobs]),
                     ControlHandle::new(control_tx),
                     limits,
+                    RecoveryPoints::none(),
                 )
                 .expect("shard"),
             );

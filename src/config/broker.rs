@@ -154,6 +154,9 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: i64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often the recovery-point checkpoint is
+    /// written.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
     pub topic_defaults: TopicDefaults,
     pub limits: Limits,
     /// How many shards (one pinned glommio executor each); defaults to every core.
@@ -198,6 +201,7 @@ impl BrokerConfig {
             auto_create_topics_enable: true,
             delete_topic_enable: true,
             log_retention_check_interval_ms: 300_000,
+            log_flush_offset_checkpoint_interval_ms: 60_000,
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
             num_shards: None,
@@ -250,6 +254,9 @@ impl BrokerConfig {
                 "delete.topic.enable" => config.delete_topic_enable = v.bool()?,
                 "log.retention.check.interval.ms" => {
                     config.log_retention_check_interval_ms = v.i64_at_least(1)?
+                }
+                "log.flush.offset.checkpoint.interval.ms" => {
+                    config.log_flush_offset_checkpoint_interval_ms = v.i64_at_least(1)? as u64
                 }
                 "log.segment.bytes" => defaults.segment_bytes = v.i64_at_least(14)?,
                 "log.roll.ms" => roll_ms = Some(v.i64_at_least(1)?),

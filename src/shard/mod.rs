@@ -6,10 +6,12 @@
 //! "run this future over there and give me its result", like Seastar's `invoke_on`, and is how a
 //! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
 
+mod checkpoint;
 mod partition;
 mod runtime;
 mod writer;
 
+pub use checkpoint::RecoveryPoints;
 pub use partition::Partition;
 pub use runtime::run_broker;
 
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::control::ControlHandle;
 use crate::cluster::{Metadata, TopicPartition};
@@ -111,6 +113,9 @@ pub struct Shard {
     applying: futures::lock::Mutex<()>,
     /// Set by [`Shard::shut_down`]: later snapshots open nothing.
     stopped: std::cell::Cell<bool>,
+    /// Recovery points from the log directory's checkpoint at start, for opening partitions, and
+    /// the way to ask the checkpoint thread for a new checkpoint.
+    recovery_points: RecoveryPoints,
 }
 
 impl Shard {
@@ -121,6 +126,7 @@ impl Shard {
         senders: ShardSenders,
         control: ControlHandle,
         connection_limits: Arc<crate::server::limits::ConnectionLimits>,
+        recovery_points: RecoveryPoints,
     ) -> std::io::Result<Self> {
         Ok(Shard {
             writer: writer::SegmentWriter::start(id)?,
@@ -136,6 +142,7 @@ impl Shard {
             ready: RefCell::new(Some(Vec::new())),
             applying: futures::lock::Mutex::new(()),
             stopped: std::cell::Cell::new(false),
+            recovery_points,
         })
     }
 
@@ -164,6 +171,15 @@ impl Shard {
 
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Every open partition's recovery point, for the log directory's checkpoint.
+    pub fn recovery_points(&self) -> Vec<(TopicPartition, i64)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter_map(|(tp, p)| Some((tp.clone(), p.recovery_point()?)))
+            .collect()
     }
 
     /// Runs `work` on shard `target` and returns its result. On this shard it runs inline.
@@ -262,19 +278,36 @@ impl Shard {
                 self.tuning.clone(),
                 self.writer.clone(),
             );
+            let recovery_point = self.recovery_points.at_start(tp);
             let (tp, topic, state) = (tp.clone(), topic.clone(), state.clone());
             opening.push(glommio::executor().spawn_blocking(move || {
-                let opened = Partition::open(&config, &tuning, writer, tp.clone(), &topic, &state);
+                let opened = Partition::open(
+                    &config,
+                    &tuning,
+                    writer,
+                    tp.clone(),
+                    &topic,
+                    &state,
+                    recovery_point,
+                );
                 (tp, opened)
             }));
         }
+        let changed = !gone.is_empty() || !opening.is_empty();
         for (tp, opened) in futures::future::join_all(opening).await {
             match opened {
                 Ok(partition) => {
                     self.partitions.borrow_mut().insert(tp, Rc::new(partition));
                 }
-                Err(e) => warn!("shard {}: cannot open partition {tp}: {e}", self.id),
+                // Nothing serves the partition then: clients get NOT_LEADER_OR_FOLLOWER, and
+                // this line says why.
+                Err(e) => error!("shard {}: cannot open partition {tp}: {e}", self.id),
             }
+        }
+        if changed {
+            // The checkpoint then covers the partitions opened and drops the ones closed right
+            // away rather than at the next interval: a stale entry must not outlive its log.
+            self.recovery_points.request_write();
         }
         *self.metadata.borrow_mut() = metadata;
         if let Some(waiters) = self.ready.borrow_mut().take() {
@@ -287,8 +320,9 @@ impl Shard {
 
     /// Closes every partition cleanly (producer snapshots, flush) before the process exits. New
     /// produce requests find no partition from the start; writes already under way get up to
-    /// `grace` to land first.
-    pub async fn shut_down(&self, grace: std::time::Duration) {
+    /// `grace` to land first. Returns the recovery points of the partitions closed, for the log
+    /// directory's final checkpoint.
+    pub async fn shut_down(&self, grace: std::time::Duration) -> Vec<(TopicPartition, i64)> {
         // A snapshot being applied finishes first, so the partitions it opens are closed too, and
         // none applied later reopens anything.
         let _last_snapshot = self.applying.lock().await;
@@ -310,6 +344,11 @@ impl Shard {
             }
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
-        futures::future::join_all(partitions.iter().map(|p| p.shut_down(false))).await;
+        let closed = futures::future::join_all(partitions.iter().map(|p| p.shut_down(false))).await;
+        partitions
+            .iter()
+            .zip(closed)
+            .filter_map(|(p, point)| Some((p.tp.clone(), point?)))
+            .collect()
     }
 }

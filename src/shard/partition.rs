@@ -8,6 +8,12 @@
 //! executor never waits on the page cache, so a write throttled by dirty-page writeback delays that
 //! partition's acknowledgements instead of stalling every connection on the shard, and appends
 //! arriving during a write share the next one.
+//!
+//! Nothing that touches a file runs on the executor. Besides the writes, the log's durability
+//! work (fsyncs of rolled segments and of the flush policy, index entries, producer snapshots,
+//! files retention dropped) goes to the shard's blocking pool as one sync job at a time
+//! ([`Log::take_sync`]), and reads beyond the tail cache scan the segment files there too
+//! ([`Log::plan_read`]). Opening (recovery) and closing run there as well.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -23,11 +29,8 @@ use crate::cluster::metadata::{PartitionState, TopicMetadata};
 use crate::cluster::TopicPartition;
 use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
 use crate::record::Batch;
-use crate::storage::{AppendOutcome, Log, LogConfig, ReadSlice, StorageError};
-
-/// Kafka's `partition.metadata`: which topic id the folder's data belongs to, so data of a deleted
-/// topic is never served under a new topic of the same name.
-const PARTITION_METADATA: &str = "partition.metadata";
+use crate::storage::partition_metadata;
+use crate::storage::{AppendOutcome, Log, LogConfig, ReadPlan, ReadSlice, StorageError};
 
 pub struct Partition {
     pub tp: TopicPartition,
@@ -49,6 +52,11 @@ pub struct Partition {
     /// answer (queueing behind other partitions' writes and the kernel's throttling included).
     segment_writes: Cell<u64>,
     segment_write_us: Cell<u64>,
+    /// A sync task is running (it clears this when the log has no sync work left).
+    syncing: Cell<bool>,
+    /// Held while a sync job runs, so that closing waits for it: the log must not be closed
+    /// under a job that writes its files.
+    sync_lane: futures::lock::Mutex<()>,
 }
 
 struct QueuedAppend {
@@ -83,6 +91,11 @@ impl Partition {
         config.log_dir.join(tp.to_string())
     }
 
+    /// Opens (after a crash: recovers) the partition's log; blocking, for the shard's blocking
+    /// pool. `recovery_point` is the partition's entry in the log directory's recovery-point
+    /// checkpoint. A directory whose `partition.metadata` names another topic id (data of a
+    /// deleted topic of the same name, or a directory copied from elsewhere) is left untouched and
+    /// the partition is not opened, as Kafka refuses with InconsistentTopicIdException.
     pub fn open(
         config: &BrokerConfig,
         tuning: &ShardTuning,
@@ -90,38 +103,31 @@ impl Partition {
         tp: TopicPartition,
         topic: &TopicMetadata,
         state: &PartitionState,
+        recovery_point: Option<i64>,
     ) -> Result<Partition, StorageError> {
         let dir = Self::dir(config, &tp);
-        let id_file = dir.join(PARTITION_METADATA);
-        let io = |source| StorageError::Io {
-            path: id_file.clone(),
-            source,
-        };
-        let wanted = format!(
-            "version: 0\ntopic_id: {}\n",
-            crate::cluster::zookeeper::encode_topic_id(topic.topic_id)
-        );
-        match std::fs::read_to_string(&id_file) {
-            Ok(found) if found == wanted => {}
-            Ok(_) => {
-                warn!(
-                    "{tp}: data in {} belongs to an earlier topic of that name; removing it",
-                    dir.display()
-                );
-                std::fs::remove_dir_all(&dir).map_err(io)?;
+        let wanted = crate::cluster::zookeeper::encode_topic_id(topic.topic_id);
+        let found = partition_metadata::read(&dir)?;
+        if let Some(found) = &found {
+            if *found != wanted {
+                return Err(StorageError::InconsistentTopicId {
+                    dir,
+                    expected: wanted,
+                    found: found.clone(),
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
         }
-        let log = Log::open(&dir, log_config(&topic.config, tuning))?;
-        if !id_file.exists() {
-            std::fs::write(&id_file, &wanted).map_err(io)?;
+        let log =
+            Log::open_with_recovery_point(&dir, log_config(&topic.config, tuning), recovery_point)?;
+        if found.is_none() {
+            partition_metadata::write(&dir, &wanted)?;
         }
         info!(
-            "{tp}: opened, log start {} end {} ({} segment(s))",
+            "{tp}: opened, log start {} end {} ({} segment(s)), recovery point {}",
             log.log_start_offset(),
             log.log_end_offset(),
-            log.segment_count()
+            log.segment_count(),
+            log.recovery_point()
         );
         let partition = Partition {
             tp,
@@ -136,6 +142,8 @@ impl Partition {
             appends_in_write: Cell::new(0),
             segment_writes: Cell::new(0),
             segment_write_us: Cell::new(0),
+            syncing: Cell::new(false),
+            sync_lane: futures::lock::Mutex::new(()),
         };
         Ok(partition)
     }
@@ -177,6 +185,39 @@ impl Partition {
 
     pub fn log_end_offset(&self) -> i64 {
         self.with_log(|log| Ok(log.log_end_offset())).unwrap_or(0)
+    }
+
+    /// Everything below it is durable, for the log directory's recovery-point checkpoint;
+    /// `None` once closed.
+    pub fn recovery_point(&self) -> Option<i64> {
+        self.with_log(|log| Ok(log.recovery_point())).ok()
+    }
+
+    /// Starts the sync task if the log has durability work waiting.
+    fn kick_sync(self: &Rc<Self>) {
+        let wanted = self
+            .with_log(|log| Ok(log.has_sync_work()))
+            .unwrap_or(false);
+        if wanted && !self.syncing.replace(true) {
+            glommio::spawn_local(Rc::clone(self).sync_pending()).detach();
+        }
+    }
+
+    /// The sync task: job after job on the blocking pool until the log has nothing left.
+    async fn sync_pending(self: Rc<Self>) {
+        let _lane = self.sync_lane.lock().await;
+        loop {
+            let job = self.with_log(|log| Ok(log.take_sync())).ok().flatten();
+            let Some(job) = job else {
+                break;
+            };
+            let done = glommio::executor().spawn_blocking(move || job.run()).await;
+            let _ = self.with_log(|log| {
+                log.synced(done);
+                Ok(())
+            });
+        }
+        self.syncing.set(false);
     }
 
     /// Appends once the batches are written and, as the only replica, advances the high watermark
@@ -249,6 +290,8 @@ impl Partition {
                 let outcomes = log.complete(prepared, written);
                 Ok((outcomes, log.log_end_offset()))
             });
+            // A roll or flush.messages left durability work: it runs beside the next writes.
+            self.kick_sync();
             let outcomes = match completed {
                 Ok((outcomes, log_end)) => {
                     assert!(log_end >= self.high_watermark.get(), "offsets only grow");
@@ -283,21 +326,38 @@ impl Partition {
         (self.segment_writes.get(), self.segment_write_us.get())
     }
 
-    pub fn read(
+    /// Batches from `offset` up to the high watermark (see [`Log::read`]). From the tail cache
+    /// right away; beyond it, the segment files are scanned on the shard's blocking pool.
+    pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadSlice, StorageError> {
         let high_watermark = self.high_watermark.get();
-        self.with_log(|log| log.read(offset, max_bytes, high_watermark, min_one))
+        let plan =
+            self.with_log(|log| log.plan_read(offset, max_bytes, high_watermark, min_one))?;
+        match plan {
+            ReadPlan::Ready(slice) => Ok(slice),
+            ReadPlan::Cold(cold) => {
+                let done = glommio::executor()
+                    .spawn_blocking(move || cold.run())
+                    .await?;
+                self.with_log(|log| Ok(log.finish_read(done)))
+            }
+        }
     }
 
-    pub fn find_batch_by_timestamp(
+    /// The first batch at or after `timestamp` (see [`Log::find_batch_by_timestamp`]), looked
+    /// up on the shard's blocking pool.
+    pub async fn find_batch_by_timestamp(
         &self,
         timestamp: i64,
     ) -> Result<Option<bytes::Bytes>, StorageError> {
-        self.with_log(|log| log.find_batch_by_timestamp(timestamp))
+        let lookup = self.with_log(|log| Ok(log.plan_find_batch_by_timestamp(timestamp)))?;
+        glommio::executor()
+            .spawn_blocking(move || lookup.run())
+            .await
     }
 
     /// Resolves on the next append (or when the partition closes).
@@ -309,16 +369,17 @@ impl Partition {
         rx
     }
 
-    /// Background upkeep: time-based roll, flush.ms, retention.
-    pub fn maintain(&self, now_ms: i64, retention_due: bool) {
+    /// Background upkeep: time-based roll, flush.ms, retention. Decided here, in memory; the
+    /// fsyncs and deletions they call for run as the log's next sync job.
+    pub fn maintain(self: &Rc<Self>, now_ms: i64, retention_due: bool) {
         let result = self.with_log(|log| {
             log.roll_if_due(now_ms)?;
-            log.flush_if_due(now_ms)?;
+            log.flush_if_due(now_ms);
             if retention_due {
-                let deleted = log.enforce_retention(now_ms)?;
+                let deleted = log.enforce_retention(now_ms);
                 if deleted > 0 {
                     info!(
-                        "{}: retention deleted {deleted} segment(s); log start is now {}",
+                        "{}: retention deletes {deleted} segment(s); log start is now {}",
                         self.tp,
                         log.log_start_offset()
                     );
@@ -329,6 +390,7 @@ impl Partition {
         if let Err(e) = result {
             warn!("{}: background upkeep failed: {e}", self.tp);
         }
+        self.kick_sync();
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -342,24 +404,35 @@ impl Partition {
     /// Closes the log; with `delete`, removes its data (topic deleted or replica moved away).
     /// A write under way when this is called still lands in the file, after the close: the next
     /// open finds it past the indexes and keeps it (it was never acknowledged). Wait for
-    /// [`Partition::is_writing`] to clear first for an exact clean stop.
-    /// The close itself (snapshot, fsync, marker; or removing the data) runs on the shard's
-    /// blocking pool.
-    pub async fn shut_down(&self, delete: bool) {
+    /// [`Partition::is_writing`] to clear first for an exact clean stop. A sync job under way is
+    /// waited for. The close itself (everything made durable, snapshot, marker; or removing the
+    /// data) runs on the shard's blocking pool. Returns the recovery point the log directory's
+    /// checkpoint should keep for the partition: its log end after a clean close, else what was
+    /// durable before it (`None` if it was closed already or deleted).
+    pub async fn shut_down(&self, delete: bool) -> Option<i64> {
         self.waiters.borrow_mut().clear();
         for q in self.queue.borrow_mut().drain(..) {
             let _ = q.done.send(Err(closed_error(&self.tp)));
         }
-        let Some(log) = self.log.borrow_mut().take() else {
-            return;
-        };
+        let _no_sync_under_way = self.sync_lane.lock().await;
+        let log = self.log.borrow_mut().take()?;
+        let (log_end_offset, recovery_point) = (log.log_end_offset(), log.recovery_point());
         let result = glommio::executor()
             .spawn_blocking(move || if delete { log.delete() } else { log.close() })
             .await;
         match result {
-            Ok(()) if delete => info!("{}: deleted", self.tp),
-            Ok(()) => info!("{}: closed", self.tp),
-            Err(e) => warn!("{}: closing failed: {e}", self.tp),
+            Ok(()) if delete => {
+                info!("{}: deleted", self.tp);
+                None
+            }
+            Ok(()) => {
+                info!("{}: closed", self.tp);
+                Some(log_end_offset)
+            }
+            Err(e) => {
+                warn!("{}: closing failed: {e}", self.tp);
+                (!delete).then_some(recovery_point)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Starting and stopping a broker's threads: the shards (glommio executors pinned to their cores)
-//! and the control thread. The main thread only waits for SIGTERM/SIGINT and then asks every shard
-//! to close its partitions cleanly.
+//! Starting and stopping a broker's threads: the shards (glommio executors pinned to their cores),
+//! the control thread and the checkpoint thread. The main thread only waits for SIGTERM/SIGINT,
+//! then asks every shard to close its partitions cleanly and has the checkpoint thread write the
+//! log directory's final recovery-point checkpoint.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use tracing::{error, info, warn};
 
-use super::{Job, Shard, ShardSenders};
+use super::{checkpoint, Job, Shard, ShardSenders};
 use crate::cluster::control::{self, ControlHandle};
 use crate::config::BrokerConfig;
 use crate::server;
@@ -49,6 +50,13 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let (control_tx, control_rx) = flume::unbounded();
     let control = ControlHandle::new(control_tx);
     let connection_limits = ConnectionLimits::new(&config.limits);
+    // Read before any shard opens a partition: it says where each log's recovery starts.
+    let (checkpointer, recovery_points) = checkpoint::start(
+        config.log_dir.clone(),
+        Duration::from_millis(config.log_flush_offset_checkpoint_interval_ms),
+        senders.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the checkpoint thread: {e}"))?;
 
     let mut shards = Vec::with_capacity(shard_count);
     for (id, jobs) in job_receivers.into_iter().enumerate() {
@@ -80,16 +88,24 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             control.clone(),
             connection_limits.clone(),
         );
+        let recovery_points = recovery_points.clone();
         let handle = builder
             .spawn(move || async move {
-                let shard =
-                    match Shard::new(id, config, tuning, senders, control, connection_limits) {
-                        Ok(shard) => Rc::new(shard),
-                        Err(e) => {
-                            error!("shard {id}: cannot start its segment writer thread: {e}");
-                            std::process::exit(1);
-                        }
-                    };
+                let shard = match Shard::new(
+                    id,
+                    config,
+                    tuning,
+                    senders,
+                    control,
+                    connection_limits,
+                    recovery_points,
+                ) {
+                    Ok(shard) => Rc::new(shard),
+                    Err(e) => {
+                        error!("shard {id}: cannot start its segment writer thread: {e}");
+                        std::process::exit(1);
+                    }
+                };
                 server::run_shard(shard, jobs, addr).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;
@@ -119,20 +135,25 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         let job: Job = Box::new(move |shard| {
             let shard = shard.clone();
             glommio::spawn_local(async move {
-                shard.shut_down(Duration::from_secs(10)).await;
-                let _ = ack.send(());
+                let closed = shard.shut_down(Duration::from_secs(10)).await;
+                let _ = ack.send(closed);
             })
             .detach();
         });
         asked += usize::from(senders.send(shard, job).is_ok());
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut closed = Vec::new();
     for _ in 0..asked {
-        if ack_rx.recv_deadline(deadline).is_err() {
-            warn!("a shard did not close its partitions within 20 s");
-            break;
+        match ack_rx.recv_deadline(deadline) {
+            Ok(points) => closed.extend(points),
+            Err(_) => {
+                warn!("a shard did not close its partitions within 20 s");
+                break;
+            }
         }
     }
+    checkpointer.stop(closed, Duration::from_secs(5));
     control_handle.shut_down(Duration::from_secs(5));
     info!("broker {} stopped", config.broker_id);
     // The executors never return on their own (they serve forever); leaving them to process exit is

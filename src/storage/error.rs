@@ -42,6 +42,18 @@ pub enum StorageError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    #[error(
+        "{dir}: the log stopped after a failed sync (restart the broker to recover it): {reason}"
+    )]
+    LogFailed { dir: PathBuf, reason: String },
+    #[error(
+        "{dir}: belongs to topic id {found}, not {expected}: left untouched, the partition is not opened"
+    )]
+    InconsistentTopicId {
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("{dir}: invalid append: {reason}")]
     InvalidAppend { dir: PathBuf, reason: String },
     #[error("{dir}: {source}")]

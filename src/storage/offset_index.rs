@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
+use crate::record::batch::BATCH_HEADER_BYTES;
 use crate::storage::error::StorageError;
-use crate::storage::index_file::{last_at_or_below, IndexFile};
+use crate::storage::index_file::{last_at_or_below, IndexFile, IndexSync};
 
 /// One index entry as written: offsets are relative to the segment's base offset so that an
 /// entry stays 8 bytes (a segment's positions and offset span both fit in u32).
@@ -34,22 +35,25 @@ impl OffsetIndex {
         })
     }
 
-    /// Opens a rolled segment's index and sanity-checks it against the segment's size: entries
-    /// must be strictly increasing and the last must point inside the segment. `Ok(None)` means
-    /// the index is missing or fails the check and must be rebuilt.
+    /// Opens a segment's index and sanity-checks it against the segment's size: entries must be
+    /// strictly increasing, past the segment's first batch (which never gets an entry: it sits at
+    /// position 0) and inside the segment. `Ok(None)` means the index is missing or fails the
+    /// check (a torn or zero-filled tail after a power loss fails it) and must be rebuilt.
     pub(crate) fn open_checked(
         path: &Path,
         base_offset: i64,
         segment_bytes: u64,
     ) -> Result<Option<OffsetIndex>, StorageError> {
-        let Some(file) = IndexFile::open(path, OFFSET_INDEX_ENTRY_BYTES)? else {
+        // Each entry points at a different batch, and batches are at least a header apart.
+        let max_entries = (segment_bytes / BATCH_HEADER_BYTES as u64) as usize;
+        let Some(file) = IndexFile::open(path, OFFSET_INDEX_ENTRY_BYTES, max_entries)? else {
             return Ok(None);
         };
         let index = OffsetIndex { file, base_offset };
         let n = index.len();
         for i in 0..n {
             let e = index.entry(i);
-            if u64::from(e.position) >= segment_bytes.max(1) {
+            if e.position == 0 || e.relative_offset == 0 || u64::from(e.position) >= segment_bytes {
                 return Ok(None);
             }
             if i > 0 {
@@ -97,7 +101,7 @@ impl OffsetIndex {
         self.file.make_owned();
     }
 
-    pub(crate) fn append(&mut self, offset: i64, position: u32) -> Result<(), StorageError> {
+    pub(crate) fn append(&mut self, offset: i64, position: u32) {
         let relative_offset = u32::try_from(offset - self.base_offset)
             .expect("segment rolls before relative offsets overflow u32");
         if let Some(last) = self.len().checked_sub(1).map(|i| self.entry(i)) {
@@ -109,7 +113,7 @@ impl OffsetIndex {
         };
         let bytes =
             rkyv::to_bytes::<rkyv::rancor::Error>(&entry).expect("archiving two u32s cannot fail");
-        self.file.append(&bytes)
+        self.file.append(&bytes);
     }
 
     /// The last entry with offset <= `offset`, as (absolute offset, position); `(base, 0)` when
@@ -131,8 +135,9 @@ impl OffsetIndex {
         self.size_bytes() + OFFSET_INDEX_ENTRY_BYTES as u64 > u64::from(max_bytes)
     }
 
-    pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
-        self.file.sync()
+    /// See [`IndexFile::take_sync`].
+    pub(crate) fn take_sync(&mut self) -> Option<IndexSync> {
+        self.file.take_sync()
     }
 }
 
@@ -147,15 +152,19 @@ mod tests {
         let path = dir.path().join("00000000000000000100.index");
         let mut index = OffsetIndex::create(&path, 100).expect("create");
         for i in 1..=1000u32 {
-            index
-                .append(100 + i64::from(i) * 10, i * 4096)
-                .expect("append");
+            index.append(100 + i64::from(i) * 10, i * 4096);
         }
         assert_eq!(index.lookup(50), (100, 0));
         assert_eq!(index.lookup(105), (100, 0));
         assert_eq!(index.lookup(110), (110, 4096));
         assert_eq!(index.lookup(119), (110, 4096));
         assert_eq!(index.lookup(1_000_000), (10_100, 1000 * 4096));
+        index
+            .take_sync()
+            .expect("pending entries")
+            .run()
+            .expect("write");
+        assert!(index.take_sync().is_none(), "nothing left to write");
         drop(index);
 
         // Reopened through the map, the same answers; a bound below the last entry is rejected.
@@ -174,8 +183,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("0.index");
         let mut index = OffsetIndex::create(&path, 0).expect("create");
-        index.append(5, 100).expect("append");
+        index.append(5, 100);
+        index
+            .take_sync()
+            .expect("pending entries")
+            .run()
+            .expect("write");
         drop(index);
+        assert!(OffsetIndex::open_checked(&path, 0, 1000)
+            .expect("open")
+            .is_some());
         let mut bytes = std::fs::read(&path).expect("read");
         bytes.extend_from_slice(&[0; 8]);
         std::fs::write(&path, &bytes).expect("write");
@@ -184,6 +201,11 @@ mod tests {
             .is_none());
         bytes.push(1);
         std::fs::write(&path, &bytes).expect("write");
+        assert!(OffsetIndex::open_checked(&path, 0, 1000)
+            .expect("open")
+            .is_none());
+        // A whole entry of zeros where the first one should be: position 0 is never indexed.
+        std::fs::write(&path, [0u8; 8]).expect("write");
         assert!(OffsetIndex::open_checked(&path, 0, 1000)
             .expect("open")
             .is_none());

@@ -2,13 +2,16 @@
 //! batches it appended, so a retried batch is acknowledged with its original offsets instead of
 //! being written twice, and a gap in sequence numbers is refused.
 //!
-//! Runs on the partition's owning shard. Survives restarts through `<offset>.snapshot` files (rkyv
-//! archives of the whole map, valid as of that offset) written at each roll and on close; on open
-//! the newest usable snapshot is loaded and the batches after it are replayed.
+//! Runs on the partition's owning shard. Survives restarts through `<offset>.snapshot` files (a
+//! CRC-32C, then an rkyv archive of the whole map, valid as of that offset; the CRC, as in
+//! Kafka's snapshot files, because a flipped bit in a sequence number would still be a valid
+//! archive) taken at each roll and on close: the shard
+//! archives the state, a sync job writes the file atomically off the executor, after the data
+//! below its offset is durable. On open the newest usable snapshot is loaded and the batches
+//! after it are replayed.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::record::BatchHeader;
@@ -16,6 +19,13 @@ use crate::storage::error::{io_error, StorageError};
 
 /// Kafka remembers this many batches per producer for duplicate detection.
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// A snapshot file starts with the CRC-32C (little endian) of the archive that follows.
+const SNAPSHOT_CRC_BYTES: usize = 4;
+
+/// A snapshot file larger than this is not one skein wrote (a producer takes ~150 bytes): it is
+/// skipped rather than read into memory whole.
+const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
 pub struct BatchMetadata {
@@ -194,9 +204,9 @@ impl ProducerStateManager {
         self.producers.extend(pending);
     }
 
-    /// Writes `<offset>.snapshot` atomically (temp file + rename). Not fsynced here: the caller
-    /// syncs it with the next flush, as Kafka flushes snapshots asynchronously.
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<PathBuf, StorageError> {
+    /// The state archived as `<offset>.snapshot`'s contents: cheap, on the shard; the file is
+    /// written atomically by a sync job ([`crate::storage::atomic_file`]).
+    pub(crate) fn snapshot_bytes(&self, offset: i64) -> Vec<u8> {
         let mut producers: Vec<SnapshotProducer> = self
             .producers
             .iter()
@@ -208,23 +218,40 @@ impl ProducerStateManager {
             .collect();
         producers.sort_by_key(|p| p.producer_id);
         let snapshot = ProducerSnapshot { offset, producers };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
             .expect("archiving plain integers cannot fail");
-        let path = snapshot_path(dir, offset);
-        let tmp = path.with_extension("snapshot.tmp");
-        let mut file = File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-        file.write_all(&bytes).map_err(|e| io_error(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
-        Ok(path)
+        let mut bytes = Vec::with_capacity(SNAPSHOT_CRC_BYTES + archive.len());
+        bytes.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+        bytes.extend_from_slice(&archive);
+        bytes
     }
 
-    /// Loads a snapshot written by [`Self::write_snapshot`]. The archive is validated (checked
-    /// `access`): unlike index entries it has variable-length parts whose relative pointers a
-    /// torn or foreign file could send out of bounds.
+    /// Loads a snapshot written from [`Self::snapshot_bytes`]. The CRC is checked, then the
+    /// archive is validated (checked `access`): unlike index entries it has variable-length parts
+    /// whose relative pointers a torn or foreign file could send out of bounds.
     pub(crate) fn read_snapshot(path: &Path) -> Result<(i64, ProducerStateManager), StorageError> {
+        let len = fs::metadata(path).map_err(|e| io_error(path, e))?.len();
+        if len > MAX_SNAPSHOT_BYTES {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                position: 0,
+                reason: format!("{len} bytes is too large for a producer snapshot"),
+            });
+        }
         let raw = fs::read(path).map_err(|e| io_error(path, e))?;
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(raw.len());
-        aligned.extend_from_slice(&raw);
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason,
+        };
+        let Some((crc, archive)) = raw.split_first_chunk::<SNAPSHOT_CRC_BYTES>() else {
+            return Err(corrupt("shorter than its CRC".to_string()));
+        };
+        if u32::from_le_bytes(*crc) != crc32c::crc32c(archive) {
+            return Err(corrupt("producer snapshot CRC-32C mismatch".to_string()));
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
+        aligned.extend_from_slice(archive);
         let archived = rkyv::access::<ArchivedProducerSnapshot, rkyv::rancor::Error>(&aligned)
             .map_err(|e| StorageError::Corrupt {
                 path: path.to_path_buf(),
@@ -403,16 +430,23 @@ mod tests {
         state.replay(&header(1, 3, 0, 2, 10));
         state.replay(&header(2, 0, 0, 1, 12));
         state.replay(&header(1, 3, 2, 1, 13));
-        let path = state.write_snapshot(dir.path(), 14).expect("write");
+        let path = snapshot_path(dir.path(), 14);
+        crate::storage::atomic_file::write_atomically(&path, &state.snapshot_bytes(14))
+            .expect("write");
         assert!(path.ends_with("00000000000000000014.snapshot"));
         let (offset, loaded) = ProducerStateManager::read_snapshot(&path).expect("read");
         assert_eq!(offset, 14);
         assert_eq!(loaded.producers, state.producers);
         assert_eq!(list_snapshots(dir.path()).expect("list"), vec![14]);
-        fs::write(&path, b"garbage").expect("write");
-        assert!(matches!(
-            ProducerStateManager::read_snapshot(&path),
-            Err(StorageError::Corrupt { .. })
-        ));
+        let mut flipped = fs::read(&path).expect("read");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        for bad in [b"garbage".to_vec(), b"ab".to_vec(), flipped] {
+            fs::write(&path, bad).expect("write");
+            assert!(matches!(
+                ProducerStateManager::read_snapshot(&path),
+                Err(StorageError::Corrupt { .. })
+            ));
+        }
     }
 }

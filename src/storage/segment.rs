@@ -1,169 +1,49 @@
 //! One segment of a partition's log: `<base offset>.log` with batches exactly as produced (only
 //! baseOffset and partitionLeaderEpoch rewritten), plus its `.index` and `.timeindex`.
 //!
-//! Runs on the partition's owning shard, with synchronous file I/O, except for appends: those are
-//! a [`SegmentWrite`], one `pwritev` at the segment's end of the patched 16-byte prefix of each
-//! batch and the body straight from the request's `Bytes` (batch bodies are never copied in user
-//! space), which the shard runs on its writer thread. Everything that needs batch boundaries
-//! (index rebuild, recovery, read, lookup by time) goes through [`Scanner`], which reads headers
-//! through a bounded window.
+//! A `Segment` lives on the partition's owning shard, which only does memory work with it: index
+//! entries are added in memory, reads find their start in the in-memory or mapped index. Every
+//! syscall happens elsewhere: the append's data write is a [`SegmentWrite`] (one `pwritev` at the
+//! segment's end of the patched 16-byte prefix of each batch and the body straight from the
+//! request's `Bytes`, never copied in user space) on the shard's writer thread; writing index
+//! entries and fsyncing is a [`SegmentSync`] in a log's sync job on a blocking thread; opening,
+//! recovering, scanning and deleting run on blocking threads too. The exception is
+//! [`Segment::create`] at a roll (three file creations), which the append path cannot defer.
+//! Everything that needs batch boundaries goes through [`Scanner`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::record::batch::{crc_matches, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
+use crate::record::batch::BatchHeader;
 use crate::storage::error::{io_error, StorageError};
+use crate::storage::index_file::IndexSync;
 use crate::storage::offset_index::OffsetIndex;
+use crate::storage::scanner::{
+    OffsetBounds, ScanStep, Scanner, LOOKUP_WINDOW_BYTES, RECOVERY_WINDOW_BYTES,
+};
 use crate::storage::time_index::TimeIndex;
-
-/// Read window when scanning a whole segment (recovery, index rebuild).
-pub(crate) const RECOVERY_WINDOW_BYTES: usize = 1 << 20;
-/// Read window for the short header scans of reads and lookups.
-pub(crate) const LOOKUP_WINDOW_BYTES: usize = 16 << 10;
 
 /// Linux's IOV_MAX: the most iovecs one pwritev accepts.
 const IOV_MAX: usize = 1024;
+
+/// Largest base offset a segment file may be named with. Far beyond any real log, and far enough
+/// from `i64::MAX` that offset arithmetic on a segment (base + u32 relative offset + delta) can
+/// never overflow, whatever a file name or a stored batch says.
+pub(crate) const MAX_BASE_OFFSET: i64 = i64::MAX / 4;
 
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))
 }
 
-/// One batch seen by a scan.
-pub(crate) enum ScanStep {
-    Batch {
-        position: u64,
-        header: BatchHeader,
-    },
-    /// The bytes at `position` are not a whole valid batch.
-    Invalid {
-        position: u64,
-        reason: String,
-    },
-    End,
-}
-
-/// Walks a segment batch by batch from a start position, reading through a window buffer so
-/// that small batches cost one read per window, not one per batch.
-pub(crate) struct Scanner<'a> {
-    file: &'a File,
-    path: &'a Path,
-    end: u64,
-    position: u64,
-    window: Vec<u8>,
-    window_start: u64,
-    window_bytes: usize,
-    verify_crc: bool,
-}
-
-impl<'a> Scanner<'a> {
-    pub(crate) fn new(
-        file: &'a File,
-        path: &'a Path,
-        end: u64,
-        position: u64,
-        window_bytes: usize,
-        verify_crc: bool,
-    ) -> Scanner<'a> {
-        Scanner {
-            file,
-            path,
-            end,
-            position,
-            window: Vec::new(),
-            window_start: 0,
-            window_bytes,
-            verify_crc,
-        }
-    }
-
-    /// Makes `[at, at + len)` available in the window; `len` is within the file.
-    fn fill(&mut self, at: u64, len: usize) -> Result<&[u8], StorageError> {
-        let have = at >= self.window_start
-            && at + len as u64 <= self.window_start + self.window.len() as u64;
-        if !have {
-            let want = len
-                .max(self.window_bytes)
-                .min((self.end - at) as usize)
-                .max(len);
-            self.window.resize(want, 0);
-            self.file
-                .read_exact_at(&mut self.window, at)
-                .map_err(|e| io_error(self.path, e))?;
-            self.window_start = at;
-        }
-        let from = (at - self.window_start) as usize;
-        Ok(&self.window[from..from + len])
-    }
-
-    pub(crate) fn next_step(&mut self) -> Result<ScanStep, StorageError> {
-        let position = self.position;
-        if position >= self.end {
-            return Ok(ScanStep::End);
-        }
-        let left = self.end - position;
-        if left < BATCH_HEADER_BYTES as u64 {
-            return Ok(ScanStep::Invalid {
-                position,
-                reason: format!("{left} trailing bytes, shorter than a batch header"),
-            });
-        }
-        let header = match BatchHeader::parse(self.fill(position, BATCH_HEADER_BYTES)?) {
-            Ok(header) => header,
-            Err(_) => {
-                return Ok(ScanStep::Invalid {
-                    position,
-                    reason: format!("batchLength below the minimum {MIN_BATCH_LENGTH}"),
-                })
-            }
-        };
-        if header.magic != 2 {
-            return Ok(ScanStep::Invalid {
-                position,
-                reason: format!("magic {}", header.magic),
-            });
-        }
-        let total = header.total_bytes() as u64;
-        if total > left {
-            return Ok(ScanStep::Invalid {
-                position,
-                reason: format!("batch of {total} bytes but only {left} bytes left (torn write)"),
-            });
-        }
-        if self.verify_crc {
-            let bytes = self.fill(position, total as usize)?;
-            if crc_matches(&header, bytes).is_err() {
-                return Ok(ScanStep::Invalid {
-                    position,
-                    reason: "CRC-32C mismatch".to_string(),
-                });
-            }
-        }
-        self.position += total;
-        Ok(ScanStep::Batch { position, header })
-    }
-}
-
-/// baseOffset lies outside the CRC, so a scan checks it is plausible before it reaches the
-/// index (relative offsets are u32). Returns why `header` cannot be the next batch, when the
-/// previous one ended before `expected`, of the segment based at `base_offset`.
-fn implausible_offsets(header: &BatchHeader, base_offset: i64, expected: i64) -> Option<String> {
-    if header.base_offset < expected
-        || header.last_offset_delta < 0
-        || header.last_offset() - base_offset > i64::from(u32::MAX)
-    {
-        return Some(format!(
-            "batch offsets {}..={} are out of place (expected from {expected})",
-            header.base_offset,
-            header.last_offset()
-        ));
-    }
-    None
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes all of `slices` at `offset` with pwritev, resuming after short writes.
@@ -254,8 +134,41 @@ pub(crate) struct Segment {
     /// When the segment.ms clock started: the first batch's timestamp, as in Kafka, or the
     /// append time when the batch carries none.
     pub(crate) roll_base_ms: Option<i64>,
-    /// Data written since the last fsync.
+    /// The data may not be durable: written since the last fsync, or recovered from a file
+    /// whose durability nobody vouched for.
     dirty: bool,
+    /// When the file last changed, for retention of segments whose batches carry no timestamp
+    /// (Kafka uses the file's mtime): read at open, the wall clock when the segment rolls.
+    pub(crate) modified_ms: i64,
+}
+
+/// A segment's durability work, run by a log's sync job off the executor.
+pub(crate) struct SegmentSync {
+    data: Option<(Arc<File>, PathBuf)>,
+    indexes: Vec<IndexSync>,
+}
+
+impl SegmentSync {
+    /// fsyncs the data, then writes and fsyncs the indexes: an index on disk never points past
+    /// durable data.
+    pub(crate) fn run(&self) -> Result<(), StorageError> {
+        if let Some((file, path)) = &self.data {
+            file.sync_data().map_err(|e| io_error(path, e))?;
+        }
+        for index in &self.indexes {
+            index.run()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_none() && self.indexes.is_empty()
+    }
+}
+
+/// A recovery scan stopped early: the bytes cut off the segment's end.
+pub(crate) struct Truncation {
+    pub(crate) truncated_bytes: u64,
 }
 
 fn open_log_file(path: &Path, create: bool) -> Result<File, StorageError> {
@@ -268,35 +181,31 @@ fn open_log_file(path: &Path, create: bool) -> Result<File, StorageError> {
         .map_err(|e| io_error(path, e))
 }
 
+fn file_mtime_ms(file: &File) -> io::Result<i64> {
+    let modified = file.metadata()?.modified()?;
+    Ok(modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
+}
+
 impl Segment {
     /// Creates a new, empty segment (its files are truncated if they exist).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
         let log_path = segment_path(dir, base_offset, "log");
+        if !(0..=MAX_BASE_OFFSET).contains(&base_offset) {
+            // Only a log whose stored offsets were already absurd gets here; refuse the roll.
+            return Err(StorageError::Corrupt {
+                path: log_path,
+                position: 0,
+                reason: format!("no segment can start at offset {base_offset}"),
+            });
+        }
         let file = open_log_file(&log_path, true)?;
         file.set_len(0).map_err(|e| io_error(&log_path, e))?;
-        Ok(Segment {
-            base_offset,
-            log_path,
-            file: Arc::new(file),
-            size_bytes: 0,
-            next_offset: base_offset,
-            offset_index: OffsetIndex::create(
-                &segment_path(dir, base_offset, "index"),
-                base_offset,
-            )?,
-            time_index: TimeIndex::create(
-                &segment_path(dir, base_offset, "timeindex"),
-                base_offset,
-            )?,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            bytes_since_last_index_entry: 0,
-            roll_base_ms: None,
-            dirty: true,
-        })
+        Self::with_fresh_indexes(log_path, file, 0, dir, base_offset, wall_clock_ms())
     }
 
-    fn open_files(dir: &Path, base_offset: i64) -> Result<(PathBuf, File, u64), StorageError> {
+    fn open_files(dir: &Path, base_offset: i64) -> Result<(PathBuf, File, u64, i64), StorageError> {
         let log_path = segment_path(dir, base_offset, "log");
         let file = open_log_file(&log_path, false)?;
         let size = file.metadata().map_err(|e| io_error(&log_path, e))?.len();
@@ -308,26 +217,38 @@ impl Segment {
                 reason: "segment larger than 4 GiB".to_string(),
             });
         }
-        Ok((log_path, file, size))
+        let modified_ms = file_mtime_ms(&file).map_err(|e| io_error(&log_path, e))?;
+        Ok((log_path, file, size, modified_ms))
     }
 
-    /// Opens a rolled segment without reading its batches: indexes are mapped and sanity-checked
-    /// (rebuilt from a header scan if they fail), and the end offset comes from a short scan
-    /// after the last index entry.
-    pub(crate) fn open_rolled(
+    /// Opens a segment below the recovery point without reading its batches: its data is
+    /// durable, so the indexes are mapped and sanity-checked, and the end offset comes from a
+    /// short scan after the last index entry (framing and offsets checked, not CRCs).
+    /// `limit_offset` is the next segment's base offset (`i64::MAX` for the last segment).
+    ///
+    /// `Ok(Err(reason))` means the files cannot be trusted (an index missing, torn or pointing
+    /// where no batch is, a tail that is not whole batches); the caller recovers the segment.
+    pub(crate) fn open_trusted(
         dir: &Path,
         base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<Segment, StorageError> {
-        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
+        limit_offset: i64,
+    ) -> Result<Result<Segment, String>, StorageError> {
+        let (log_path, file, size, modified_ms) = Self::open_files(dir, base_offset)?;
         let index_path = segment_path(dir, base_offset, "index");
         let time_path = segment_path(dir, base_offset, "timeindex");
         let Some(offset_index) = OffsetIndex::open_checked(&index_path, base_offset, size)? else {
-            tracing::warn!(index = %index_path.display(), "offset index missing or invalid, rebuilding");
-            return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+            return Ok(Err(format!("{} missing or invalid", index_path.display())));
         };
         let (last_indexed, position) = offset_index.lookup(i64::MAX);
-        let mut next_offset = last_indexed;
+        let mut next_offset = base_offset;
+        // The largest timestamp after the last index entry: a rolled segment's time index ends
+        // with it (the seal entry), unless the roll's sync job never ran.
+        let (mut tail_max_timestamp, mut tail_offset_of_max) = (-1, base_offset);
+        let bounds = OffsetBounds {
+            base_offset,
+            first_offset: last_indexed,
+            limit_offset,
+        };
         let mut scanner = Scanner::new(
             &file,
             &log_path,
@@ -335,31 +256,43 @@ impl Segment {
             u64::from(position),
             LOOKUP_WINDOW_BYTES,
             false,
+            bounds,
         );
         loop {
             match scanner.next_step()? {
-                ScanStep::Batch { header, .. } => next_offset = header.last_offset() + 1,
+                ScanStep::Batch { header, .. } => {
+                    if header.max_timestamp > tail_max_timestamp {
+                        tail_max_timestamp = header.max_timestamp;
+                        tail_offset_of_max = header.base_offset;
+                    }
+                    next_offset = header.last_offset() + 1;
+                }
                 ScanStep::End => break,
-                ScanStep::Invalid { .. } => {
-                    tracing::warn!(segment = %log_path.display(), "rolled segment has an invalid tail, rebuilding its indexes");
-                    return Self::rebuild(
-                        log_path,
-                        file,
-                        size,
-                        dir,
-                        base_offset,
-                        index_interval_bytes,
-                    );
+                ScanStep::Invalid { position, reason } => {
+                    return Ok(Err(format!("{reason} at byte {position}")))
                 }
             }
         }
-        let Some(time_index) = TimeIndex::open_checked(&time_path, base_offset, next_offset)?
+        let max_time_entries = offset_index.len() + 1;
+        let Some(mut time_index) =
+            TimeIndex::open_checked(&time_path, base_offset, next_offset, max_time_entries)?
         else {
-            tracing::warn!(index = %time_path.display(), "time index missing or invalid, rebuilding");
-            return Self::rebuild(log_path, file, size, dir, base_offset, index_interval_bytes);
+            return Ok(Err(format!("{} missing or invalid", time_path.display())));
         };
-        let max_timestamp = time_index.last().map_or(-1, |e| e.timestamp);
-        Ok(Segment {
+        let (mut max_timestamp, mut offset_of_max_timestamp) = match time_index.last() {
+            Some(e) => (e.timestamp, base_offset + i64::from(e.relative_offset)),
+            None => (-1, base_offset),
+        };
+        if tail_max_timestamp > max_timestamp {
+            // A segment that was active at a clean shutdown and rolled, right after the next
+            // start, at the offset the recovery point already covered: its data and index
+            // entries were durable, only the seal entry was not. Sealed again here; a sync job
+            // writes it.
+            max_timestamp = tail_max_timestamp;
+            offset_of_max_timestamp = tail_offset_of_max;
+            time_index.maybe_append(max_timestamp, offset_of_max_timestamp);
+        }
+        Ok(Ok(Segment {
             base_offset,
             log_path,
             file: Arc::new(file),
@@ -368,27 +301,12 @@ impl Segment {
             offset_index,
             time_index,
             max_timestamp,
-            offset_of_max_timestamp: base_offset,
+            offset_of_max_timestamp,
             bytes_since_last_index_entry: 0,
             roll_base_ms: None,
             dirty: false,
-        })
-    }
-
-    /// Rebuilds a rolled segment's indexes from a header scan (no CRC check: rolled data is
-    /// trusted; only the index was found wanting).
-    fn rebuild(
-        log_path: PathBuf,
-        file: File,
-        size: u64,
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<Segment, StorageError> {
-        let mut segment = Self::with_fresh_indexes(log_path, file, size, dir, base_offset)?;
-        segment.scan_and_index(index_interval_bytes, false)?;
-        segment.seal()?;
-        Ok(segment)
+            modified_ms,
+        }))
     }
 
     fn with_fresh_indexes(
@@ -397,6 +315,7 @@ impl Segment {
         size: u64,
         dir: &Path,
         base_offset: i64,
+        modified_ms: i64,
     ) -> Result<Segment, StorageError> {
         Ok(Segment {
             base_offset,
@@ -417,47 +336,55 @@ impl Segment {
             bytes_since_last_index_entry: 0,
             roll_base_ms: None,
             dirty: true,
+            modified_ms,
         })
     }
 
-    /// Opens the active segment and recovers it: every batch's framing, magic and CRC is checked,
-    /// the first invalid batch and everything after it is truncated away, and both indexes are
-    /// rebuilt for what remains. Returns the segment and the headers of its batches (for
-    /// producer-state replay).
-    pub(crate) fn recover_active(
+    /// Recovers a segment, as Kafka's `LogSegment.recover`: every batch's framing, magic, offsets
+    /// and CRC are checked, the first invalid batch and everything after it is cut off the file,
+    /// and both indexes are rebuilt (in memory; a sync job writes them) for what remains.
+    /// `limit_offset` is the next segment's base offset (`i64::MAX` for the last segment). The
+    /// segment comes back as an active one would be; the caller seals it if it is not the last.
+    pub(crate) fn recover(
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u32,
-    ) -> Result<Segment, StorageError> {
-        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
-        let mut segment = Self::with_fresh_indexes(log_path, file, size, dir, base_offset)?;
-        if let Some((position, reason)) = segment.scan_and_index(index_interval_bytes, true)? {
-            tracing::warn!(
-                segment = %segment.log_path.display(),
-                position,
-                reason = %reason,
-                truncated_bytes = segment.size_bytes - position,
-                "truncating torn or corrupt tail of the active segment"
-            );
-            segment
-                .file
-                .set_len(position)
-                .map_err(|e| io_error(&segment.log_path, e))?;
-            segment.size_bytes = position;
-        }
-        // Start-up cost is this one scan: rolled segments are trusted as they are.
+        limit_offset: i64,
+    ) -> Result<(Segment, Option<Truncation>), StorageError> {
+        let (log_path, file, size, modified_ms) = Self::open_files(dir, base_offset)?;
+        let mut segment =
+            Self::with_fresh_indexes(log_path, file, size, dir, base_offset, modified_ms)?;
+        let truncation = match segment.scan_and_index(index_interval_bytes, true, limit_offset)? {
+            None => None,
+            Some((position, reason)) => {
+                let truncated_bytes = segment.size_bytes - position;
+                tracing::warn!(
+                    segment = %segment.log_path.display(),
+                    position,
+                    reason = %reason,
+                    truncated_bytes,
+                    "truncating torn or corrupt tail"
+                );
+                segment
+                    .file
+                    .set_len(position)
+                    .map_err(|e| io_error(&segment.log_path, e))?;
+                segment.size_bytes = position;
+                Some(Truncation { truncated_bytes })
+            }
+        };
         tracing::info!(
             segment = %segment.log_path.display(),
             scanned_bytes = segment.size_bytes,
-            "recovered the active segment"
+            "recovered segment"
         );
-        Ok(segment)
+        Ok((segment, truncation))
     }
 
     /// Opens the active segment after a clean shutdown without the recovery scan: its indexes are
     /// trusted as a rolled segment's are, and only the batches after the last offset-index entry
     /// are read (and CRC-checked, which is cheap for so few bytes). The in-memory state is then
-    /// derived from the indexes so that it equals what [`Self::recover_active`] would rebuild:
+    /// derived from the indexes so that it equals what [`Self::recover`] would rebuild:
     /// appends, roll checks and lookups cannot tell which path opened the segment.
     ///
     /// `Ok(Err(reason))` means the files are not consistent with each other; the caller then
@@ -466,7 +393,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
     ) -> Result<Result<Segment, String>, StorageError> {
-        let (log_path, file, size) = Self::open_files(dir, base_offset)?;
+        let (log_path, file, size, modified_ms) = Self::open_files(dir, base_offset)?;
         let index_path = segment_path(dir, base_offset, "index");
         let time_path = segment_path(dir, base_offset, "timeindex");
         let Some(mut offset_index) = OffsetIndex::open_checked(&index_path, base_offset, size)?
@@ -478,7 +405,9 @@ impl Segment {
         // entry is the largest timestamp up to it (written together with each offset-index
         // entry; an active segment has no seal entry). The tail scan finishes from there.
         let (last_indexed, tail_position) = offset_index.lookup(i64::MAX);
-        let Some(mut time_index) = TimeIndex::open_checked(&time_path, base_offset, i64::MAX)?
+        let max_time_entries = offset_index.len() + 1;
+        let Some(mut time_index) =
+            TimeIndex::open_checked(&time_path, base_offset, i64::MAX, max_time_entries)?
         else {
             return Ok(Err(format!("{} missing or invalid", time_path.display())));
         };
@@ -487,6 +416,11 @@ impl Segment {
             None => (-1, base_offset),
         };
         let mut next_offset = base_offset;
+        let bounds = OffsetBounds {
+            base_offset,
+            first_offset: last_indexed,
+            limit_offset: i64::MAX,
+        };
         let mut scanner = Scanner::new(
             &file,
             &log_path,
@@ -494,6 +428,7 @@ impl Segment {
             u64::from(tail_position),
             LOOKUP_WINDOW_BYTES,
             true,
+            bounds,
         );
         loop {
             match scanner.next_step()? {
@@ -510,10 +445,6 @@ impl Segment {
                             "index points at offset {last_indexed} but byte {position} holds {}",
                             header.base_offset
                         )));
-                    }
-                    let expected = next_offset.max(base_offset);
-                    if let Some(reason) = implausible_offsets(&header, base_offset, expected) {
-                        return Ok(Err(format!("{reason} at byte {position}")));
                     }
                     if header.max_timestamp > max_timestamp {
                         max_timestamp = header.max_timestamp;
@@ -537,7 +468,15 @@ impl Segment {
         // first batch, one short read; if no batch has one there is nothing to look for.
         let mut roll_base_ms = None;
         if max_timestamp >= 0 {
-            let mut scanner = Scanner::new(&file, &log_path, size, 0, LOOKUP_WINDOW_BYTES, false);
+            let mut scanner = Scanner::new(
+                &file,
+                &log_path,
+                size,
+                0,
+                LOOKUP_WINDOW_BYTES,
+                false,
+                OffsetBounds::segment(base_offset, i64::MAX),
+            );
             while roll_base_ms.is_none() {
                 match scanner.next_step()? {
                     ScanStep::Batch { header, .. } if header.max_timestamp >= 0 => {
@@ -578,6 +517,7 @@ impl Segment {
             bytes_since_last_index_entry: tail_bytes,
             roll_base_ms,
             dirty: false,
+            modified_ms,
         }))
     }
 
@@ -587,6 +527,7 @@ impl Segment {
         &mut self,
         index_interval_bytes: u32,
         verify_crc: bool,
+        limit_offset: i64,
     ) -> Result<Option<(u64, String)>, StorageError> {
         let file = Arc::clone(&self.file);
         let log_path = self.log_path.clone();
@@ -597,18 +538,14 @@ impl Segment {
             0,
             RECOVERY_WINDOW_BYTES,
             verify_crc,
+            OffsetBounds::segment(self.base_offset, limit_offset),
         );
-        let mut expected = self.base_offset;
         loop {
             match scanner.next_step()? {
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid { position, reason } => return Ok(Some((position, reason))),
                 ScanStep::Batch { position, header } => {
-                    if let Some(reason) = implausible_offsets(&header, self.base_offset, expected) {
-                        return Ok(Some((position, reason)));
-                    }
-                    expected = header.last_offset() + 1;
-                    self.index_batch(&header, position, index_interval_bytes, None)?;
+                    self.index_batch(&header, position, index_interval_bytes, None);
                 }
             }
         }
@@ -621,7 +558,7 @@ impl Segment {
         position: u64,
         index_interval_bytes: u32,
         now_ms: Option<i64>,
-    ) -> Result<(), StorageError> {
+    ) {
         if self.roll_base_ms.is_none() {
             self.roll_base_ms = if header.max_timestamp >= 0 {
                 Some(header.max_timestamp)
@@ -635,14 +572,13 @@ impl Segment {
         }
         if self.bytes_since_last_index_entry > u64::from(index_interval_bytes) {
             let position = u32::try_from(position).expect("segments roll before 4 GiB");
-            self.offset_index.append(header.base_offset, position)?;
+            self.offset_index.append(header.base_offset, position);
             self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
             self.bytes_since_last_index_entry = 0;
         }
         self.bytes_since_last_index_entry += header.total_bytes() as u64;
         self.next_offset = header.last_offset() + 1;
-        Ok(())
     }
 
     /// The write that puts `pieces` (prefix, body, prefix, body, ...) at the segment's end.
@@ -656,38 +592,43 @@ impl Segment {
     }
 
     /// Index bookkeeping once batches written by [`Segment::write_at_end`] are in the file.
+    /// Memory only: the entries reach the index files with the next sync job.
     pub(crate) fn record_appended<'h>(
         &mut self,
         headers: impl Iterator<Item = &'h BatchHeader>,
         index_interval_bytes: u32,
         now_ms: i64,
-    ) -> Result<(), StorageError> {
+    ) {
         self.dirty = true;
         let mut position = self.size_bytes;
         for header in headers {
-            // Advance the size as we go, so an index error leaves size and indexes agreeing.
-            self.index_batch(header, position, index_interval_bytes, Some(now_ms))?;
+            self.index_batch(header, position, index_interval_bytes, Some(now_ms));
             position += header.total_bytes() as u64;
-            self.size_bytes = position;
         }
-        Ok(())
+        self.size_bytes = position;
     }
 
     /// Called when the segment stops being the active one: a final time-index entry makes the
     /// last entry the segment's largest timestamp.
-    pub(crate) fn seal(&mut self) -> Result<(), StorageError> {
+    pub(crate) fn seal(&mut self, now_ms: i64) {
         if self.max_timestamp >= 0 {
             self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
         }
-        Ok(())
+        self.modified_ms = now_ms;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.size_bytes == 0
     }
 
-    pub(crate) fn scanner(&self, position: u64, window_bytes: usize) -> Scanner<'_> {
+    /// A scan of this segment from `position`, where a batch at or after `first_offset` starts.
+    pub(crate) fn scanner(
+        &self,
+        position: u64,
+        first_offset: i64,
+        window_bytes: usize,
+    ) -> Scanner<'_> {
         Scanner::new(
             &self.file,
             &self.log_path,
@@ -695,16 +636,22 @@ impl Segment {
             position,
             window_bytes,
             false,
+            OffsetBounds {
+                base_offset: self.base_offset,
+                first_offset,
+                limit_offset: i64::MAX,
+            },
         )
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`, if any.
+    /// Reads the file: off the executor only.
     pub(crate) fn find_batch(
         &self,
         offset: i64,
     ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
-        let (_, position) = self.offset_index.lookup(offset);
-        let mut scanner = self.scanner(u64::from(position), LOOKUP_WINDOW_BYTES);
+        let (indexed, position) = self.offset_index.lookup(offset);
+        let mut scanner = self.scanner(u64::from(position), indexed, LOOKUP_WINDOW_BYTES);
         loop {
             match scanner.next_step()? {
                 ScanStep::Batch { position, header } if header.last_offset() >= offset => {
@@ -723,42 +670,9 @@ impl Segment {
         }
     }
 
-    /// First batch whose max timestamp is >= `timestamp`, as (position, header).
-    pub(crate) fn find_batch_by_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
-        let start_offset = self.time_index.lookup(timestamp);
-        let (_, position) = self.offset_index.lookup(start_offset);
-        let mut scanner = self.scanner(u64::from(position), LOOKUP_WINDOW_BYTES);
-        loop {
-            match scanner.next_step()? {
-                ScanStep::Batch { position, header } if header.max_timestamp >= timestamp => {
-                    return Ok(Some((position, header)))
-                }
-                ScanStep::Batch { .. } => {}
-                ScanStep::End => return Ok(None),
-                ScanStep::Invalid { position, reason } => {
-                    return Err(StorageError::Corrupt {
-                        path: self.log_path.clone(),
-                        position,
-                        reason,
-                    })
-                }
-            }
-        }
-    }
-
-    pub(crate) fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(|e| io_error(&self.log_path, e))?;
-        Ok(Bytes::from(buf))
-    }
-
     /// Drops the batch containing `offset` and everything after it. Rare (replication
-    /// divergence), so the indexes are simply rebuilt from a scan of what remains.
+    /// divergence), so the indexes are simply rebuilt from a scan of what remains. Reads and
+    /// rewrites files: off the executor only.
     pub(crate) fn truncate_to(
         &mut self,
         dir: &Path,
@@ -779,9 +693,15 @@ impl Segment {
         let file = (*self.file)
             .try_clone()
             .map_err(|e| io_error(&self.log_path, e))?;
-        let mut fresh =
-            Self::with_fresh_indexes(self.log_path.clone(), file, position, dir, self.base_offset)?;
-        fresh.scan_and_index(index_interval_bytes, false)?;
+        let mut fresh = Self::with_fresh_indexes(
+            self.log_path.clone(),
+            file,
+            position,
+            dir,
+            self.base_offset,
+            wall_clock_ms(),
+        )?;
+        fresh.scan_and_index(index_interval_bytes, false, i64::MAX)?;
         *self = fresh;
         Ok(())
     }
@@ -807,20 +727,26 @@ impl Segment {
         }
     }
 
-    /// fsyncs the data and both indexes if anything was written since the last sync.
-    pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
-        if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| io_error(&self.log_path, e))?;
-            self.dirty = false;
-        }
-        self.offset_index.sync()?;
-        self.time_index.sync()
+    /// What must reach the disk for this segment's data (and, with `indexes`, its index files)
+    /// to be durable. From here on it counts as done: a failed sync job stops the log's recovery
+    /// point for good, so nothing relies on it.
+    pub(crate) fn take_sync(&mut self, indexes: bool) -> SegmentSync {
+        let data = std::mem::take(&mut self.dirty)
+            .then(|| (Arc::clone(&self.file), self.log_path.clone()));
+        let indexes = if indexes {
+            [self.offset_index.take_sync(), self.time_index.take_sync()]
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        SegmentSync { data, indexes }
     }
 
-    /// Removes the segment's three files. Open read chunks keep their `Arc<File>` and stay
-    /// readable: on Linux an unlinked file lives until its last descriptor closes.
+    /// Removes the segment's three files and closes them. Open read chunks keep their
+    /// `Arc<File>` and stay readable: on Linux an unlinked file lives until its last descriptor
+    /// closes.
     pub(crate) fn delete_files(self) -> Result<(), StorageError> {
         let paths = [
             self.log_path.clone(),

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::storage::error::StorageError;
-use crate::storage::index_file::{last_at_or_below, IndexFile};
+use crate::storage::index_file::{last_at_or_below, IndexFile, IndexSync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
 pub struct TimeIndexEntry {
@@ -34,14 +34,17 @@ impl TimeIndex {
         })
     }
 
-    /// Opens a rolled segment's time index; `Ok(None)` if missing, torn, not increasing, or if
-    /// the last entry points past `next_offset` (the segment's end).
+    /// Opens a segment's time index; `Ok(None)` if missing, torn, not increasing, longer than
+    /// `max_entries` (entries come with offset-index entries, plus the seal entry), or if an
+    /// entry points past `next_offset` (the segment's end): such an index is rebuilt, never
+    /// trusted.
     pub(crate) fn open_checked(
         path: &Path,
         base_offset: i64,
         next_offset: i64,
+        max_entries: usize,
     ) -> Result<Option<TimeIndex>, StorageError> {
-        let Some(file) = IndexFile::open(path, TIME_INDEX_ENTRY_BYTES)? else {
+        let Some(file) = IndexFile::open(path, TIME_INDEX_ENTRY_BYTES, max_entries)? else {
             return Ok(None);
         };
         let index = TimeIndex { file, base_offset };
@@ -95,9 +98,9 @@ impl TimeIndex {
     }
 
     /// Appends `(timestamp, offset)` if `timestamp` is larger than the last entry's.
-    pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) -> Result<(), StorageError> {
+    pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) {
         if self.last().is_some_and(|last| timestamp <= last.timestamp) {
-            return Ok(());
+            return;
         }
         let relative_offset = u32::try_from(offset - self.base_offset)
             .expect("segment rolls before relative offsets overflow u32");
@@ -107,7 +110,7 @@ impl TimeIndex {
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&entry)
             .expect("archiving an i64 and a u32 cannot fail");
-        self.file.append(&bytes)
+        self.file.append(&bytes);
     }
 
     /// Offset to start scanning from for the first batch with max timestamp >= `timestamp`.
@@ -118,8 +121,9 @@ impl TimeIndex {
         }
     }
 
-    pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
-        self.file.sync()
+    /// See [`IndexFile::take_sync`].
+    pub(crate) fn take_sync(&mut self) -> Option<IndexSync> {
+        self.file.take_sync()
     }
 }
 
@@ -132,17 +136,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("00000000000000001000.timeindex");
         let mut index = TimeIndex::create(&path, 1000).expect("create");
-        index.maybe_append(100, 1000).expect("append");
-        index.maybe_append(90, 1005).expect("not larger: skipped");
-        index.maybe_append(200, 1010).expect("append");
-        index.maybe_append(300, 1020).expect("append");
+        index.maybe_append(100, 1000);
+        index.maybe_append(90, 1005); // not larger: skipped
+        index.maybe_append(200, 1010);
+        index.maybe_append(300, 1020);
         assert_eq!(index.len(), 3);
         assert_eq!(index.lookup(50), 1000);
         assert_eq!(index.lookup(150), 1000);
         assert_eq!(index.lookup(200), 1010);
         assert_eq!(index.lookup(10_000), 1020);
+        index
+            .take_sync()
+            .expect("pending entries")
+            .run()
+            .expect("write");
         drop(index);
-        let index = TimeIndex::open_checked(&path, 1000, 1030)
+        let index = TimeIndex::open_checked(&path, 1000, 1030, 3)
             .expect("open")
             .expect("valid");
         assert_eq!(
@@ -152,8 +161,14 @@ mod tests {
                 relative_offset: 20
             })
         );
-        assert!(TimeIndex::open_checked(&path, 1000, 1015)
+        assert!(TimeIndex::open_checked(&path, 1000, 1015, 3)
             .expect("open")
             .is_none());
+        assert!(
+            TimeIndex::open_checked(&path, 1000, 1030, 2)
+                .expect("open")
+                .is_none(),
+            "more entries than the offset index allows"
+        );
     }
 }

@@ -176,7 +176,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
                     }
                     // Kafka returns at least one whole batch even if larger than the limit, so a
                     // consumer can never get stuck behind a big batch.
-                    match partition.read(offset, limit, true) {
+                    match partition.read(offset, limit, true).await {
                         Ok(slice) => PartitionRead {
                             error: None,
                             high_watermark,

@@ -70,7 +70,7 @@ pub async fn handle(
                 };
                 let found = shard
                     .invoke_on(owner, move |owner_shard| async move {
-                        lookup(&owner_shard, &tp, timestamp)
+                        lookup(&owner_shard, &tp, timestamp).await
                     })
                     .await
                     .unwrap_or(Err(ResponseError::NotLeaderOrFollower));
@@ -102,7 +102,7 @@ pub async fn handle(
 }
 
 /// (offset, timestamp, leader epoch) for one partition, on its owner shard.
-fn lookup(
+async fn lookup(
     shard: &Shard,
     tp: &TopicPartition,
     timestamp: i64,
@@ -117,10 +117,13 @@ fn lookup(
         MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion),
         target if target < 0 => Err(ResponseError::InvalidRequest),
         target => {
-            let batch = partition.find_batch_by_timestamp(target).map_err(|e| {
-                tracing::warn!("{tp}: offset lookup by timestamp failed: {e}");
-                ResponseError::KafkaStorageError
-            })?;
+            let batch = partition
+                .find_batch_by_timestamp(target)
+                .await
+                .map_err(|e| {
+                    tracing::warn!("{tp}: offset lookup by timestamp failed: {e}");
+                    ResponseError::KafkaStorageError
+                })?;
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
             let Some(batch) = batch else {
                 return Ok((-1, -1, epoch));

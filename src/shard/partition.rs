@@ -73,13 +73,20 @@ fn closed_error(tp: &TopicPartition) -> StorageError {
 
 pub fn log_config(config: &TopicConfig, tuning: &ShardTuning) -> LogConfig {
     let v = &config.values;
+    // A topic stored with cleanup.policy=compact keeps everything until compaction exists:
+    // deleting its old segments by time or size would lose keys' only values.
+    let (retention_ms, retention_bytes) = if config.deletes_old_segments() {
+        (v.retention_ms, v.retention_bytes)
+    } else {
+        (-1, -1)
+    };
     LogConfig {
         segment_bytes: v.segment_bytes as u64,
         segment_ms: v.segment_ms,
         index_interval_bytes: v.index_interval_bytes.clamp(0, u32::MAX as i64) as u32,
         segment_index_bytes: v.segment_index_bytes.clamp(0, u32::MAX as i64) as u32,
-        retention_ms: v.retention_ms,
-        retention_bytes: v.retention_bytes,
+        retention_ms,
+        retention_bytes,
         flush_messages: v.flush_messages as u64,
         flush_ms: v.flush_ms,
         cache_bytes: tuning.partition_cache_bytes,
@@ -434,5 +441,28 @@ impl Partition {
                 (!delete).then_some(recovery_point)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicDefaults;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_stored_compact_policy_turns_retention_off() {
+        let overrides = |policy: &str| {
+            BTreeMap::from([
+                ("cleanup.policy".to_owned(), policy.to_owned()),
+                ("retention.ms".to_owned(), "1000".to_owned()),
+            ])
+        };
+        let tuning = ShardTuning::default();
+        let (compact, _) = TopicConfig::resolve(&TopicDefaults::default(), &overrides("compact"));
+        let config = log_config(&compact, &tuning);
+        assert_eq!((config.retention_ms, config.retention_bytes), (-1, -1));
+        let (delete, _) = TopicConfig::resolve(&TopicDefaults::default(), &overrides("delete"));
+        assert_eq!(log_config(&delete, &tuning).retention_ms, 1000);
     }
 }

@@ -4,8 +4,11 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod mesh;
+pub mod metadata;
 pub mod metrics;
 pub mod protocol;
 pub mod record;

@@ -27,14 +27,14 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::Compression;
-use skein::cluster::control::ControlHandle;
-use skein::cluster::metadata::{BrokerInfo, PartitionState, TopicMetadata};
-use skein::cluster::{Metadata, TopicPartition};
 use skein::config::{BrokerConfig, TopicConfig};
+use skein::metadata::{BrokerInfo, PartitionState, TopicMetadata};
+use skein::metadata::{Metadata, TopicPartition};
 use skein::record::BatchBuilder;
 use skein::server::budget::RequestBudget;
 use skein::server::handlers::{handle, APIS};
 use skein::server::limits::ConnectionLimits;
+use skein::shard::ControlHandle;
 use skein::shard::{RecoveryPoints, Shard, ShardSenders};
 
 fn corpus_dir() -> PathBuf {
@@ -402,7 +402,7 @@ fn mutated_requests_never_panic_the_request_path() {
         .name("fuzz-shard")
         .spawn(move || async move {
             let (jobs, _job_queue) = flume::bounded(1024);
-            let (control_tx, control_rx) = flume::unbounded();
+            let (control, control_rx) = ControlHandle::channel();
             // No control thread: admin requests it would serve fail as if ZooKeeper were away.
             drop(control_rx);
             let limits = ConnectionLimits::new(&config.limits);
@@ -412,7 +412,7 @@ fn mutated_requests_never_panic_the_request_path() {
                     config.clone(),
                     config.tuning.shard(0),
                     ShardSenders::new(vec![jobs]),
-                    ControlHandle::new(control_tx),
+                    control,
                     limits,
                     RecoveryPoints::none(),
                 )

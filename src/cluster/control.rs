@@ -19,12 +19,14 @@ use zookeeper_client as zk;
 
 use super::broker_dir;
 use super::controller;
-use super::metadata::{
-    place_partitions, BrokerInfo, Metadata, PartitionState, TopicMetadata, TopicPartition,
-};
 use super::zookeeper::*;
+use crate::clock::now_ms;
 use crate::config::{BrokerConfig, Ignored, TopicConfig};
-use crate::shard::ShardSenders;
+use crate::metadata::{
+    decode_topic_id, encode_topic_id, place_partitions, BrokerInfo, Metadata, PartitionState,
+    TopicMetadata, TopicPartition,
+};
+use crate::shard::{AdminError, ControlRequest, Job, ShardSenders};
 
 /// How long the control thread lets ZooKeeper events gather after the first before it re-reads:
 /// short against the time a re-read takes, long enough for the burst one change causes.
@@ -87,103 +89,6 @@ impl Changed {
     /// controller changed (any partition may need a leader).
     fn step_scope(&self) -> Option<&BTreeSet<String>> {
         (!self.everything && !self.cluster).then_some(&self.topics)
-    }
-}
-
-/// A topic to create, as CreateTopics or auto-creation asks for it.
-#[derive(Debug, Clone)]
-pub struct CreateTopicSpec {
-    pub name: String,
-    /// -1 = broker default (`num.partitions`).
-    pub num_partitions: i32,
-    /// -1 = broker default (`default.replication.factor`).
-    pub replication_factor: i16,
-    /// Explicit assignment (partition -> replicas); empty = let the broker assign.
-    pub assignments: BTreeMap<i32, Vec<i32>>,
-    pub configs: BTreeMap<String, String>,
-    pub validate_only: bool,
-}
-
-/// An admin failure with the Kafka error code a client should see.
-#[derive(Debug, Clone)]
-pub struct AdminError {
-    pub code: ResponseError,
-    pub message: String,
-}
-
-impl AdminError {
-    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        AdminError {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-pub enum ControlRequest {
-    CreateTopic {
-        spec: CreateTopicSpec,
-        reply: oneshot::Sender<Result<(), AdminError>>,
-    },
-    DeleteTopic {
-        name: String,
-        reply: oneshot::Sender<Result<(), AdminError>>,
-    },
-    AllocateProducerId {
-        reply: oneshot::Sender<Result<i64, AdminError>>,
-    },
-    /// Clean shutdown: give up the registration and the controllership now instead of making the
-    /// cluster wait a session timeout for them.
-    Shutdown { reply: std::sync::mpsc::Sender<()> },
-}
-
-/// What a shard holds to reach the control thread.
-#[derive(Clone)]
-pub struct ControlHandle {
-    tx: flume::Sender<ControlRequest>,
-}
-
-impl ControlHandle {
-    pub fn new(tx: flume::Sender<ControlRequest>) -> Self {
-        ControlHandle { tx }
-    }
-
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> ControlRequest,
-    ) -> Result<T, AdminError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || {
-            AdminError::new(
-                ResponseError::BrokerNotAvailable,
-                "the control thread has stopped",
-            )
-        };
-        self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<(), AdminError> {
-        self.ask(|reply| ControlRequest::CreateTopic { spec, reply })
-            .await
-    }
-
-    pub async fn delete_topic(&self, name: String) -> Result<(), AdminError> {
-        self.ask(|reply| ControlRequest::DeleteTopic { name, reply })
-            .await
-    }
-
-    pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
-        self.ask(|reply| ControlRequest::AllocateProducerId { reply })
-            .await
-    }
-
-    /// Blocking: called from the main thread once the shards have closed their partitions.
-    pub fn shut_down(&self, timeout: Duration) {
-        let (reply, done) = std::sync::mpsc::channel();
-        if self.tx.send(ControlRequest::Shutdown { reply }).is_ok() {
-            let _ = done.recv_timeout(timeout);
-        }
     }
 }
 
@@ -563,7 +468,7 @@ impl Control {
         metadata.version = self.metadata.version + 1;
         let metadata = Arc::new(metadata);
         self.metadata = metadata.clone();
-        self.shards.broadcast_metadata(metadata).await;
+        broadcast_metadata(&self.shards, metadata).await;
         Ok(())
     }
 
@@ -717,6 +622,38 @@ impl From<ZkError> for CreateFailure {
     }
 }
 
+/// Hands a new metadata snapshot to every shard and waits until each has applied it (opened the
+/// partitions placed on it, closed the ones gone), so that whoever asked for the change can
+/// answer only once it has taken effect.
+async fn broadcast_metadata(shards: &ShardSenders, metadata: Arc<Metadata>) {
+    let mut acks = Vec::with_capacity(shards.len());
+    for shard in 0..shards.len() {
+        let (ack, done) = oneshot::channel();
+        let snapshot = metadata.clone();
+        let job: Job = Box::new(move |shard| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.apply_metadata(snapshot).await;
+                let _ = ack.send(());
+            })
+            .detach();
+        });
+        if shards.send(shard, job).await.is_ok() {
+            acks.push(done);
+        }
+    }
+    let all = futures::future::join_all(acks);
+    if tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .is_err()
+    {
+        warn!(
+            "a shard took more than 30 s to apply metadata version {}",
+            metadata.version
+        );
+    }
+}
+
 /// Deletes `path` if it still has `version`; gone already is fine.
 async fn remove_if_unchanged(zk: &Zk, path: &str, version: i32) -> Result<(), ZkError> {
     match zk.client.delete(path, Some(version)).await {
@@ -851,13 +788,6 @@ async fn read_topic(
         },
         ignored,
     )))
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

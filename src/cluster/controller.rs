@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
-use super::control::{now_ms, AdminError, CreateFailure, CreateTopicSpec};
-use super::metadata::Metadata;
+use super::control::CreateFailure;
 use super::zookeeper::*;
+use crate::clock::now_ms;
 use crate::config::{BrokerConfig, TopicConfig};
+use crate::metadata::{encode_topic_id, Metadata};
+use crate::shard::{AdminError, CreateTopicSpec};
 
 /// Kafka's limit, so a topic's folder name (`<topic>-<partition>`) fits in 255 bytes.
 const MAX_TOPIC_NAME_BYTES: usize = 249;

@@ -4,7 +4,4 @@
 pub mod broker_dir;
 pub mod control;
 pub mod controller;
-pub mod metadata;
 pub mod zookeeper;
-
-pub use metadata::{Metadata, TopicPartition};

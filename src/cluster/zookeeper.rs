@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
 
@@ -140,17 +139,6 @@ pub struct ProducerIdBlock {
 }
 
 /// Kafka prints topic ids as unpadded URL-safe base64 of the 16 UUID bytes.
-pub fn encode_topic_id(id: uuid::Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-pub fn decode_topic_id(text: &str) -> Option<uuid::Uuid> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()?;
-    uuid::Uuid::from_slice(&bytes).ok()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ZkError {
     #[error("ZooKeeper {op} {path}: {source}")]

@@ -106,6 +106,7 @@ pub async fn collect(
         });
         shards
             .send(id, job)
+            .await
             .map_err(|_| ScrapeError::ShardStopped(id))?;
         answers.push(answer);
     }

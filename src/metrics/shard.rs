@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::cluster::Metadata;
+use crate::metadata::Metadata;
 
 /// Raw API keys below this get their own request counters; Kafka's keys end in the 90s today.
 const API_SLOTS: usize = 128;
@@ -371,7 +371,7 @@ mod tests {
         let mut metadata = Metadata::default();
         metadata.topics.insert(
             "t".to_owned(),
-            std::sync::Arc::new(crate::cluster::metadata::TopicMetadata {
+            std::sync::Arc::new(crate::metadata::TopicMetadata {
                 name: "t".to_owned(),
                 topic_id: new,
                 partitions: Vec::new(),

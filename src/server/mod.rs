@@ -17,7 +17,7 @@ use glommio::net::TcpListener;
 use glommio::{Latency, Shares};
 use tracing::{error, warn};
 
-use crate::cluster::control::now_ms;
+use crate::clock::now_ms;
 use crate::shard::{Job, Shard};
 
 /// Serves one shard until the process exits.

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
 use super::{Job, ShardSenders};
-use crate::cluster::TopicPartition;
+use crate::metadata::TopicPartition;
 use crate::storage::recovery_point_checkpoint::{self, PartitionKey};
+
+/// Commands the checkpoint thread's queue holds: write requests coalesce, so a few suffice.
+const COMMAND_QUEUE_DEPTH: usize = 16;
 
 /// How long a gather waits for every shard's answer before skipping this write.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +54,7 @@ impl RecoveryPoints {
     pub fn none() -> RecoveryPoints {
         RecoveryPoints {
             at_start: Arc::new(BTreeMap::new()),
-            commands: flume::unbounded().0,
+            commands: flume::bounded(COMMAND_QUEUE_DEPTH).0,
         }
     }
 
@@ -64,7 +67,8 @@ impl RecoveryPoints {
 
     /// Asks the checkpoint thread for a write soon (requests coalesce).
     pub fn request_write(&self) {
-        let _ = self.commands.send(Command::WriteNow);
+        // A full queue already holds a request for a write; this one adds nothing.
+        let _ = self.commands.try_send(Command::WriteNow);
     }
 }
 
@@ -90,7 +94,7 @@ pub fn start(
         }
     };
     let at_start = Arc::new(at_start);
-    let (commands, queue) = flume::unbounded();
+    let (commands, queue) = flume::bounded(COMMAND_QUEUE_DEPTH);
     let mut keeper = Keeper {
         log_dir,
         senders,
@@ -114,7 +118,10 @@ impl Checkpointer {
     /// shutdown, and ends the thread (waiting up to `timeout`).
     pub fn stop(self, closed: Vec<(TopicPartition, i64)>, timeout: Duration) {
         let (done, finished) = flume::bounded(1);
-        if self.commands.send(Command::Stop { closed, done }).is_err()
+        if self
+            .commands
+            .send_timeout(Command::Stop { closed, done }, timeout)
+            .is_err()
             || finished.recv_timeout(timeout).is_err()
         {
             warn!("the checkpoint thread did not write the final recovery-point checkpoint");
@@ -157,14 +164,18 @@ impl Keeper {
     /// checkpoint missing partitions would only cost recovery time, but one missing a whole
     /// shard is not worth writing).
     fn gather(&self) -> Option<Vec<(TopicPartition, i64)>> {
-        let (reply, answers) = flume::unbounded();
+        let (reply, answers) = flume::bounded(self.senders.len());
         let mut asked = 0;
         for shard in 0..self.senders.len() {
             let reply = reply.clone();
             let job: Job = Box::new(move |shard| {
                 let _ = reply.send(shard.recovery_points());
             });
-            asked += usize::from(self.senders.send(shard, job).is_ok());
+            asked += usize::from(
+                self.senders
+                    .send_blocking(shard, job, GATHER_TIMEOUT)
+                    .is_ok(),
+            );
         }
         if asked < self.senders.len() {
             return None;
@@ -220,7 +231,7 @@ mod tests {
                 .collect();
         let mut keeper = Keeper {
             log_dir: dir.path().to_path_buf(),
-            senders: ShardSenders::new(Vec::new()),
+            senders: crate::mesh::job_queues(0).0,
             at_start: Arc::new(at_start),
             seen_open: HashSet::new(),
         };

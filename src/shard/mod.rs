@@ -7,11 +7,13 @@
 //! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
 
 mod checkpoint;
+mod control_handle;
 mod partition;
 mod runtime;
 mod writer;
 
 pub use checkpoint::RecoveryPoints;
+pub use control_handle::{AdminError, ControlHandle, ControlRequest, CreateTopicSpec};
 pub use partition::Partition;
 pub use runtime::run_broker;
 
@@ -20,77 +22,22 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
-use crate::cluster::control::ControlHandle;
-use crate::cluster::{Metadata, TopicPartition};
 use crate::config::{BrokerConfig, ShardTuning};
+use crate::mesh;
+use crate::metadata::{Metadata, TopicPartition};
 use crate::metrics::ShardMetrics;
 
-/// Work sent to a shard, run on that shard's thread with access to its state.
-pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+/// Work sent to a shard (see [`crate::mesh`]).
+pub type Job = mesh::Job<Shard>;
 
-/// The senders to every shard's job queue, by shard index. Cheap to clone.
-#[derive(Clone)]
-pub struct ShardSenders(Arc<Vec<flume::Sender<Job>>>);
+/// The senders to every shard's job queue (see [`crate::mesh`]).
+pub type ShardSenders = mesh::ShardSenders<Shard>;
 
-/// A shard's job queue is gone: the broker is shutting down.
-#[derive(Debug, thiserror::Error)]
-#[error("shard {0} has stopped")]
-pub struct ShardStopped(pub usize);
-
-impl ShardSenders {
-    pub fn new(senders: Vec<flume::Sender<Job>>) -> Self {
-        ShardSenders(Arc::new(senders))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn send(&self, shard: usize, job: Job) -> Result<(), ShardStopped> {
-        self.0[shard].send(job).map_err(|_| ShardStopped(shard))
-    }
-
-    /// Hands a new metadata snapshot to every shard and waits until each has applied it (opened the
-    /// partitions placed on it, closed the ones gone), so that whoever asked for the change can
-    /// answer only once it has taken effect.
-    pub async fn broadcast_metadata(&self, metadata: Arc<Metadata>) {
-        let mut acks = Vec::with_capacity(self.len());
-        for shard in 0..self.len() {
-            let (ack, done) = oneshot::channel();
-            let snapshot = metadata.clone();
-            let job: Job = Box::new(move |shard| {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    shard.apply_metadata(snapshot).await;
-                    let _ = ack.send(());
-                })
-                .detach();
-            });
-            if self.send(shard, job).is_ok() {
-                acks.push(done);
-            }
-        }
-        let all = futures::future::join_all(acks);
-        if tokio::time::timeout(Duration::from_secs(30), all)
-            .await
-            .is_err()
-        {
-            warn!(
-                "a shard took more than 30 s to apply metadata version {}",
-                metadata.version
-            );
-        }
-    }
-}
+pub use crate::mesh::ShardStopped;
 
 /// One shard's state. Lives on its executor's thread only (hence `Rc`/`RefCell`: no locks).
 pub struct Shard {
@@ -193,20 +140,10 @@ impl Shard {
         Fut: Future<Output = R> + 'static,
         R: Send + 'static,
     {
-        if target == self.id {
-            return Ok(work(self.clone()).await);
+        if target != self.id {
+            self.metrics.forward_sent();
         }
-        self.metrics.forward_sent();
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |shard| {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let _ = reply.send(work(shard).await);
-            })
-            .detach();
-        });
-        self.senders.send(target, job)?;
-        answer.await.map_err(|_| ShardStopped(target))
+        mesh::invoke_on(&self.senders, (self.id, self), target, work).await
     }
 
     /// Applies a metadata snapshot: closes the partitions no longer placed on this shard, then opens

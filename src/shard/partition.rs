@@ -24,10 +24,10 @@ use futures::channel::oneshot;
 use tracing::{info, warn};
 
 use super::writer::SegmentWriter;
-use crate::cluster::control::now_ms;
-use crate::cluster::metadata::{PartitionState, TopicMetadata};
-use crate::cluster::TopicPartition;
+use crate::clock::now_ms;
 use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
+use crate::metadata::TopicPartition;
+use crate::metadata::{PartitionState, TopicMetadata};
 use crate::record::Batch;
 use crate::storage::partition_metadata;
 use crate::storage::{AppendOutcome, Log, LogConfig, ReadPlan, ReadSlice, StorageError};
@@ -113,7 +113,7 @@ impl Partition {
         recovery_point: Option<i64>,
     ) -> Result<Partition, StorageError> {
         let dir = Self::dir(config, &tp);
-        let wanted = crate::cluster::zookeeper::encode_topic_id(topic.topic_id);
+        let wanted = crate::metadata::encode_topic_id(topic.topic_id);
         let found = partition_metadata::read(&dir)?;
         if let Some(found) = &found {
             if *found != wanted {

@@ -11,10 +11,11 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use tracing::{error, info, warn};
 
 use super::{checkpoint, Job, Shard, ShardSenders};
-use crate::cluster::control::{self, ControlHandle};
+use crate::cluster::control;
 use crate::config::BrokerConfig;
 use crate::server;
 use crate::server::limits::ConnectionLimits;
+use crate::shard::ControlHandle;
 
 /// Runs a broker until SIGTERM or SIGINT. Returns an error if it cannot start.
 pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
@@ -44,11 +45,8 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     // the main thread's sigwait sees them.
     let signals = block_stop_signals();
 
-    let (job_senders, job_receivers): (Vec<_>, Vec<_>) =
-        (0..shard_count).map(|_| flume::unbounded::<Job>()).unzip();
-    let senders = ShardSenders::new(job_senders);
-    let (control_tx, control_rx) = flume::unbounded();
-    let control = ControlHandle::new(control_tx);
+    let (senders, job_receivers): (ShardSenders, _) = crate::mesh::job_queues(shard_count);
+    let (control, control_rx) = ControlHandle::channel();
     let connection_limits = ConnectionLimits::new(&config.limits);
     // Read before any shard opens a partition: it says where each log's recovery starts.
     let (checkpointer, recovery_points) = checkpoint::start(
@@ -140,7 +138,11 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             })
             .detach();
         });
-        asked += usize::from(senders.send(shard, job).is_ok());
+        asked += usize::from(
+            senders
+                .send_blocking(shard, job, Duration::from_secs(5))
+                .is_ok(),
+        );
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut closed = Vec::new();

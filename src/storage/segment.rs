@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::clock::now_ms;
 use crate::record::batch::BatchHeader;
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::index_file::IndexSync;
@@ -38,12 +39,6 @@ pub(crate) const MAX_BASE_OFFSET: i64 = i64::MAX / 4;
 
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))
-}
-
-pub(crate) fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes all of `slices` at `offset` with pwritev, resuming after short writes.
@@ -202,7 +197,7 @@ impl Segment {
         }
         let file = open_log_file(&log_path, true)?;
         file.set_len(0).map_err(|e| io_error(&log_path, e))?;
-        Self::with_fresh_indexes(log_path, file, 0, dir, base_offset, wall_clock_ms())
+        Self::with_fresh_indexes(log_path, file, 0, dir, base_offset, now_ms())
     }
 
     fn open_files(dir: &Path, base_offset: i64) -> Result<(PathBuf, File, u64, i64), StorageError> {
@@ -699,7 +694,7 @@ impl Segment {
             position,
             dir,
             self.base_offset,
-            wall_clock_ms(),
+            now_ms(),
         )?;
         fresh.scan_and_index(index_interval_bytes, false, i64::MAX)?;
         *self = fresh;

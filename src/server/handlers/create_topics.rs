@@ -12,8 +12,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, Reques
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::cluster::control::{AdminError, CreateTopicSpec};
 use crate::shard::Shard;
+use crate::shard::{AdminError, CreateTopicSpec};
 
 pub async fn handle(
     shard: &Rc<Shard>,

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::cluster::control::AdminError;
+use crate::shard::AdminError;
 use crate::shard::Shard;
 
 pub async fn handle(

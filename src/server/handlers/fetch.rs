@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::HandleError;
-use crate::cluster::TopicPartition;
+use crate::metadata::TopicPartition;
 use crate::server::{Response, ResponsePiece};
 use crate::shard::Shard;
 use crate::storage::{ReadChunk, ReadSlice};

@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::cluster::TopicPartition;
+use crate::metadata::TopicPartition;
 use crate::record::codec::records_section;
 use crate::record::validate::inflate_limit;
 use crate::record::walk::for_each_record;

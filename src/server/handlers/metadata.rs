@@ -13,8 +13,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::cluster::control::CreateTopicSpec;
-use crate::cluster::metadata::TopicMetadata;
+use crate::metadata::TopicMetadata;
+use crate::shard::CreateTopicSpec;
 use crate::shard::Shard;
 
 /// Kafka's answer to `include_*_authorized_operations` without an authorizer: every operation

@@ -12,8 +12,8 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::str_bytes;
-use crate::cluster::control::now_ms;
-use crate::cluster::TopicPartition;
+use crate::clock::now_ms;
+use crate::metadata::TopicPartition;
 use crate::record::validate::{validate_produced, Rules};
 use crate::shard::Shard;
 use crate::storage::{AppendOutcome, StorageError};

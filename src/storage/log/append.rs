@@ -14,7 +14,7 @@ use crate::record::batch::{patched_prefix, Batch, BatchHeader};
 use crate::storage::batch_cache::CachedBatch;
 use crate::storage::error::StorageError;
 use crate::storage::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
-use crate::storage::segment::{wall_clock_ms, Segment, SegmentWrite};
+use crate::storage::segment::{Segment, SegmentWrite};
 
 /// Result of [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +375,7 @@ impl Log {
         let base_offset = self.log_end_offset();
         // Created first: if that fails, the active segment stays exactly as it was.
         let segment = Segment::create(&self.dir, base_offset)?;
-        self.active_mut().seal(wall_clock_ms());
+        self.active_mut().seal(crate::clock::now_ms());
         self.segments.push(segment);
         self.directory_changed();
         self.snapshot_at(base_offset);

@@ -39,12 +39,13 @@ pub use sync::{SyncDone, SyncJob};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::clock::now_ms;
 use crate::storage::atomic_file::sync_dir;
 use crate::storage::batch_cache::BatchCache;
 use crate::storage::error::{io_error, StorageError};
 use crate::storage::producer_state::ProducerStateManager;
 use crate::storage::recovery::{load_segments, restore_producer_state, take_clean_shutdown_marker};
-use crate::storage::segment::{wall_clock_ms, Segment};
+use crate::storage::segment::Segment;
 
 /// Per-topic log settings, named after Kafka's (`segment.bytes`, `segment.ms`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +163,7 @@ impl Log {
             producer_state,
             snapshots: snapshots.into_iter().collect(),
             recovery_point: loaded.recovery_point,
-            sync: sync::SyncState::new(wall_clock_ms()),
+            sync: sync::SyncState::new(now_ms()),
             opened: loaded.opened,
             write_in_flight: false,
         })

@@ -2,12 +2,28 @@
 //! partitions' leaders and ISRs, each topic's settings, and the partition -> shard placement table.
 //!
 //! Built by the control thread from ZooKeeper and sent whole to every shard (an `Arc`, replaced, never
-//! mutated), so a shard answers Metadata and routes a partition's work without asking anyone.
+//! mutated), so a shard answers Metadata and routes a partition's work without asking anyone. A
+//! leaf beside `config`: the shards, the request handlers and the control thread all read it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use base64::Engine;
+
 use crate::config::TopicConfig;
+
+/// A topic id as Kafka writes it in ZooKeeper and in `partition.metadata`: URL-safe base64
+/// without padding.
+pub fn encode_topic_id(id: uuid::Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_topic_id(text: &str) -> Option<uuid::Uuid> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    uuid::Uuid::from_slice(&bytes).ok()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {

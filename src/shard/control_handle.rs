@@ -1,0 +1,114 @@
+//! How a shard reaches the control thread (`cluster::control`), the only place that talks to
+//! ZooKeeper: a [`ControlRequest`] over a bounded flume channel, answered on a oneshot, so a
+//! slow or absent ensemble never blocks an executor. Defined here, on the asking side, so the
+//! shards do not depend on the control plane that serves them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
+
+/// Control requests waiting for the control thread; a shard asking beyond it waits.
+pub const CONTROL_QUEUE_DEPTH: usize = 1024;
+
+/// A topic to create, as CreateTopics or auto-creation asks for it.
+#[derive(Debug, Clone)]
+pub struct CreateTopicSpec {
+    pub name: String,
+    /// -1 = broker default (`num.partitions`).
+    pub num_partitions: i32,
+    /// -1 = broker default (`default.replication.factor`).
+    pub replication_factor: i16,
+    /// Explicit assignment (partition -> replicas); empty = let the broker assign.
+    pub assignments: BTreeMap<i32, Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+/// An admin failure with the Kafka error code a client should see.
+#[derive(Debug, Clone)]
+pub struct AdminError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        AdminError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub enum ControlRequest {
+    CreateTopic {
+        spec: CreateTopicSpec,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    DeleteTopic {
+        name: String,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    AllocateProducerId {
+        reply: oneshot::Sender<Result<i64, AdminError>>,
+    },
+    /// Clean shutdown: give up the registration and the controllership now instead of making the
+    /// cluster wait a session timeout for them.
+    Shutdown { reply: std::sync::mpsc::Sender<()> },
+}
+
+/// What a shard holds to reach the control thread.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: flume::Sender<ControlRequest>,
+}
+
+impl ControlHandle {
+    /// A handle and the receiving end the control thread serves, with room for
+    /// [`CONTROL_QUEUE_DEPTH`] requests.
+    pub fn channel() -> (ControlHandle, flume::Receiver<ControlRequest>) {
+        let (tx, rx) = flume::bounded(CONTROL_QUEUE_DEPTH);
+        (ControlHandle { tx }, rx)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> ControlRequest,
+    ) -> Result<T, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || {
+            AdminError::new(
+                ResponseError::BrokerNotAvailable,
+                "the control thread has stopped",
+            )
+        };
+        self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<(), AdminError> {
+        self.ask(|reply| ControlRequest::CreateTopic { spec, reply })
+            .await
+    }
+
+    pub async fn delete_topic(&self, name: String) -> Result<(), AdminError> {
+        self.ask(|reply| ControlRequest::DeleteTopic { name, reply })
+            .await
+    }
+
+    pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
+        self.ask(|reply| ControlRequest::AllocateProducerId { reply })
+            .await
+    }
+
+    /// Blocking: called from the main thread once the shards have closed their partitions.
+    pub fn shut_down(&self, timeout: Duration) {
+        let (reply, done) = std::sync::mpsc::channel();
+        let request = ControlRequest::Shutdown { reply };
+        if self.tx.send_timeout(request, timeout).is_ok() {
+            let _ = done.recv_timeout(timeout);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! brokers coordinated through ZooKeeper. See DESIGN.md (in `shared/`) and the README for the map.
 
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod clock;

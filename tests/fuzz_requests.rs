@@ -33,9 +33,8 @@ use skein::metadata::{Metadata, TopicPartition};
 use skein::record::BatchBuilder;
 use skein::server::budget::RequestBudget;
 use skein::server::handlers::{handle, APIS};
-use skein::server::limits::ConnectionLimits;
 use skein::shard::ControlHandle;
-use skein::shard::{RecoveryPoints, Shard, ShardSenders};
+use skein::shard::{RecoveryPoints, Shard};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -401,19 +400,17 @@ fn mutated_requests_never_panic_the_request_path() {
     let outcome = glommio::LocalExecutorBuilder::default()
         .name("fuzz-shard")
         .spawn(move || async move {
-            let (jobs, _job_queue) = flume::bounded(1024);
+            let (senders, _job_queues) = skein::mesh::job_queues(1);
             let (control, control_rx) = ControlHandle::channel();
             // No control thread: admin requests it would serve fail as if ZooKeeper were away.
             drop(control_rx);
-            let limits = ConnectionLimits::new(&config.limits);
             let shard = Rc::new(
                 Shard::new(
                     0,
                     config.clone(),
                     config.tuning.shard(0),
-                    ShardSenders::new(vec![jobs]),
+                    senders,
                     control,
-                    limits,
                     RecoveryPoints::none(),
                 )
                 .expect("shard"),

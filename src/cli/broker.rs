@@ -19,7 +19,7 @@ pub const PANIC_EXIT_CODE: i32 = 101;
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let config = BrokerConfig::load(&args.config)?;
     stop_on_panic();
-    crate::shard::run_broker(config)
+    crate::broker::run_broker(config)
 }
 
 /// A panic on any thread (a shard, the control thread, a writer, a blocking-pool thread) stops

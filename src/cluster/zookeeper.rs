@@ -283,14 +283,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topic_ids_round_trip_in_kafkas_spelling() {
-        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        let text = encode_topic_id(id);
-        assert_eq!(text.len(), 22, "16 bytes of unpadded base64");
-        assert_eq!(decode_topic_id(&text), Some(id));
-    }
-
-    #[test]
     fn znodes_serialize_as_kafka_writes_them() {
         let state = PartitionStateZnode {
             controller_epoch: 1,

@@ -1,9 +1,9 @@
 //! Broker metrics, served as Prometheus text at `metrics.listener`/metrics.
 //!
 //! What runs where:
-//! - Every shard counts its own traffic in its [`ShardMetrics`] (a field of `Shard`): plain `Cell`
-//!   increments and one hdrhistogram record per produce or fetch, on that shard's thread only. No
-//!   atomics, no locks, nothing shared.
+//! - Every shard counts its own traffic in its [`ShardMetrics`] (a field of `Shard`, defined in
+//!   `shard::metrics`): plain `Cell` increments and one hdrhistogram record per produce or fetch,
+//!   on that shard's thread only. No atomics, no locks, nothing shared.
 //! - The control thread (tokio) serves HTTP ([`http`]). For each scrape it sends every shard a
 //!   [`Job`] that copies that shard's counters and reads its partitions' gauges (log end offset,
 //!   high watermark, size, segments) into a [`ShardSnapshot`], waits for all of them, and renders
@@ -12,9 +12,8 @@
 
 pub mod exposition;
 pub mod http;
-mod shard;
 
-pub use shard::{
+pub use crate::shard::metrics::{
     ApiRequests, ClosedBy, LatencyHistogram, LatencySnapshot, PartitionTraffic, ShardCounters,
     ShardMetrics, LATENCY_BUCKETS_US,
 };

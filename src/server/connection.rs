@@ -28,8 +28,8 @@ use super::budget::{RequestBudget, Reservation};
 use super::handlers::{self, HandleError};
 use super::limits::ConnectionSlot;
 use super::Response;
-use crate::metrics::ClosedBy;
 use crate::protocol::frame::{read_body, read_length, FrameError};
+use crate::shard::metrics::ClosedBy;
 use crate::shard::Shard;
 
 /// Requests of one connection being handled at once; the reader waits when this many are

@@ -11,6 +11,7 @@ pub use response::{Response, ResponsePiece};
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::net::TcpListener;
@@ -19,9 +20,16 @@ use tracing::{error, warn};
 
 use crate::clock::now_ms;
 use crate::shard::{Job, Shard};
+use limits::ConnectionLimits;
 
-/// Serves one shard until the process exits.
-pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: SocketAddr) {
+/// Serves one shard until the process exits. `connection_limits` are `max.connections` and
+/// `max.connections.per.ip`, counted across every shard.
+pub async fn run_shard(
+    shard: Rc<Shard>,
+    jobs: flume::Receiver<Job>,
+    addr: SocketAddr,
+    connection_limits: Arc<ConnectionLimits>,
+) {
     let runner = shard.clone();
     glommio::spawn_local(async move {
         while let Ok(job) = jobs.recv_async().await {
@@ -79,7 +87,7 @@ pub async fn run_shard(shard: Rc<Shard>, jobs: flume::Receiver<Job>, addr: Socke
             .peer_addr()
             .map(|a| a.ip())
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let slot = match shard.connection_limits.admit(peer_ip) {
+        let slot = match connection_limits.admit(peer_ip) {
             Ok(slot) => slot,
             Err(refused) => {
                 shard.metrics.connection_refused();

@@ -6,16 +6,15 @@
 //! "run this future over there and give me its result", like Seastar's `invoke_on`, and is how a
 //! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
 
-mod checkpoint;
+pub mod checkpoint;
 mod control_handle;
+pub mod metrics;
 mod partition;
-mod runtime;
 mod writer;
 
 pub use checkpoint::RecoveryPoints;
 pub use control_handle::{AdminError, ControlHandle, ControlRequest, CreateTopicSpec};
 pub use partition::Partition;
-pub use runtime::run_broker;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::config::{BrokerConfig, ShardTuning};
 use crate::mesh;
 use crate::metadata::{Metadata, TopicPartition};
-use crate::metrics::ShardMetrics;
+use metrics::ShardMetrics;
 
 /// Work sent to a shard (see [`crate::mesh`]).
 pub type Job = mesh::Job<Shard>;
@@ -46,8 +45,6 @@ pub struct Shard {
     pub tuning: ShardTuning,
     pub senders: ShardSenders,
     pub control: ControlHandle,
-    /// `max.connections` and `max.connections.per.ip`, counted across every shard.
-    pub connection_limits: Arc<crate::server::limits::ConnectionLimits>,
     /// This shard's counters and latency histograms; the control thread copies them per scrape.
     pub metrics: ShardMetrics,
     metadata: RefCell<Arc<Metadata>>,
@@ -72,7 +69,6 @@ impl Shard {
         tuning: ShardTuning,
         senders: ShardSenders,
         control: ControlHandle,
-        connection_limits: Arc<crate::server::limits::ConnectionLimits>,
         recovery_points: RecoveryPoints,
     ) -> std::io::Result<Self> {
         Ok(Shard {
@@ -82,7 +78,6 @@ impl Shard {
             tuning,
             senders,
             control,
-            connection_limits,
             metrics: ShardMetrics::default(),
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),

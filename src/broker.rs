@@ -10,12 +10,11 @@ use std::time::Duration;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use tracing::{error, info, warn};
 
-use super::{checkpoint, Job, Shard, ShardSenders};
 use crate::cluster::control;
 use crate::config::BrokerConfig;
 use crate::server;
 use crate::server::limits::ConnectionLimits;
-use crate::shard::ControlHandle;
+use crate::shard::{checkpoint, ControlHandle, Job, Shard, ShardSenders};
 
 /// Runs a broker until SIGTERM or SIGINT. Returns an error if it cannot start.
 pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
@@ -89,22 +88,15 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         let recovery_points = recovery_points.clone();
         let handle = builder
             .spawn(move || async move {
-                let shard = match Shard::new(
-                    id,
-                    config,
-                    tuning,
-                    senders,
-                    control,
-                    connection_limits,
-                    recovery_points,
-                ) {
+                let shard = match Shard::new(id, config, tuning, senders, control, recovery_points)
+                {
                     Ok(shard) => Rc::new(shard),
                     Err(e) => {
                         error!("shard {id}: cannot start its segment writer thread: {e}");
                         std::process::exit(1);
                     }
                 };
-                server::run_shard(shard, jobs, addr).await;
+                server::run_shard(shard, jobs, addr, connection_limits).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id} on core {core}: {e}"))?;
         shards.push(handle);

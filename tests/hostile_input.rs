@@ -362,6 +362,32 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
     let response = raw.call(request, 9).expect("answered");
     assert_eq!(response.topics[0].topic_authorized_operations, 3576);
 
+    // Metadata v9 with include_cluster_authorized_operations: every cluster operation.
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![]))
+        .with_include_cluster_authorized_operations(true);
+    let response = raw.call(request, 9).expect("answered");
+    assert_eq!(response.cluster_authorized_operations, 8096);
+
+    // An acks=0 produce that fails cannot be answered: the connection is closed instead, so the
+    // producer refreshes its metadata (as Kafka does).
+    let mut silent = Raw::connect(&broker);
+    let mut frame = BytesMut::new();
+    let failing = produce("t", 7, build_batch(&BatchSpec::default())).with_acks(0);
+    encode_request(
+        &mut frame,
+        &failing,
+        9,
+        1,
+        &StrBytes::from_static_str("acks0"),
+    )
+    .unwrap();
+    silent.send_bytes(&frame);
+    assert!(
+        silent.closed_within(Duration::from_secs(5)),
+        "closed after a failed acks=0 produce"
+    );
+
     // ApiVersions offers Produce from v3; a v2 Produce closes the connection.
     let versions = raw.call(ApiVersionsRequest::default(), 3).unwrap();
     let offered = versions.api_keys.iter().find(|k| k.api_key == 0).unwrap();
@@ -385,14 +411,25 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
 #[test]
 fn announced_frames_cannot_starve_other_clients() {
     let zk = ZooKeeper::start(1);
+    let metrics_port = harness::free_port();
     let broker = Broker::start(
         &zk,
         BrokerOpts::id(1)
             .shards(2)
-            .set("connections.max.stall.ms", "3000"),
+            .set("connections.max.stall.ms", "3000")
+            .set("metrics.listener", &format!("\"127.0.0.1:{metrics_port}\"")),
     );
     broker.create_topic("t", 1, &[]);
     let baseline = rss_bytes(&broker);
+    // Closes by reason, from the metrics (the log holds back most of a flood's lines).
+    let closed = |reason: &str| {
+        let (_, metrics) = harness::http_get(metrics_port, "/metrics");
+        sum_samples(
+            &metrics,
+            "skein_connections_closed_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
 
     // 200 connections each announce a frame of ~100 MiB and send one byte of it.
     let announced = (100 * MIB - 16) as i32;
@@ -441,7 +478,7 @@ fn announced_frames_cannot_starve_other_clients() {
     heavy.send_bytes(&raw_frame(1, 12, &body));
     assert!(heavy.closed_within(Duration::from_secs(5)), "refused");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(broker.log_text().contains("decoding it takes over"));
+    assert!(closed("busy") >= 1.0, "refused for its decoding");
     drop(body);
     assert_others_served(&broker);
 
@@ -463,7 +500,10 @@ fn announced_frames_cannot_starve_other_clients() {
         );
     }
     assert_others_served(&broker);
-    assert!(broker.log_text().contains("connections.max.stall.ms"));
+    assert!(
+        closed("stalled") >= 190.0,
+        "the stalled frames were closed as such"
+    );
 }
 
 #[test]
@@ -549,13 +589,21 @@ fn connection_limits_and_idle_connections() {
     assert!(broker
         .log_text()
         .contains("more than the shard's request budget holds free"));
-    // The harness's own readiness check may still hold a connection for a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut kept: Vec<Raw> = (0..4).map(|_| Raw::connect(&broker)).collect();
-    for raw in &mut kept {
-        raw.call(ApiVersionsRequest::default(), 3)
-            .expect("admitted");
-    }
+    // Connections closed just before (the harness's readiness check, the ones above) give their
+    // places back as the broker notices, so try until four are admitted (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut kept = loop {
+        let mut four: Vec<Raw> = (0..4).map(|_| Raw::connect(&broker)).collect();
+        if four
+            .iter_mut()
+            .all(|raw| raw.call(ApiVersionsRequest::default(), 3).is_some())
+        {
+            break four;
+        }
+        assert!(Instant::now() < deadline, "four connections are admitted");
+        drop(four);
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut fifth = Raw::connect(&broker);
     assert!(
         fifth.closed_within(Duration::from_secs(2)),

@@ -101,7 +101,7 @@ fn shard_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
     out.family(
         "skein_connections_closed_total",
         "counter",
-        "Client connections the shard closed because of a limit: idle (connections.max.idle.ms), stalled (connections.max.stall.ms), frame_size (socket.request.max.bytes), malformed (a request that does not decode or is not served), busy (a request naming more partitions than the request budget could hold).",
+        "Client connections the shard closed because of a limit: idle (connections.max.idle.ms), stalled (connections.max.stall.ms), frame_size (socket.request.max.bytes), malformed (a request that does not decode or is not served), busy (a request naming more partitions than the request budget could hold), acks0_error (an acks=0 produce that failed).",
     );
     for s in shards {
         for why in ClosedBy::ALL {

@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 use futures::channel::{mpsc, oneshot};
 use futures::{AsyncReadExt, FutureExt, SinkExt, StreamExt};
 use glommio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::budget::{RequestBudget, Reservation};
 use super::handlers::{self, HandleError};
 use super::limits::ConnectionSlot;
+use super::log_limit;
 use super::Response;
 use crate::protocol::frame::{read_body, read_length, FrameError};
 use crate::shard::metrics::ClosedBy;
@@ -154,7 +155,9 @@ pub async fn serve(
                         if matches!(e, FrameError::TooLarge { .. } | FrameError::TooShort(_)) {
                             shard.metrics.connection_closed_by(ClosedBy::FrameSize);
                         }
-                        warn!("{peer}: {e}; closing the connection");
+                        log_limit::warn("connection closed", || {
+                            format!("{peer}: {e}; closing the connection")
+                        });
                         return;
                     }
                 };
@@ -176,7 +179,9 @@ pub async fn serve(
                     Ok(frame) => frame,
                     Err(FrameError::Closed) => return,
                     Err(e) => {
-                        warn!("{peer}: {e}; closing the connection");
+                        log_limit::warn("connection closed", || {
+                            format!("{peer}: {e}; closing the connection")
+                        });
                         return;
                     }
                 };
@@ -209,12 +214,10 @@ pub async fn serve(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    shard.metrics.connection_closed_by(if e.is_busy() {
-                        ClosedBy::Busy
-                    } else {
-                        ClosedBy::Malformed
+                    shard.metrics.connection_closed_by(e.closed_by());
+                    log_limit::warn("connection closed", || {
+                        format!("{peer}: {e}; closing the connection")
                     });
-                    warn!("{peer}: {e}; closing the connection");
                     return;
                 }
             }
@@ -228,7 +231,9 @@ pub async fn serve(
     };
     state.give_back_slot();
     if let Some(why) = outcome {
-        warn!("{peer}: {why}; closing the connection");
+        log_limit::warn("connection closed", || {
+            format!("{peer}: {why}; closing the connection")
+        });
     }
 }
 

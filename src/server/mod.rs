@@ -5,6 +5,7 @@ pub mod budget;
 mod connection;
 pub mod handlers;
 pub mod limits;
+mod log_limit;
 mod response;
 
 pub use response::{Response, ResponsePiece};
@@ -56,7 +57,6 @@ pub async fn run_shard(
             .limits
             .request_budget_per_shard(shard.senders.len()),
     );
-    let mut refusals = Refusals::default();
     let listener = match bind_with_retries(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -75,10 +75,10 @@ pub async fn run_shard(
         };
         if shard.metrics.connections_active() >= shard.tuning.max_connections as u64 {
             shard.metrics.connection_refused();
-            refusals.note(shard.id, || {
+            log_limit::warn("connection refused", || {
                 format!(
-                    "max_connections ({}) of this shard reached",
-                    shard.tuning.max_connections
+                    "shard {}: refusing a connection: max_connections ({}) of this shard reached",
+                    shard.id, shard.tuning.max_connections
                 )
             });
             continue;
@@ -91,7 +91,9 @@ pub async fn run_shard(
             Ok(slot) => slot,
             Err(refused) => {
                 shard.metrics.connection_refused();
-                refusals.note(shard.id, || refused.to_string());
+                log_limit::warn("connection refused", || {
+                    format!("shard {}: refusing a connection: {refused}", shard.id)
+                });
                 continue;
             }
         };
@@ -105,32 +107,10 @@ pub async fn run_shard(
     }
 }
 
-/// Logs refused connections at most once every 10 s per shard, with how many there were, so a
-/// flood of connections cannot flood the log too.
-#[derive(Default)]
-struct Refusals {
-    since_logged: u64,
-    logged_at: Option<std::time::Instant>,
-}
-
-impl Refusals {
-    fn note(&mut self, shard: usize, why: impl FnOnce() -> String) {
-        self.since_logged += 1;
-        let due = self
-            .logged_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
-        if due {
-            warn!(
-                "shard {shard}: refused {} connection(s): {}",
-                self.since_logged,
-                why()
-            );
-            self.since_logged = 0;
-            self.logged_at = Some(std::time::Instant::now());
-        }
-    }
-}
-
+/// Binds the shard's SO_REUSEPORT listener. The broker has already made sure no other listener
+/// holds the port, yet a shard's bind has been seen to fail with EADDRINUSE right beside its
+/// sibling's successful one (in CI, once, with sockets of an earlier process still lingering on
+/// the port), so EADDRINUSE is retried for a second before giving up.
 async fn bind_with_retries(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let mut attempts = 0;
     loop {

@@ -82,15 +82,18 @@ pub enum ClosedBy {
     Malformed,
     /// A request naming more partitions than the request budget could hold at the time.
     Busy,
+    /// An acks=0 produce that failed: closing is the only way to tell the producer.
+    Acks0Error,
 }
 
 impl ClosedBy {
-    pub const ALL: [ClosedBy; 5] = [
+    pub const ALL: [ClosedBy; 6] = [
         ClosedBy::Idle,
         ClosedBy::Stalled,
         ClosedBy::FrameSize,
         ClosedBy::Malformed,
         ClosedBy::Busy,
+        ClosedBy::Acks0Error,
     ];
 
     pub fn label(self) -> &'static str {
@@ -100,6 +103,7 @@ impl ClosedBy {
             ClosedBy::FrameSize => "frame_size",
             ClosedBy::Malformed => "malformed",
             ClosedBy::Busy => "busy",
+            ClosedBy::Acks0Error => "acks0_error",
         }
     }
 }
@@ -144,7 +148,7 @@ pub struct ShardMetrics {
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     /// By [`ClosedBy`], in the order of [`ClosedBy::ALL`].
-    connections_closed: [Cell<u64>; 5],
+    connections_closed: [Cell<u64>; 6],
     request_budget_waits: Cell<u64>,
     forwards_sent: Cell<u64>,
     jobs_received: Cell<u64>,
@@ -334,7 +338,7 @@ pub struct ShardCounters {
     pub connections_active: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
-    pub connections_closed: [u64; 5],
+    pub connections_closed: [u64; 6],
     pub request_budget_waits: u64,
     pub forwards_sent: u64,
     pub jobs_received: u64,

@@ -28,6 +28,7 @@ use kafka_protocol::protocol::{decode_allowance, Decodable};
 use super::budget::Reservation;
 use super::Response;
 use crate::protocol::encode_response;
+use crate::shard::metrics::ClosedBy;
 use crate::shard::Shard;
 
 /// A request that cannot be answered; the connection is closed and this is logged.
@@ -56,6 +57,10 @@ pub enum HandleError {
         version: i16,
         what: String,
     },
+    /// The request was handled, and the connection must close to tell the client so (an
+    /// acks=0 produce that failed).
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot encode {api:?} v{version} response: {message}")]
     Encode {
         api: ApiKey,
@@ -65,9 +70,13 @@ pub enum HandleError {
 }
 
 impl HandleError {
-    /// Whether the request was refused for want of budget rather than for what it said.
-    pub fn is_busy(&self) -> bool {
-        matches!(self, HandleError::Busy { .. })
+    /// Why the connection closes, for the metrics.
+    pub fn closed_by(&self) -> ClosedBy {
+        match self {
+            HandleError::Busy { .. } => ClosedBy::Busy,
+            HandleError::Refused(_) => ClosedBy::Acks0Error,
+            _ => ClosedBy::Malformed,
+        }
     }
 }
 
@@ -106,9 +115,11 @@ pub const APIS: &[Api] = &[
                         .sum(),
                 )?;
                 match produce::handle(shard, request.version(), body).await {
-                    Some(response) => request.reply(ResponseKind::Produce(response)),
-                    // acks=0: the client expects no answer at all.
-                    None => Ok(None),
+                    produce::Produced::Answer(response) => {
+                        request.reply(ResponseKind::Produce(response))
+                    }
+                    produce::Produced::Nothing => Ok(None),
+                    produce::Produced::Close(why) => Err(HandleError::Refused(why)),
                 }
             })
         },

@@ -15,6 +15,7 @@ use super::str_bytes;
 use crate::clock::now_ms;
 use crate::metadata::TopicPartition;
 use crate::record::validate::{validate_produced, Rules};
+use crate::server::log_limit;
 use crate::shard::Shard;
 use crate::storage::{AppendOutcome, StorageError};
 
@@ -38,11 +39,7 @@ impl PartitionResult {
     }
 }
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    request: ProduceRequest,
-) -> Option<ProduceResponse> {
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) -> Produced {
     let acks = request.acks;
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
@@ -114,7 +111,9 @@ pub async fn handle(
                 let validated = match validate_produced(&records, &rules) {
                     Ok(validated) => validated,
                     Err(e) => {
-                        warn!("{tp}: refused a produced batch: {e}");
+                        log_limit::warn("refused batch", || {
+                            format!("{tp}: refused a produced batch: {e}")
+                        });
                         return PartitionResult::error(e.error_code(), format!("{tp}: {e}"));
                     }
                 };
@@ -194,8 +193,31 @@ pub async fn handle(
                 .with_log_start_offset(r.log_start_offset),
         );
     }
-    // acks=0: the client expects no answer at all.
-    (acks != 0).then(|| ProduceResponse::default().with_responses(topics))
+    if acks != 0 {
+        return Produced::Answer(ProduceResponse::default().with_responses(topics));
+    }
+    // acks=0: the client expects no answer at all, so an error can only be told by closing the
+    // connection, which makes the producer refresh its metadata (as Kafka does).
+    let failed = topics
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.error_code != 0);
+    match failed {
+        None => Produced::Nothing,
+        Some(p) => Produced::Close(format!(
+            "an acks=0 produce failed with error code {} on partition {}",
+            p.error_code, p.index
+        )),
+    }
+}
+
+/// What a Produce request leads to.
+pub enum Produced {
+    Answer(ProduceResponse),
+    /// acks=0, every partition appended: nothing is sent.
+    Nothing,
+    /// acks=0 with an error: the connection is closed, saying why in the log.
+    Close(String),
 }
 
 /// Kafka's code for a failed append. Validation already refused malformed batches, so what is

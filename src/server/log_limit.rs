@@ -42,10 +42,13 @@ pub fn warn(kind: &'static str, message: impl FnOnce() -> String) {
         k.written += 1;
         Some(std::mem::take(&mut k.held_back))
     });
+    let Some(held_back) = held_back else {
+        return;
+    };
+    let line = message();
     match held_back {
-        None => {}
-        Some(0) => tracing::warn!("{}", message()),
-        Some(n) => tracing::warn!("{} ({n} more like it not logged)", message()),
+        0 => tracing::warn!("{line}"),
+        n => tracing::warn!("{line} ({n} more like it not logged)"),
     }
 }
 

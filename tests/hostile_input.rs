@@ -619,3 +619,73 @@ fn connection_limits_and_idle_connections() {
     assert_others_served(&broker);
     assert!(broker.log_text().contains("max.connections.per.ip (4)"));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let zk = ZooKeeper::start(1);
+    let metrics_port = harness::free_port();
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(1)
+            .set("connections.max.stall.ms", "1000")
+            .set("metrics.listener", &format!("\"127.0.0.1:{metrics_port}\"")),
+    );
+    broker.create_topic("t", 1, &[]);
+    // 12 MB in the partition: more than its tail cache (8 MiB), so the answer below is partly
+    // sent from the segment file (sendfile) and partly from memory.
+    let mut producer = Raw::connect(&broker);
+    for fill in 0..12u8 {
+        let batch = build_batch(&BatchSpec {
+            value_bytes: 1_000_000,
+            fill: b'a' + fill,
+            ..BatchSpec::default()
+        });
+        let response = producer.call(produce("t", 0, batch), 9).expect("answered");
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+    // A reader with a tiny receive buffer asks for all of it and then never reads.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(
+            &broker
+                .bootstrap()
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let mut stuck = Raw {
+        stream: socket.into(),
+        correlation_id: 0,
+    };
+    let mut everything = fetch_partition("t", 0).with_max_bytes(64 << 20);
+    everything.topics[0].partitions[0].partition_max_bytes = 64 << 20;
+    let mut frame = BytesMut::new();
+    encode_request(
+        &mut frame,
+        &everything,
+        4,
+        1,
+        &StrBytes::from_static_str("stuck"),
+    )
+    .unwrap();
+    stuck.send_bytes(&frame);
+    // The broker gives up on the answer once it has made no headway for the stall limit.
+    let stalled = || {
+        let (_, metrics) = harness::http_get(metrics_port, "/metrics");
+        sum_samples(
+            &metrics,
+            "skein_connections_closed_total",
+            "reason=\"stalled\"",
+        )
+    };
+    harness::wait_until(
+        "the stuck reader to be cut off",
+        Duration::from_secs(20),
+        || (stalled() >= 1.0).then_some(()),
+    );
+    assert_others_served(&broker);
+    drop(stuck);
+}

@@ -25,7 +25,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
 /// A panic on any thread (a shard, the control thread, a writer, a blocking-pool thread) stops
 /// the whole broker at once: a half-alive broker that stays registered in ZooKeeper and keeps
 /// its partitions is worse than a dead one, whose partitions the cluster can move.
-fn stop_on_panic() {
+pub fn stop_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);

@@ -1,7 +1,7 @@
 //! The `skein` command line: one file per subcommand.
 
 mod bench;
-mod broker;
+pub mod broker;
 mod topics;
 
 use clap::{Parser, Subcommand};

@@ -42,7 +42,7 @@ pub const PIPELINE_DEPTH: usize = 64;
 enum Reading {
     /// Waiting for the next request's length.
     Between,
-    /// A length arrived at `since`: waiting for budget, then the body.
+    /// A length arrived at `reading_since`: waiting for budget, then the body.
     Frame,
 }
 
@@ -133,7 +133,9 @@ pub async fn serve(
     let socket = stream.as_raw_fd();
     let state = State::new(slot);
     let (mut reader, mut writer) = stream.split();
-    let (mut started, mut in_order) = mpsc::channel::<Started>(PIPELINE_DEPTH);
+    // A futures channel holds its buffer plus one message per sender, and the writer holds the
+    // request it is awaiting: PIPELINE_DEPTH in all.
+    let (mut started, mut in_order) = mpsc::channel::<Started>(PIPELINE_DEPTH - 2);
     let (close, closed) = oneshot::channel::<String>();
     // Every task below is dropped (cancelled) when this function returns, whichever side ended
     // the connection.

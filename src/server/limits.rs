@@ -46,11 +46,9 @@ impl ConnectionLimits {
         if *total >= self.max_total {
             return Err(Refused::Total(self.max_total));
         }
+        // The limit is at least 1, so an address that is refused already has an entry.
         let from_ip = per_ip.entry(ip).or_insert(0);
         if *from_ip >= self.max_per_ip {
-            if *from_ip == 0 {
-                per_ip.remove(&ip);
-            }
             return Err(Refused::PerIp(ip, self.max_per_ip));
         }
         *from_ip += 1;

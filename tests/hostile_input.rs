@@ -129,6 +129,24 @@ fn assert_others_served(broker: &Broker) {
     );
 }
 
+/// A broker with `opts` and a metrics listener; returns it with the listener's port.
+fn start_with_metrics(zk: &ZooKeeper, opts: BrokerOpts) -> (Broker, u16) {
+    let port = harness::free_port();
+    let opts = opts.set("metrics.listener", &format!("\"127.0.0.1:{port}\""));
+    (Broker::start(zk, opts), port)
+}
+
+/// Connections the broker closed for `reason`, from its metrics (the log holds back most lines
+/// of a flood).
+fn closed_for(metrics_port: u16, reason: &str) -> f64 {
+    let (_, metrics) = harness::http_get(metrics_port, "/metrics");
+    sum_samples(
+        &metrics,
+        "skein_connections_closed_total",
+        &format!("reason=\"{reason}\""),
+    )
+}
+
 /// The sum of a metric family's samples whose labels contain `label`.
 fn sum_samples(metrics: &str, family: &str, label: &str) -> f64 {
     metrics
@@ -184,13 +202,7 @@ fn tampered(bytes: &Bytes, edit: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 #[test]
 fn crafted_requests_get_kafka_errors_and_cost_nothing() {
     let zk = ZooKeeper::start(1);
-    let metrics_port = harness::free_port();
-    let broker = Broker::start(
-        &zk,
-        BrokerOpts::id(1)
-            .shards(2)
-            .set("metrics.listener", &format!("\"127.0.0.1:{metrics_port}\"")),
-    );
+    let (broker, metrics_port) = start_with_metrics(&zk, BrokerOpts::id(1).shards(2));
     broker.create_topic("t", 2, &[]);
     let mut raw = Raw::connect(&broker);
     let baseline = rss_bytes(&broker);
@@ -265,13 +277,8 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
         "malformed Metadata v9 closes"
     );
     assert_others_served(&broker);
-    let (_, metrics) = harness::http_get(metrics_port, "/metrics");
     assert!(
-        sum_samples(
-            &metrics,
-            "skein_connections_closed_total",
-            "reason=\"malformed\""
-        ) >= 3.0,
+        closed_for(metrics_port, "malformed") >= 3.0,
         "the closes are counted"
     );
 
@@ -411,25 +418,15 @@ fn crafted_requests_get_kafka_errors_and_cost_nothing() {
 #[test]
 fn announced_frames_cannot_starve_other_clients() {
     let zk = ZooKeeper::start(1);
-    let metrics_port = harness::free_port();
-    let broker = Broker::start(
+    let (broker, metrics_port) = start_with_metrics(
         &zk,
         BrokerOpts::id(1)
             .shards(2)
-            .set("connections.max.stall.ms", "3000")
-            .set("metrics.listener", &format!("\"127.0.0.1:{metrics_port}\"")),
+            .set("connections.max.stall.ms", "3000"),
     );
     broker.create_topic("t", 1, &[]);
     let baseline = rss_bytes(&broker);
-    // Closes by reason, from the metrics (the log holds back most of a flood's lines).
-    let closed = |reason: &str| {
-        let (_, metrics) = harness::http_get(metrics_port, "/metrics");
-        sum_samples(
-            &metrics,
-            "skein_connections_closed_total",
-            &format!("reason=\"{reason}\""),
-        )
-    };
+    let closed = |reason: &str| closed_for(metrics_port, reason);
 
     // 200 connections each announce a frame of ~100 MiB and send one byte of it.
     let announced = (100 * MIB - 16) as i32;
@@ -623,13 +620,11 @@ fn connection_limits_and_idle_connections() {
 #[test]
 fn a_client_that_stops_reading_is_cut_off() {
     let zk = ZooKeeper::start(1);
-    let metrics_port = harness::free_port();
-    let broker = Broker::start(
+    let (broker, metrics_port) = start_with_metrics(
         &zk,
         BrokerOpts::id(1)
             .shards(1)
-            .set("connections.max.stall.ms", "1000")
-            .set("metrics.listener", &format!("\"127.0.0.1:{metrics_port}\"")),
+            .set("connections.max.stall.ms", "1000"),
     );
     broker.create_topic("t", 1, &[]);
     // 12 MB in the partition: more than its tail cache (8 MiB), so the answer below is partly
@@ -673,14 +668,7 @@ fn a_client_that_stops_reading_is_cut_off() {
     .unwrap();
     stuck.send_bytes(&frame);
     // The broker gives up on the answer once it has made no headway for the stall limit.
-    let stalled = || {
-        let (_, metrics) = harness::http_get(metrics_port, "/metrics");
-        sum_samples(
-            &metrics,
-            "skein_connections_closed_total",
-            "reason=\"stalled\"",
-        )
-    };
+    let stalled = || closed_for(metrics_port, "stalled");
     harness::wait_until(
         "the stuck reader to be cut off",
         Duration::from_secs(20),

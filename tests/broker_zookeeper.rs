@@ -104,6 +104,37 @@ fn broker_registers_and_topics_live_where_kafka_keeps_them() {
     let described = describe(&broker, "laid-out");
     assert!(described.contains("retention.ms = 654321"), "{described}");
 
+    // A config another tool wrote, with a key skein does not know and a bad value beside
+    // retention.ms=-1: every key it understands still applies (before, one unknown key turned
+    // "keep forever" into the 7-day default), now and after a restart.
+    let foreign = python_json(
+        "zk_set.py",
+        &[
+            "--zk",
+            &zk.connect_string(),
+            "/config/topics/laid-out",
+            r#"{"version":1,"config":{"retention.ms":"-1","confluent.placement.constraints":"{}","segment.bytes":"huge"}}"#,
+        ],
+    );
+    assert_eq!(foreign["ok"], true, "{foreign}");
+    wait_until(
+        "the foreign config to apply",
+        Duration::from_secs(20),
+        || {
+            describe(&broker, "laid-out")
+                .contains("retention.ms = -1")
+                .then_some(())
+        },
+    );
+    let log = broker.log_text();
+    assert!(
+        log.contains("ignoring config 'confluent.placement.constraints'")
+            && log.contains("ignoring config 'segment.bytes'"),
+        "the keys left aside are named"
+    );
+    broker.restart();
+    assert!(describe(&broker, "laid-out").contains("retention.ms = -1"));
+
     skein_cli(&[
         "topics",
         "delete",

@@ -85,13 +85,12 @@ pub enum InvalidBatch {
 impl InvalidBatch {
     /// Kafka's error code for it. INVALID_RECORD is not retriable, so a client does not send a
     /// broken batch again; a CRC mismatch stays CORRUPT_MESSAGE (retriable: the bytes may have
-    /// been damaged on the way) as in Kafka.
+    /// been damaged on the way) as in Kafka. A magic other than 2 is INVALID_RECORD too: Kafka's
+    /// `ProduceRequest.validateRecords` throws `InvalidRecordException` for it from Produce v3 on,
+    /// the only versions skein serves.
     pub fn error_code(&self) -> ResponseError {
         match self {
             InvalidBatch::Framing(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage,
-            InvalidBatch::Framing(BatchError::UnsupportedMagic { .. }) => {
-                ResponseError::UnsupportedForMessageFormat
-            }
             InvalidBatch::TooLarge { .. } => ResponseError::MessageTooLarge,
             InvalidBatch::Transactional => ResponseError::InvalidTxnState,
             InvalidBatch::ZstdBeforeV7(_) => ResponseError::UnsupportedCompressionType,
@@ -446,6 +445,28 @@ mod tests {
             error(&shifted, &rules()),
             InvalidBatch::Records(RecordError::OffsetDelta { index: 0, found: 1 })
         );
+    }
+
+    #[test]
+    fn a_magic_other_than_2_is_an_invalid_record() {
+        let bytes = build(Compression::None, 1, 1);
+        for magic in [0u8, 1, 3] {
+            let mut other = bytes.to_vec();
+            other[16] = magic;
+            let e = error(&Bytes::from(other), &rules());
+            assert_eq!(
+                e,
+                InvalidBatch::Framing(BatchError::UnsupportedMagic {
+                    position: 0,
+                    magic: magic as i8
+                })
+            );
+            assert_eq!(
+                e.error_code(),
+                ResponseError::InvalidRecord,
+                "magic {magic}"
+            );
+        }
     }
 
     #[test]

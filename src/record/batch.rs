@@ -20,6 +20,9 @@ pub const CRC_START: usize = 21;
 pub const BASE_OFFSET_AT: usize = 0;
 pub const PARTITION_LEADER_EPOCH_AT: usize = 12;
 
+/// Kafka's `RecordBatch.NO_TIMESTAMP`: the timestamp of a record that has none.
+pub const NO_TIMESTAMP: i64 = -1;
+
 pub(crate) const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 1 << 3;
 pub(crate) const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 pub(crate) const ATTR_CONTROL: i16 = 1 << 5;

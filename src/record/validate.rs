@@ -23,7 +23,8 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::batch::{
-    split_batches, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES, CRC_START,
+    split_batches, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES,
+    CRC_START, NO_TIMESTAMP,
 };
 use super::builder::recompress;
 use super::codec::{compression_of, inflate, inflate_all};
@@ -166,7 +167,8 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         if check_timestamps {
             let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
             let max_ms = rules.timestamp_difference_max_ms;
-            if timestamp.abs_diff(rules.now_ms) > max_ms as u64 {
+            // A record without a timestamp has none to check, as in Kafka's `validateTimestamp`.
+            if timestamp != NO_TIMESTAMP && timestamp.abs_diff(rules.now_ms) > max_ms as u64 {
                 return Err(InvalidBatch::Timestamp {
                     index,
                     timestamp,
@@ -637,6 +639,42 @@ mod tests {
             ..rules()
         };
         assert!(validate_produced(&bytes, &loose).is_ok());
+    }
+
+    #[test]
+    fn records_without_a_timestamp_are_not_held_to_the_difference() {
+        let strict = Rules {
+            timestamp_difference_max_ms: 1,
+            ..rules()
+        };
+        // Every record at NO_TIMESTAMP: base timestamp -1, deltas 0.
+        let mut builder = BatchBuilder::new(Compression::None, 1024);
+        for _ in 0..3 {
+            builder.append(NO_TIMESTAMP, None, &[b"v"]);
+        }
+        let untimed = builder.finish().unwrap();
+        assert!(validate_produced(&untimed, &strict).is_ok());
+        // One record without a timestamp among timed ones: only the timed ones are checked.
+        let mut builder = BatchBuilder::new(Compression::Gzip, 1024);
+        builder.append(NOW, None, &[b"v"]);
+        builder.append(NO_TIMESTAMP, None, &[b"v"]);
+        let mixed = builder.finish().unwrap();
+        let now = Rules {
+            now_ms: NOW,
+            ..strict
+        };
+        assert!(validate_produced(&mixed, &now).is_ok());
+        // A timestamp of -2 is no marker: it is checked like any other.
+        let mut builder = BatchBuilder::new(Compression::None, 1024);
+        builder.append(-2, None, &[b"v"]);
+        assert!(matches!(
+            error(&builder.finish().unwrap(), &strict),
+            InvalidBatch::Timestamp {
+                index: 0,
+                timestamp: -2,
+                ..
+            }
+        ));
     }
 }
 

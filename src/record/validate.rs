@@ -28,6 +28,7 @@ use super::batch::{
 };
 use super::builder::recompress;
 use super::codec::{compression_of, inflate, inflate_all};
+use super::varint::{read_varint, ReadVarintError};
 use super::walk::{next_record, parse_record, RecordError, RecordView};
 
 /// What the topic and the request ask of a produced batch.
@@ -252,8 +253,8 @@ fn walk_stream(
         }
         let malformed = |reason| RecordError::Malformed { index, reason };
         let length = read_varint(&mut reader).map_err(|e| match e {
-            StreamError::Io(e) => inflate_error(e),
-            StreamError::Varint => malformed("malformed record length").into(),
+            ReadVarintError::Io(e) => inflate_error(e),
+            ReadVarintError::Malformed(_) => malformed("malformed record length").into(),
         })?;
         if length < 0 {
             return Err(malformed("negative record length").into());
@@ -264,7 +265,7 @@ fn walk_stream(
             .take(length as u64)
             .read_to_end(&mut body)
             .map_err(inflate_error)?;
-        if read as i64 != length {
+        if read as u64 != length as u64 {
             return Err(malformed("record cut short").into());
         }
         check(index, &parse_record(&body).map_err(malformed)?)?;
@@ -287,34 +288,6 @@ fn finish_count(declared: i32, found: u32) -> Result<(), InvalidBatch> {
         return Err(RecordError::CountMismatch { declared, found }.into());
     }
     Ok(())
-}
-
-enum StreamError {
-    Io(std::io::Error),
-    Varint,
-}
-
-fn read_varint(reader: &mut impl BufRead) -> Result<i64, StreamError> {
-    let mut v: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let mut byte = [0u8];
-        reader.read_exact(&mut byte).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StreamError::Varint
-            } else {
-                StreamError::Io(e)
-            }
-        })?;
-        v |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(StreamError::Varint);
-        }
-    }
 }
 
 /// The batch with LogAppendTime set: the timestamp-type bit, `maxTimestamp` = `now_ms` and the
@@ -341,6 +314,7 @@ mod tests {
     use crate::record::batch::BatchHeader;
     use crate::record::builder::{BatchBuilder, ProducerIds};
     use crate::record::codec::ATTR_COMPRESSION_MASK;
+    use crate::record::test_util::padded_record;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -371,6 +345,12 @@ mod tests {
         let crc = crc32c::crc32c(&out[CRC_START..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(out)
+    }
+
+    /// A batch of `count` records whose records section is `section` (before compression).
+    fn batch_around(section: &[u8], count: i32, compression: Compression) -> Bytes {
+        let template = BatchHeader::parse(&build(Compression::None, count, 1)).unwrap();
+        recompress(&template, section, compression).unwrap().bytes
     }
 
     fn error(records: &Bytes, rules: &Rules) -> InvalidBatch {
@@ -468,6 +448,31 @@ mod tests {
                 ResponseError::InvalidRecord,
                 "magic {magic}"
             );
+        }
+    }
+
+    #[test]
+    fn a_record_field_in_a_varint_longer_than_java_reads_is_refused() {
+        for compression in [Compression::None, Compression::Gzip] {
+            let five = batch_around(&padded_record([1, 1, 1, 5, 1, 1, 1, 5]), 1, compression);
+            assert!(
+                validate_produced(&five, &rules()).is_ok(),
+                "{compression:?}"
+            );
+            // The value length, then the record length (which a compressed batch reads from
+            // the stream), in 6 bytes.
+            for widths in [[1, 1, 1, 6, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 6]] {
+                let six = batch_around(&padded_record(widths), 1, compression);
+                let e = error(&six, &rules());
+                assert!(
+                    matches!(
+                        e,
+                        InvalidBatch::Records(RecordError::Malformed { index: 0, .. })
+                    ),
+                    "{compression:?} {widths:?}: {e}"
+                );
+                assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+            }
         }
     }
 

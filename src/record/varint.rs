@@ -1,24 +1,58 @@
-//! Kafka's zigzag varints (`varint`/`varlong` in the protocol spec), as records use them for
-//! lengths, deltas and counts.
+//! Kafka's zigzag varints as records use them: a `varint` holds an int32 (a record's length,
+//! offset delta, key and value lengths, header count and header lengths) in at most 5 bytes, a
+//! `varlong` an int64 (the timestamp delta) in at most 10. Java's `ByteUtils.readVarint` throws
+//! at a 6th byte however small the value, so a batch skein stored with a longer varint would
+//! stop every Java consumer of the partition at it: readers here keep to both limits.
+
+use std::io::{self, BufRead};
 
 use bytes::BufMut;
 
-/// A varint that does not decode: it runs past the end of its buffer, or is longer than 10 bytes.
+/// A varint that does not decode: it runs past the end of its input, is longer than its type
+/// allows, or holds more than 32 bits where an int32 is expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed varint")]
 pub struct BadVarint;
+
+/// Why a varint could not be read from a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadVarintError {
+    /// Malformed, or cut short by the end of the stream.
+    #[error(transparent)]
+    Malformed(#[from] BadVarint),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+const VARINT_MAX_BYTES: usize = 5;
+const VARLONG_MAX_BYTES: usize = 10;
 
 fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-/// Bytes the varint of `value` takes.
+#[inline(always)]
+fn unzigzag(raw: u64) -> i64 {
+    ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+}
+
+/// An int32 from a varint's raw value, which must fit 32 bits. Java's `readVarint` would drop
+/// what a 5th byte holds above bit 32; refusing it instead means skein never stores a value
+/// that Java reads differently.
+#[inline(always)]
+fn unzigzag_int32(raw: u64) -> Result<i32, BadVarint> {
+    let raw = u32::try_from(raw).map_err(|_| BadVarint)?;
+    Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
+}
+
+/// Bytes the varint (or varlong) of `value` takes.
 pub fn varint_len(value: i64) -> usize {
     // 1 byte per 7 bits, at least one.
     (64 - (zigzag(value) | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// Appends the varint of `value`.
+/// Appends the varint (or varlong) of `value`: the zigzag encoding of an i32 is the same
+/// whether it is written as one or the other.
 pub fn put_varint(out: &mut impl BufMut, value: i64) {
     let mut v = zigzag(value);
     while v >= 0x80 {
@@ -28,68 +62,165 @@ pub fn put_varint(out: &mut impl BufMut, value: i64) {
     out.put_u8(v as u8);
 }
 
-/// Reads a varint from `buf` at `*at`, advancing `*at` past it.
+/// The rule every reader decodes by, wherever its bytes come from: 7 bits a byte, least
+/// significant first, the top bit set on every byte but the last, at most `max_bytes` bytes.
+/// Bits past the 64th are dropped, as Java's `readVarlong` drops them. Returns the raw value,
+/// still zigzagged.
 #[inline(always)]
-pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
-    // Record fields are mostly one or two varint bytes (deltas, lengths below 8 KiB): decode those
-    // without a loop, the rest in one.
+fn decode<E: From<BadVarint>>(
+    max_bytes: usize,
+    mut next_byte: impl FnMut() -> Result<u8, E>,
+) -> Result<u64, E> {
+    let mut raw = 0u64;
+    for i in 0..max_bytes {
+        let byte = next_byte()?;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(raw);
+        }
+    }
+    Err(BadVarint.into())
+}
+
+/// Reads a varint's raw value from `buf` at `*at`, advancing `*at` past it.
+#[inline(always)]
+fn get_raw(buf: &[u8], at: &mut usize, max_bytes: usize) -> Result<u64, BadVarint> {
+    // Record fields are mostly one or two varint bytes (deltas, lengths below 8 KiB): decode
+    // those without a loop, the rest in one.
     let i = *at;
     let &b0 = buf.get(i).ok_or(BadVarint)?;
     if b0 < 0x80 {
         *at = i + 1;
-        return Ok(unzigzag(u64::from(b0)));
+        return Ok(u64::from(b0));
     }
     let &b1 = buf.get(i + 1).ok_or(BadVarint)?;
     if b1 < 0x80 {
         *at = i + 2;
-        return Ok(unzigzag(u64::from(b0 & 0x7f) | u64::from(b1) << 7));
+        return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
     }
-    get_varint_slow(buf, at)
+    get_raw_long(buf, at, max_bytes)
 }
 
+#[inline(never)]
+fn get_raw_long(buf: &[u8], at: &mut usize, max_bytes: usize) -> Result<u64, BadVarint> {
+    let mut i = *at;
+    let raw = decode(max_bytes, || {
+        let &byte = buf.get(i).ok_or(BadVarint)?;
+        i += 1;
+        Ok(byte)
+    })?;
+    *at = i;
+    Ok(raw)
+}
+
+/// Reads a varint (an int32) from `buf` at `*at`, advancing `*at` past it.
 #[inline(always)]
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
+pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<i32, BadVarint> {
+    unzigzag_int32(get_raw(buf, at, VARINT_MAX_BYTES)?)
 }
 
-#[cold]
-fn get_varint_slow(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
-    let mut v: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let &b = buf.get(*at).ok_or(BadVarint)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(unzigzag(v));
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(BadVarint);
-        }
-    }
+/// Reads a varlong (an int64) from `buf` at `*at`, advancing `*at` past it.
+#[inline(always)]
+pub fn get_varlong(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
+    Ok(unzigzag(get_raw(buf, at, VARLONG_MAX_BYTES)?))
+}
+
+/// Reads a varint (an int32) from a stream, by the same rule as [`get_varint`].
+pub fn read_varint(reader: &mut impl BufRead) -> Result<i32, ReadVarintError> {
+    let raw = decode(VARINT_MAX_BYTES, || -> Result<u8, ReadVarintError> {
+        // The end of the stream inside a varint cuts it short.
+        let &byte = reader.fill_buf()?.first().ok_or(BadVarint)?;
+        reader.consume(1);
+        Ok(byte)
+    })?;
+    Ok(unzigzag_int32(raw)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn varint(value: i64) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_varint(&mut b, value);
+        b
+    }
+
+    fn read(bytes: &[u8]) -> Result<i32, BadVarint> {
+        let mut reader = bytes;
+        read_varint(&mut reader).map_err(|e| match e {
+            ReadVarintError::Malformed(bad) => bad,
+            ReadVarintError::Io(e) => panic!("no I/O here: {e}"),
+        })
+    }
+
     #[test]
     fn round_trip_and_lengths() {
         for v in [0i64, 1, -1, 63, -64, 64, 1000, -1000, i64::MAX, i64::MIN] {
-            let mut b = Vec::new();
-            put_varint(&mut b, v);
+            let b = varint(v);
             assert_eq!(b.len(), varint_len(v), "value {v}");
             let mut at = 0;
-            assert_eq!(get_varint(&b, &mut at), Ok(v));
+            assert_eq!(get_varlong(&b, &mut at), Ok(v));
             assert_eq!(at, b.len());
+        }
+        for v in [0i32, 1, -1, 8191, -8192, 1 << 20, i32::MAX, i32::MIN] {
+            let b = varint(i64::from(v));
+            let mut at = 0;
+            assert_eq!(get_varint(&b, &mut at), Ok(v), "value {v}");
+            assert_eq!(at, b.len());
+            assert_eq!(read(&b), Ok(v), "value {v}");
         }
     }
 
     #[test]
-    fn truncated_and_overlong_varints_are_errors() {
-        assert_eq!(get_varint(&[0x80], &mut 0), Err(BadVarint));
-        assert_eq!(get_varint(&[], &mut 0), Err(BadVarint));
-        assert_eq!(get_varint(&[0xff; 11], &mut 0), Err(BadVarint));
+    fn truncated_and_overlong_varlongs_are_errors() {
+        assert_eq!(get_varlong(&[0x80], &mut 0), Err(BadVarint));
+        assert_eq!(get_varlong(&[], &mut 0), Err(BadVarint));
+        assert_eq!(get_varlong(&[0xff; 11], &mut 0), Err(BadVarint));
+        // Ten bytes is the most a varlong takes, zero padded or not.
+        let mut ten = [0x80; 10];
+        ten[9] = 0;
+        assert_eq!(get_varlong(&ten, &mut 0), Ok(0));
+        let mut eleven = [0x80; 11];
+        eleven[10] = 0;
+        assert_eq!(get_varlong(&eleven, &mut 0), Err(BadVarint));
+    }
+
+    #[test]
+    fn a_varint_is_at_most_five_bytes_and_32_bits() {
+        // Zero padded to five bytes still decodes, as in Java.
+        let five = [0x80, 0x80, 0x80, 0x80, 0x00];
+        assert_eq!(get_varint(&five, &mut 0), Ok(0));
+        assert_eq!(read(&five), Ok(0));
+        // Six bytes do not, even for a value that fits: Java's readVarint throws at the 6th.
+        let six = [0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
+        assert_eq!(get_varint(&six, &mut 0), Err(BadVarint));
+        assert_eq!(read(&six), Err(BadVarint));
+        assert_eq!(get_varlong(&six, &mut 0), Ok(0), "a varlong may be longer");
+        // Five bytes holding 33 bits or more: too big for an int32.
+        let wide = [0xff, 0xff, 0xff, 0xff, 0x1f];
+        assert_eq!(get_varint(&wide, &mut 0), Err(BadVarint));
+        assert_eq!(read(&wide), Err(BadVarint));
+        let widest = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert_eq!(get_varint(&widest, &mut 0), Ok(i32::MIN));
+        // Cut short.
+        assert_eq!(get_varint(&[0xff, 0xff], &mut 0), Err(BadVarint));
+        assert_eq!(read(&[0xff, 0xff]), Err(BadVarint));
+        assert_eq!(read(&[]), Err(BadVarint));
+    }
+
+    #[test]
+    fn a_stream_error_is_not_a_malformed_varint() {
+        struct Failing;
+        impl io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::InvalidData, "inflate failed"))
+            }
+        }
+        let mut reader = io::BufReader::new(Failing);
+        assert!(matches!(
+            read_varint(&mut reader),
+            Err(ReadVarintError::Io(_))
+        ));
     }
 }

@@ -1,9 +1,10 @@
 //! Reading the records inside a batch: each is a varint length followed by that many bytes of
 //! attributes, timestamp delta, offset delta, key, value and headers. [`parse_record`] checks
 //! that every field fits its record and that the fields fill it exactly, as Kafka's
-//! `DefaultRecord.readFrom` does; nothing is allocated per record.
+//! `DefaultRecord.readFrom` does, and reads every field with the varint or varlong Java reads it
+//! with; nothing is allocated per record.
 
-use super::varint::get_varint;
+use super::varint::{get_varint, get_varlong};
 
 /// One record, borrowed from the batch's (decompressed) records section.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +27,7 @@ pub enum RecordError {
     OffsetDelta { index: u32, found: i32 },
 }
 
-fn field<'a>(buf: &'a [u8], at: &mut usize, len: i64) -> Result<Option<&'a [u8]>, &'static str> {
+fn field<'a>(buf: &'a [u8], at: &mut usize, len: i32) -> Result<Option<&'a [u8]>, &'static str> {
     if len < 0 {
         return Ok(None);
     }
@@ -53,7 +54,7 @@ pub fn parse_record(body: &[u8]) -> Result<RecordView<'_>, &'static str> {
 #[inline(always)]
 fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
     let varint = |at: &mut usize| get_varint(body, at).ok();
-    let take = |at: &mut usize, len: i64| -> Option<Option<&[u8]>> {
+    let take = |at: &mut usize, len: i32| -> Option<Option<&[u8]>> {
         if len < 0 {
             return Some(None);
         }
@@ -67,8 +68,8 @@ fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
     if body.is_empty() {
         return None;
     }
-    let timestamp_delta = varint(&mut at)?;
-    let offset_delta = i32::try_from(varint(&mut at)?).ok()?;
+    let timestamp_delta = get_varlong(body, &mut at).ok()?;
+    let offset_delta = varint(&mut at)?;
     let key_len = varint(&mut at)?;
     let key = take(&mut at, key_len)?;
     let value_len = varint(&mut at)?;
@@ -104,8 +105,8 @@ fn why_malformed(body: &[u8]) -> &'static str {
         if body.is_empty() {
             return Err("empty record");
         }
+        get_varlong(body, &mut at).map_err(|_| "malformed timestamp delta")?;
         varint(&mut at)?;
-        i32::try_from(varint(&mut at)?).map_err(|_| "offset delta out of range")?;
         let key_len = varint(&mut at)?;
         field(body, &mut at, key_len)?;
         let value_len = varint(&mut at)?;
@@ -170,6 +171,7 @@ pub fn for_each_record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::test_util::padded_record;
     use crate::record::varint::put_varint;
 
     fn record(key: Option<&[u8]>, value: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
@@ -234,5 +236,28 @@ mod tests {
         ));
         assert!(for_each_record(&[0xff; 12], 1, |_| {}).is_err());
         assert!(for_each_record(&bytes[..bytes.len() - 3], 1, |_| {}).is_err());
+    }
+
+    #[test]
+    fn int32_fields_take_at_most_five_varint_bytes() {
+        let record = padded_record([10, 5, 5, 5, 5, 5, 5, 5]);
+        let mut seen = Vec::new();
+        for_each_record(&record, 1, |r| seen.push(r)).expect("5-byte varints, a 10-byte varlong");
+        assert_eq!(seen[0].timestamp_delta, 5);
+        assert_eq!(seen[0].value, Some(&b"v"[..]));
+        // Every field but the timestamp delta is an int32, which Java's readVarint refuses to
+        // read past 5 bytes.
+        for field in 1..8 {
+            let mut widths = [1; 8];
+            widths[field] = 6;
+            let e = for_each_record(&padded_record(widths), 1, |_| {}).expect_err("6 bytes");
+            assert!(
+                matches!(e, RecordError::Malformed { index: 0, .. }),
+                "field {field}: {e}"
+            );
+        }
+        let mut widths = [1; 8];
+        widths[0] = 11;
+        assert!(for_each_record(&padded_record(widths), 1, |_| {}).is_err());
     }
 }

@@ -16,8 +16,6 @@
 //! batch cannot make the broker allocate or work without bound. Pure CPU work, on the shard that
 //! read the request.
 
-use std::io::{BufRead, BufReader, Read};
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
@@ -28,8 +26,7 @@ use super::batch::{
 };
 use super::builder::recompress;
 use super::codec::{compression_of, inflate, inflate_all};
-use super::varint::{read_varint, ReadVarintError};
-use super::walk::{next_record, parse_record, RecordError, RecordView};
+use super::walk::{try_for_each_record, try_for_each_record_read, RecordError, RecordView};
 
 /// What the topic and the request ask of a produced batch.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +79,13 @@ pub enum InvalidBatch {
         timestamp: i64,
         max_ms: i64,
     },
+}
+
+/// The only reading that can fail under validation is decompressing the records.
+impl From<std::io::Error> for InvalidBatch {
+    fn from(error: std::io::Error) -> Self {
+        InvalidBatch::Inflate(error.to_string())
+    }
 }
 
 impl InvalidBatch {
@@ -157,7 +161,7 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         return Err(InvalidBatch::ZstdBeforeV7(rules.produce_version));
     }
     let check_timestamps = !rules.log_append_time && rules.timestamp_difference_max_ms < i64::MAX;
-    let mut check = |index: u32, record: &RecordView<'_>| -> Result<(), InvalidBatch> {
+    let mut check = |index: u32, record: RecordView<'_>| -> Result<(), InvalidBatch> {
         if record.offset_delta as i64 != index as i64 {
             return Err(RecordError::OffsetDelta {
                 index,
@@ -183,20 +187,18 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
     let limit = inflate_limit(batch.bytes.len());
     let batch = match rules.store_as.filter(|&c| c != compression) {
         None if compression == Compression::None => {
-            walk_slice(records_section, header.records_count, &mut check)?;
+            try_for_each_record(records_section, header.records_count, &mut check)?;
             batch
         }
         None => {
-            let reader = inflate(compression, records_section, limit)
-                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
-            walk_stream(reader, header.records_count, &mut check)?;
+            let reader = inflate(compression, records_section, limit)?;
+            try_for_each_record_read(reader, header.records_count, &mut check)?;
             batch
         }
         // The topic stores another codec: the records are needed whole, to compress again.
         Some(store_as) => {
-            let records = inflate_all(compression, records_section, limit)
-                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
-            walk_slice(&records, header.records_count, &mut check)?;
+            let records = inflate_all(compression, records_section, limit)?;
+            try_for_each_record(&records, header.records_count, &mut check)?;
             recompress(&header, &records, store_as)
                 .map_err(|e| InvalidBatch::Inflate(format!("{e:#}")))?
         }
@@ -211,83 +213,6 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         batch: with_log_append_time(&batch, rules.now_ms),
         log_append_time_ms: rules.now_ms,
     })
-}
-
-/// Walks an uncompressed records section in place.
-fn walk_slice(
-    records: &[u8],
-    count: i32,
-    check: &mut impl FnMut(u32, &RecordView<'_>) -> Result<(), InvalidBatch>,
-) -> Result<(), InvalidBatch> {
-    let mut at = 0usize;
-    let mut index = 0u32;
-    while at < records.len() {
-        if index as i64 >= count as i64 {
-            return Err(too_many(count));
-        }
-        let malformed = |reason| RecordError::Malformed { index, reason };
-        let body = next_record(records, &mut at).map_err(malformed)?;
-        check(index, &parse_record(body).map_err(malformed)?)?;
-        index += 1;
-    }
-    finish_count(count, index)
-}
-
-/// Walks a decompressing reader record by record: each record's body is read into one reused
-/// buffer, so memory stays at the largest record whatever the batch inflates to.
-fn walk_stream(
-    reader: Box<dyn Read + '_>,
-    count: i32,
-    check: &mut impl FnMut(u32, &RecordView<'_>) -> Result<(), InvalidBatch>,
-) -> Result<(), InvalidBatch> {
-    let mut reader = BufReader::with_capacity(64 << 10, reader);
-    let inflate_error = |e: std::io::Error| InvalidBatch::Inflate(e.to_string());
-    let mut body = Vec::new();
-    let mut index = 0u32;
-    loop {
-        if reader.fill_buf().map_err(inflate_error)?.is_empty() {
-            break;
-        }
-        if index as i64 >= count as i64 {
-            return Err(too_many(count));
-        }
-        let malformed = |reason| RecordError::Malformed { index, reason };
-        let length = read_varint(&mut reader).map_err(|e| match e {
-            ReadVarintError::Io(e) => inflate_error(e),
-            ReadVarintError::Malformed(_) => malformed("malformed record length").into(),
-        })?;
-        if length < 0 {
-            return Err(malformed("negative record length").into());
-        }
-        body.clear();
-        // The inflate limit bounds how much `take` can deliver, so this allocation is bounded too.
-        let read = (&mut reader)
-            .take(length as u64)
-            .read_to_end(&mut body)
-            .map_err(inflate_error)?;
-        if read as u64 != length as u64 {
-            return Err(malformed("record cut short").into());
-        }
-        check(index, &parse_record(&body).map_err(malformed)?)?;
-        index += 1;
-    }
-    finish_count(count, index)
-}
-
-/// More records than declared: how many more is not worth reading on to count.
-fn too_many(declared: i32) -> InvalidBatch {
-    RecordError::CountMismatch {
-        declared,
-        found: declared.max(0) as u32 + 1,
-    }
-    .into()
-}
-
-fn finish_count(declared: i32, found: u32) -> Result<(), InvalidBatch> {
-    if found as i64 != declared as i64 {
-        return Err(RecordError::CountMismatch { declared, found }.into());
-    }
-    Ok(())
 }
 
 /// The batch with LogAppendTime set: the timestamp-type bit, `maxTimestamp` = `now_ms` and the
@@ -390,32 +315,32 @@ mod tests {
 
     #[test]
     fn a_declared_count_the_records_do_not_match_is_refused() {
-        let bytes = build(Compression::None, 3, 5);
-        for declared in [2i32, 4] {
-            let lying = tampered(&bytes, |b| {
-                b[23..27].copy_from_slice(&(declared - 1).to_be_bytes());
-                b[57..61].copy_from_slice(&declared.to_be_bytes());
-            });
-            let e = error(&lying, &rules());
-            assert!(
-                matches!(e, InvalidBatch::Records(RecordError::CountMismatch { .. })),
-                "{declared}: {e}"
-            );
-            assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+        // 3 records, declared as 2 and as 4, uncompressed and compressed (walked as a stream).
+        for compression in [Compression::None, Compression::Zstd] {
+            let bytes = build(compression, 3, 5);
+            for (declared, expected) in [
+                (2i32, RecordError::MoreThanDeclared { declared: 2 }),
+                (
+                    4,
+                    RecordError::FewerThanDeclared {
+                        declared: 4,
+                        found: 3,
+                    },
+                ),
+            ] {
+                let lying = tampered(&bytes, |b| {
+                    b[23..27].copy_from_slice(&(declared - 1).to_be_bytes());
+                    b[57..61].copy_from_slice(&declared.to_be_bytes());
+                });
+                let e = error(&lying, &rules());
+                assert_eq!(
+                    e,
+                    InvalidBatch::Records(expected),
+                    "{compression:?}, {declared} declared"
+                );
+                assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+            }
         }
-        // The same lie inside a compressed batch.
-        let zstd = build(Compression::Zstd, 3, 5);
-        let lying = tampered(&zstd, |b| {
-            b[23..27].copy_from_slice(&9i32.to_be_bytes());
-            b[57..61].copy_from_slice(&10i32.to_be_bytes());
-        });
-        assert!(matches!(
-            error(&lying, &rules()),
-            InvalidBatch::Records(RecordError::CountMismatch {
-                declared: 10,
-                found: 3
-            })
-        ));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! `LogValidator` (and `ProduceRequest.validateRecords`, `UnifiedLog.analyzeAndValidateRecords`)
 //! do for a client's v2 batches:
 //!
-//! - exactly one batch per partition, whole, magic 2, CRC-32C intact, base offset 0, at most
-//!   `max.message.bytes`;
+//! - exactly one batch per partition, whole, magic 2, base offset 0, at most
+//!   `max.message.bytes`, CRC-32C intact (in that order, as Kafka checks them);
 //! - `recordsCount` = `lastOffsetDelta` + 1 >= 1, and the records really there are that many,
 //!   each well formed with offset deltas 0, 1, 2, ...;
 //! - no control batches from clients, no transactional batches (skein has no transactions), a
@@ -21,8 +21,8 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::batch::{
-    split_batches, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES,
-    CRC_START, NO_TIMESTAMP,
+    frames, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES, CRC_START,
+    NO_TIMESTAMP,
 };
 use super::builder::recompress;
 use super::codec::{compression_of, inflate, inflate_all};
@@ -125,21 +125,37 @@ pub struct Validated {
 
 /// Validates one partition's `records` from a Produce request.
 pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, InvalidBatch> {
-    let mut batches = split_batches(records)?;
-    if batches.len() != 1 {
-        return Err(InvalidBatch::MoreThanOneBatch(batches.len()));
+    // Kafka's order: the request's framing and its one batch (`ProduceRequest.validateRecords`),
+    // then base offset, size and CRC (`UnifiedLog.analyzeAndValidateRecords`), then the rest
+    // (`LogValidator`). So a second batch is INVALID_RECORD even when its CRC is broken too, and
+    // neither an oversized batch nor a broken client's gets a pass over every byte for its CRC.
+    let mut frames = frames(records);
+    let frame = frames.next().unwrap_or(Err(BatchError::Empty))?;
+    let mut batch_count = 1;
+    for other in frames {
+        other?;
+        batch_count += 1;
     }
-    let batch = batches.pop().expect("one batch");
-    let header = batch.header;
-    if batch.bytes.len() as i64 > rules.max_batch_bytes {
-        return Err(InvalidBatch::TooLarge {
-            bytes: batch.bytes.len(),
-            max: rules.max_batch_bytes,
-        });
+    if batch_count != 1 {
+        return Err(InvalidBatch::MoreThanOneBatch(batch_count));
     }
+    let header = frame.header;
     if header.base_offset != 0 {
         return Err(InvalidBatch::BaseOffset(header.base_offset));
     }
+    let batch_bytes = header.total_bytes();
+    if batch_bytes as i64 > rules.max_batch_bytes {
+        return Err(InvalidBatch::TooLarge {
+            bytes: batch_bytes,
+            max: rules.max_batch_bytes,
+        });
+    }
+    frame.check_crc(records)?;
+    frame.check_record_count()?;
+    let batch = Batch {
+        header,
+        bytes: records.slice(frame.range()),
+    };
     if header.is_control() {
         return Err(InvalidBatch::Control);
     }
@@ -236,7 +252,7 @@ fn with_log_append_time(batch: &Batch, now_ms: i64) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::batch::BatchHeader;
+    use crate::record::batch::{split_batches, BatchHeader};
     use crate::record::builder::{BatchBuilder, ProducerIds};
     use crate::record::codec::ATTR_COMPRESSION_MASK;
     use crate::record::test_util::padded_record;
@@ -310,6 +326,59 @@ mod tests {
         assert_eq!(
             error(&two, &rules()).error_code(),
             ResponseError::InvalidRecord
+        );
+    }
+
+    #[test]
+    fn the_framing_and_the_one_batch_rule_come_before_the_crc() {
+        let one = build(Compression::None, 2, 5);
+        let mut broken = one.to_vec();
+        *broken.last_mut().unwrap() ^= 1;
+        // A broken CRC in either batch of two: still "more than one batch", not retriable.
+        for two in [[&one[..], &broken].concat(), [&broken, &one[..]].concat()] {
+            let e = error(&Bytes::from(two), &rules());
+            assert_eq!(e, InvalidBatch::MoreThanOneBatch(2));
+            assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+        }
+        let three = Bytes::from([&one[..], &one, &broken].concat());
+        assert_eq!(error(&three, &rules()), InvalidBatch::MoreThanOneBatch(3));
+        // A second batch whose framing is broken: that is the answer, whatever else is wrong.
+        let cut = Bytes::from([&broken[..], &one[..one.len() - 1]].concat());
+        assert!(matches!(
+            error(&cut, &rules()),
+            InvalidBatch::Framing(BatchError::Truncated { position, .. }) if position == one.len()
+        ));
+    }
+
+    #[test]
+    fn base_offset_and_size_come_before_the_crc() {
+        let big = build(Compression::None, 3, 500);
+        let mut broken = big.to_vec();
+        *broken.last_mut().unwrap() ^= 1;
+        let broken = Bytes::from(broken);
+        assert!(matches!(
+            error(&broken, &rules()),
+            InvalidBatch::Framing(BatchError::CrcMismatch { .. })
+        ));
+        let small = Rules {
+            max_batch_bytes: 1000,
+            ..rules()
+        };
+        let e = error(&broken, &small);
+        assert_eq!(
+            e,
+            InvalidBatch::TooLarge {
+                bytes: big.len(),
+                max: 1000
+            }
+        );
+        assert_eq!(e.error_code(), ResponseError::MessageTooLarge);
+        // baseOffset lies outside the CRC: only the tampered record byte breaks it.
+        let mut offset = broken.to_vec();
+        offset[0..8].copy_from_slice(&7i64.to_be_bytes());
+        assert_eq!(
+            error(&Bytes::from(offset), &small),
+            InvalidBatch::BaseOffset(7)
         );
     }
 

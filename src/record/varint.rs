@@ -36,13 +36,17 @@ fn unzigzag(raw: u64) -> i64 {
     ((raw >> 1) as i64) ^ -((raw & 1) as i64)
 }
 
-/// An int32 from a varint's raw value, which must fit 32 bits. Java's `readVarint` would drop
-/// what a 5th byte holds above bit 32; refusing it instead means skein never stores a value
-/// that Java reads differently.
 #[inline(always)]
-fn unzigzag_int32(raw: u64) -> Result<i32, BadVarint> {
-    let raw = u32::try_from(raw).map_err(|_| BadVarint)?;
-    Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
+fn unzigzag_int32(raw: u32) -> i32 {
+    ((raw >> 1) as i32) ^ -((raw & 1) as i32)
+}
+
+/// The raw value of a varint that is to hold an int32, which must fit 32 bits. Java's
+/// `readVarint` would drop what a 5th byte holds past bit 32; refusing it instead means skein
+/// never stores a value that Java reads differently.
+#[inline(always)]
+fn int32_raw(raw: u64) -> Result<u32, BadVarint> {
+    u32::try_from(raw).map_err(|_| BadVarint)
 }
 
 /// Bytes the varint (or varlong) of `value` takes.
@@ -82,47 +86,90 @@ fn decode<E: From<BadVarint>>(
     Err(BadVarint.into())
 }
 
-/// Reads a varint's raw value from `buf` at `*at`, advancing `*at` past it.
+/// The varints of up to three bytes that record fields nearly always are (lengths below 1 MiB,
+/// deltas), decoded inline: [`decode`]'s first three rounds unrolled, for the raw value and
+/// where it ends. `None` leaves the rest, longer or cut short, to [`get_long`].
 #[inline(always)]
-fn get_raw(buf: &[u8], at: &mut usize, max_bytes: usize) -> Result<u64, BadVarint> {
-    // Record fields are mostly one or two varint bytes (deltas, lengths below 8 KiB): decode
-    // those without a loop, the rest in one.
-    let i = *at;
-    let &b0 = buf.get(i).ok_or(BadVarint)?;
+fn get_short(buf: &[u8], at: usize) -> Option<(u32, usize)> {
+    let &b0 = buf.get(at)?;
     if b0 < 0x80 {
-        *at = i + 1;
-        return Ok(u64::from(b0));
+        return Some((u32::from(b0), at + 1));
     }
-    let &b1 = buf.get(i + 1).ok_or(BadVarint)?;
+    let &b1 = buf.get(at + 1)?;
+    let low = u32::from(b0 & 0x7f);
     if b1 < 0x80 {
-        *at = i + 2;
-        return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+        return Some((low | u32::from(b1) << 7, at + 2));
     }
-    get_raw_long(buf, at, max_bytes)
+    let &b2 = buf.get(at + 2)?;
+    if b2 < 0x80 {
+        return Some((
+            low | u32::from(b1 & 0x7f) << 7 | u32::from(b2) << 14,
+            at + 3,
+        ));
+    }
+    None
 }
 
+/// Any varint of at most `max_bytes` at `at` in `buf`: the raw value and where it ends. Positions
+/// go in and out by value, so a caller's position can stay in a register.
 #[inline(never)]
-fn get_raw_long(buf: &[u8], at: &mut usize, max_bytes: usize) -> Result<u64, BadVarint> {
-    let mut i = *at;
+fn get_long(buf: &[u8], at: usize, max_bytes: usize) -> Result<(u64, usize), BadVarint> {
+    let mut end = at;
     let raw = decode(max_bytes, || {
-        let &byte = buf.get(i).ok_or(BadVarint)?;
-        i += 1;
+        let &byte = buf.get(end).ok_or(BadVarint)?;
+        end += 1;
         Ok(byte)
     })?;
-    *at = i;
-    Ok(raw)
+    Ok((raw, end))
+}
+
+/// Reads the raw value of a varint (an int32) from `buf` at `*at`, advancing `*at` past it.
+#[inline(always)]
+fn get_int32_raw(buf: &[u8], at: &mut usize) -> Result<u32, BadVarint> {
+    match get_short(buf, *at) {
+        Some((raw, end)) => {
+            *at = end;
+            Ok(raw)
+        }
+        None => {
+            let (raw, end) = get_long(buf, *at, VARINT_MAX_BYTES)?;
+            *at = end;
+            int32_raw(raw)
+        }
+    }
 }
 
 /// Reads a varint (an int32) from `buf` at `*at`, advancing `*at` past it.
 #[inline(always)]
 pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<i32, BadVarint> {
-    unzigzag_int32(get_raw(buf, at, VARINT_MAX_BYTES)?)
+    Ok(unzigzag_int32(get_int32_raw(buf, at)?))
+}
+
+/// Reads a varint (an int32) that holds a length or a count from `buf` at `*at`, advancing
+/// `*at` past it: `None` if it is negative, as Kafka writes -1 for a null key or value. Cheaper
+/// than [`get_varint`] and a sign test, on the hot path of every record: the zigzag's low bit is
+/// the sign.
+#[inline(always)]
+pub fn get_varint_len(buf: &[u8], at: &mut usize) -> Result<Option<usize>, BadVarint> {
+    let raw = get_int32_raw(buf, at)?;
+    Ok((raw & 1 == 0).then_some((raw >> 1) as usize))
 }
 
 /// Reads a varlong (an int64) from `buf` at `*at`, advancing `*at` past it.
 #[inline(always)]
 pub fn get_varlong(buf: &[u8], at: &mut usize) -> Result<i64, BadVarint> {
-    Ok(unzigzag(get_raw(buf, at, VARLONG_MAX_BYTES)?))
+    let raw = match get_short(buf, *at) {
+        Some((raw, end)) => {
+            *at = end;
+            u64::from(raw)
+        }
+        None => {
+            let (raw, end) = get_long(buf, *at, VARLONG_MAX_BYTES)?;
+            *at = end;
+            raw
+        }
+    };
+    Ok(unzigzag(raw))
 }
 
 /// Reads a varint (an int32) from a stream, by the same rule as [`get_varint`].
@@ -133,7 +180,7 @@ pub fn read_varint(reader: &mut impl BufRead) -> Result<i32, ReadVarintError> {
         reader.consume(1);
         Ok(byte)
     })?;
-    Ok(unzigzag_int32(raw)?)
+    Ok(unzigzag_int32(int32_raw(raw)?))
 }
 
 #[cfg(test)]
@@ -163,13 +210,47 @@ mod tests {
             assert_eq!(get_varlong(&b, &mut at), Ok(v));
             assert_eq!(at, b.len());
         }
-        for v in [0i32, 1, -1, 8191, -8192, 1 << 20, i32::MAX, i32::MIN] {
+        // Every length the unrolled reader decodes and the first the loop does, both signs.
+        let edges = [
+            0i32,
+            63,
+            64,
+            8191,
+            8192,
+            (1 << 20) - 1,
+            1 << 20,
+            1 << 27,
+            i32::MAX,
+        ];
+        for v in edges.into_iter().flat_map(|v| [v, -v - 1]) {
             let b = varint(i64::from(v));
             let mut at = 0;
             assert_eq!(get_varint(&b, &mut at), Ok(v), "value {v}");
             assert_eq!(at, b.len());
             assert_eq!(read(&b), Ok(v), "value {v}");
+            assert_eq!(get_varlong(&b, &mut 0), Ok(i64::from(v)), "value {v}");
         }
+    }
+
+    #[test]
+    fn a_negative_length_is_none() {
+        for (v, len) in [
+            (0i64, Some(0)),
+            (1, Some(1)),
+            (8191, Some(8191)),
+            (-1, None),
+            (-7, None),
+        ] {
+            let b = varint(v);
+            let mut at = 0;
+            assert_eq!(get_varint_len(&b, &mut at), Ok(len), "value {v}");
+            assert_eq!(at, b.len());
+        }
+        let max = varint(i64::from(i32::MAX));
+        assert_eq!(get_varint_len(&max, &mut 0), Ok(Some(i32::MAX as usize)));
+        let min = varint(i64::from(i32::MIN));
+        assert_eq!(get_varint_len(&min, &mut 0), Ok(None));
+        assert_eq!(get_varint_len(&[0x80; 6], &mut 0), Err(BadVarint));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use super::varint::{get_varint, get_varlong, read_varint, ReadVarintError};
+use super::varint::{get_varint, get_varint_len, get_varlong, read_varint, ReadVarintError};
 
 /// One record, borrowed from the batch's (decompressed) records section.
 #[derive(Debug, Clone, Copy)]
@@ -36,17 +36,16 @@ pub enum RecordError {
     OffsetDelta { index: u32, found: i32 },
 }
 
-fn field<'a>(buf: &'a [u8], at: &mut usize, len: i32) -> Result<Option<&'a [u8]>, &'static str> {
-    if len < 0 {
-        return Ok(None);
-    }
-    let end = at
-        .checked_add(len as usize)
-        .filter(|&e| e <= buf.len())
-        .ok_or("a field runs past the end of its record")?;
-    let slice = &buf[*at..end];
-    *at = end;
-    Ok(Some(slice))
+/// The field of `len` bytes at `*at` in `buf`, `None` for a null one, advancing `*at` past it.
+#[inline(always)]
+fn take<'a>(buf: &'a [u8], at: &mut usize, len: Option<usize>) -> Option<Option<&'a [u8]>> {
+    let Some(len) = len else {
+        return Some(None);
+    };
+    // No overflow: `*at` is within `buf` (at most isize::MAX) and `len` below 2^31.
+    let field = buf.get(*at..*at + len)?;
+    *at += len;
+    Some(Some(field))
 }
 
 /// Parses one record's body (what follows its length varint).
@@ -63,15 +62,7 @@ pub fn parse_record(body: &[u8]) -> Result<RecordView<'_>, &'static str> {
 #[inline(always)]
 fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
     let varint = |at: &mut usize| get_varint(body, at).ok();
-    let take = |at: &mut usize, len: i32| -> Option<Option<&[u8]>> {
-        if len < 0 {
-            return Some(None);
-        }
-        let end = at.checked_add(len as usize).filter(|&e| e <= body.len())?;
-        let slice = &body[*at..end];
-        *at = end;
-        Some(Some(slice))
-    };
+    let len = |at: &mut usize| get_varint_len(body, at).ok();
     // Attributes (byte 0) are unused in v2; any value is kept as sent.
     let mut at = 1;
     if body.is_empty() {
@@ -79,22 +70,18 @@ fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
     }
     let timestamp_delta = get_varlong(body, &mut at).ok()?;
     let offset_delta = varint(&mut at)?;
-    let key_len = varint(&mut at)?;
-    let key = take(&mut at, key_len)?;
-    let value_len = varint(&mut at)?;
-    let value = take(&mut at, value_len)?;
-    let header_count = varint(&mut at)?;
-    if header_count < 0 || header_count as usize > body.len() {
-        return None;
-    }
+    let key_len = len(&mut at)?;
+    let key = take(body, &mut at, key_len)?;
+    let value_len = len(&mut at)?;
+    let value = take(body, &mut at, value_len)?;
+    // A negative count is as malformed as one the record has no room for.
+    let header_count = len(&mut at)?.filter(|&count| count <= body.len())?;
     for _ in 0..header_count {
-        let key_len = varint(&mut at)?;
-        if key_len < 0 {
-            return None;
-        }
-        take(&mut at, key_len)?;
-        let value_len = varint(&mut at)?;
-        take(&mut at, value_len)?;
+        // A header's key may not be null.
+        let key_len = len(&mut at)?;
+        take(body, &mut at, Some(key_len?))?;
+        let value_len = len(&mut at)?;
+        take(body, &mut at, value_len)?;
     }
     (at == body.len()).then_some(RecordView {
         timestamp_delta,
@@ -108,30 +95,29 @@ fn parse_fast(body: &[u8]) -> Option<RecordView<'_>> {
 /// Why [`parse_fast`] refused `body`.
 #[cold]
 fn why_malformed(body: &[u8]) -> &'static str {
-    let varint = |at: &mut usize| get_varint(body, at).map_err(|_| "malformed varint");
+    let len = |at: &mut usize| get_varint_len(body, at).map_err(|_| "malformed varint");
+    let field = |at: &mut usize, len: Option<usize>| {
+        take(body, at, len).ok_or("a field runs past the end of its record")
+    };
     let check = || -> Result<&'static str, &'static str> {
         let mut at = 1;
         if body.is_empty() {
             return Err("empty record");
         }
         get_varlong(body, &mut at).map_err(|_| "malformed timestamp delta")?;
-        varint(&mut at)?;
-        let key_len = varint(&mut at)?;
-        field(body, &mut at, key_len)?;
-        let value_len = varint(&mut at)?;
-        field(body, &mut at, value_len)?;
-        let header_count = varint(&mut at)?;
-        if header_count < 0 || header_count as usize > body.len() {
-            return Err("impossible header count");
-        }
+        get_varint(body, &mut at).map_err(|_| "malformed offset delta")?;
+        let key_len = len(&mut at)?;
+        field(&mut at, key_len)?;
+        let value_len = len(&mut at)?;
+        field(&mut at, value_len)?;
+        let header_count = len(&mut at)?
+            .filter(|&count| count <= body.len())
+            .ok_or("impossible header count")?;
         for _ in 0..header_count {
-            let key_len = varint(&mut at)?;
-            if key_len < 0 {
-                return Err("header with a null key");
-            }
-            field(body, &mut at, key_len)?;
-            let value_len = varint(&mut at)?;
-            field(body, &mut at, value_len)?;
+            let key_len = len(&mut at)?.ok_or("header with a null key")?;
+            field(&mut at, Some(key_len))?;
+            let value_len = len(&mut at)?;
+            field(&mut at, value_len)?;
         }
         Ok("record length does not match its fields")
     };
@@ -140,11 +126,12 @@ fn why_malformed(body: &[u8]) -> &'static str {
 
 /// Splits the next record off `records` at `*at`: its body, advancing `*at` past it.
 pub fn next_record<'a>(records: &'a [u8], at: &mut usize) -> Result<&'a [u8], &'static str> {
-    let length = get_varint(records, at).map_err(|_| "malformed record length")?;
-    if length < 0 {
-        return Err("negative record length");
-    }
-    Ok(field(records, at, length)?.unwrap_or_default())
+    let length = get_varint_len(records, at)
+        .map_err(|_| "malformed record length")?
+        .ok_or("negative record length")?;
+    take(records, at, Some(length))
+        .flatten()
+        .ok_or("record runs past the end of the batch")
 }
 
 /// Walks the `count` records of an uncompressed records section, calling `f` on each with its

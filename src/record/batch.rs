@@ -1,6 +1,9 @@
-//! The v2 RecordBatch header: parse its 61 bytes and split a Produce request's `records` into
-//! whole batches whose framing, magic, record count and CRC-32C are checked. The records inside
-//! are [`super::walk`]'s business.
+//! The v2 RecordBatch header: parse its 61 bytes, find the batches of a Produce request's
+//! `records` by their framing ([`frames`]: header, magic, length), and split them into whole
+//! batches whose record count and CRC-32C are checked too ([`split_batches`]). The records
+//! inside are [`super::walk`]'s business.
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -19,6 +22,9 @@ pub const CRC_START: usize = 21;
 /// Offsets of header fields the broker rewrites (both lie before [`CRC_START`]).
 pub const BASE_OFFSET_AT: usize = 0;
 pub const PARTITION_LEADER_EPOCH_AT: usize = 12;
+
+/// Kafka's `RecordBatch.NO_TIMESTAMP`: the timestamp of a record that has none.
+pub const NO_TIMESTAMP: i64 = -1;
 
 pub(crate) const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 1 << 3;
 pub(crate) const ATTR_TRANSACTIONAL: i16 = 1 << 4;
@@ -90,7 +96,8 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 
 impl BatchHeader {
     /// Decodes the header from the first 61 bytes of `buf`. Checks only that enough bytes are
-    /// there and that `batchLength` is plausible; magic and CRC are [`split_batches`]' job.
+    /// there and that `batchLength` is plausible; magic is [`frames`]' job, the CRC
+    /// [`Frame::check_crc`]'s.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < BATCH_HEADER_BYTES {
             return Err(BatchError::ShortHeader {
@@ -185,58 +192,127 @@ pub(crate) fn crc_matches(header: &BatchHeader, buf: &[u8]) -> Result<(), u32> {
     }
 }
 
-/// Splits a Produce request's `records` into batches and validates each: magic 2, consistent
-/// sizes (no short or truncated batch), CRC-32C, and `recordsCount == lastOffsetDelta + 1 >= 1`
-/// (producer input is never compacted, so a gap means a broken client). Zero copy: every
-/// `Batch.bytes` is a slice of `records`.
-pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
-    let mut batches = Vec::new();
-    let mut position = 0usize;
-    while position < records.len() {
-        let rest = &records[position..];
-        if rest.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::ShortHeader {
-                position,
-                available: rest.len(),
-            });
-        }
-        let header = BatchHeader::parse(rest).map_err(|e| with_position(e, position))?;
-        // Magic first: a v0/v1 message set has a different layout, so its "length" is meaningless.
-        if header.magic != 2 {
-            return Err(BatchError::UnsupportedMagic {
-                position,
-                magic: header.magic,
-            });
-        }
-        let total = header.total_bytes();
-        if total > rest.len() {
-            return Err(BatchError::Truncated {
-                position,
-                batch_length: header.batch_length,
-                available: rest.len(),
-            });
-        }
-        if let Err(actual) = crc_matches(&header, &rest[..total]) {
-            return Err(BatchError::CrcMismatch {
-                position,
-                expected: header.crc,
+/// One batch as the framing of a request's `records` places it: a whole header, magic 2, and a
+/// `batchLength` that stays within the input. What framing does not cover, the CRC-32C and the
+/// record count, [`Frame::check_crc`] and [`Frame::check_record_count`] check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Where the batch starts in the input.
+    pub position: usize,
+    pub header: BatchHeader,
+}
+
+impl Frame {
+    /// The batch's bytes in the input.
+    pub fn range(&self) -> Range<usize> {
+        self.position..self.position + self.header.total_bytes()
+    }
+
+    /// Checks the batch's CRC-32C; `records` is the input the frame was found in.
+    pub fn check_crc(&self, records: &[u8]) -> Result<(), BatchError> {
+        crc_matches(&self.header, &records[self.range()]).map_err(|actual| {
+            BatchError::CrcMismatch {
+                position: self.position,
+                expected: self.header.crc,
                 actual,
-            });
-        }
+            }
+        })
+    }
+
+    /// Checks `recordsCount == lastOffsetDelta + 1 >= 1` (producer input is never compacted, so
+    /// a gap means a broken client).
+    pub fn check_record_count(&self) -> Result<(), BatchError> {
+        let header = &self.header;
         if header.records_count < 1
             || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
         {
             return Err(BatchError::InvalidRecordCount {
-                position,
+                position: self.position,
                 records_count: header.records_count,
                 last_offset_delta: header.last_offset_delta,
             });
         }
-        batches.push(Batch {
-            header,
-            bytes: records.slice(position..position + total),
+        Ok(())
+    }
+}
+
+/// The batches of `records`, in order, with only their framing checked: cheap (61 bytes read
+/// per batch), so a caller can count the batches and look at their headers before it spends a
+/// pass over every byte on the CRC. Ends after the first error.
+pub fn frames(records: &[u8]) -> Frames<'_> {
+    Frames {
+        records,
+        position: 0,
+    }
+}
+
+/// See [`frames`].
+pub struct Frames<'a> {
+    records: &'a [u8],
+    position: usize,
+}
+
+impl Iterator for Frames<'_> {
+    type Item = Result<Frame, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.position >= self.records.len() {
+            return None;
+        }
+        let position = self.position;
+        match frame_at(self.records, position) {
+            Ok(header) => {
+                self.position += header.total_bytes();
+                Some(Ok(Frame { position, header }))
+            }
+            Err(e) => {
+                self.position = self.records.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The header of the batch at `position` in `records`, its framing checked.
+fn frame_at(records: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    let rest = &records[position..];
+    if rest.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::ShortHeader {
+            position,
+            available: rest.len(),
         });
-        position += total;
+    }
+    let header = BatchHeader::parse(rest).map_err(|e| with_position(e, position))?;
+    // Magic first: a v0/v1 message set has a different layout, so its "length" is meaningless.
+    if header.magic != 2 {
+        return Err(BatchError::UnsupportedMagic {
+            position,
+            magic: header.magic,
+        });
+    }
+    if header.total_bytes() > rest.len() {
+        return Err(BatchError::Truncated {
+            position,
+            batch_length: header.batch_length,
+            available: rest.len(),
+        });
+    }
+    Ok(header)
+}
+
+/// Splits a Produce request's `records` into batches and validates each: magic 2, consistent
+/// sizes (no short or truncated batch), CRC-32C, and `recordsCount == lastOffsetDelta + 1 >= 1`.
+/// Zero copy: every `Batch.bytes` is a slice of `records`.
+pub fn split_batches(records: &Bytes) -> Result<Vec<Batch>, BatchError> {
+    let mut batches = Vec::new();
+    for frame in frames(records) {
+        let frame = frame?;
+        frame.check_crc(records)?;
+        frame.check_record_count()?;
+        batches.push(Batch {
+            header: frame.header,
+            bytes: records.slice(frame.range()),
+        });
     }
     if batches.is_empty() {
         return Err(BatchError::Empty);
@@ -319,6 +395,39 @@ mod tests {
         let err = split_batches(&Bytes::from(corrupt)).expect_err("corrupt");
         assert!(matches!(err, BatchError::CrcMismatch { position, .. } if position == first_len));
         assert!(err.to_string().contains(&format!("byte {first_len}")));
+    }
+
+    #[test]
+    fn frames_check_the_framing_only() {
+        let records = two_batches();
+        let mut corrupt = records.to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let found: Vec<Frame> = frames(&corrupt)
+            .collect::<Result<_, _>>()
+            .expect("the framing is intact");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].position, 0);
+        assert_eq!(found[1].position, found[0].range().end);
+        assert_eq!(found[1].range().end, corrupt.len());
+        assert_eq!(found[1].header.records_count, 1);
+        assert_eq!(found[0].check_crc(&corrupt), Ok(()));
+        assert!(matches!(
+            found[1].check_crc(&corrupt),
+            Err(BatchError::CrcMismatch { position, .. }) if position == found[0].range().end
+        ));
+        // Nothing after the first error.
+        let truncated = &records[..records.len() - 5];
+        let found: Vec<_> = frames(truncated).collect();
+        assert_eq!(found.len(), 2);
+        assert!(matches!(found[1], Err(BatchError::Truncated { .. })));
+        let mut short = frames(&[0u8; 10]);
+        assert!(matches!(
+            short.next(),
+            Some(Err(BatchError::ShortHeader { available: 10, .. }))
+        ));
+        assert!(short.next().is_none());
+        assert!(frames(&[]).next().is_none());
     }
 
     #[test]

@@ -68,3 +68,39 @@ pub fn patched(bytes: &[u8], base_offset: i64, leader_epoch: i32) -> Vec<u8> {
     out[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
     out
 }
+
+/// The varint of `value` written in exactly `len` bytes, zero-padded with continuation bytes
+/// past what it needs: how a careless encoder writes a small value long.
+pub fn padded_varint(value: i64, len: usize) -> Vec<u8> {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        let more = if i + 1 < len { 0x80 } else { 0 };
+        out.push((zigzag & 0x7f) as u8 | more);
+        zigzag >>= 7;
+    }
+    assert_eq!(zigzag, 0, "{value} does not fit {len} varint bytes");
+    out
+}
+
+/// A record with key "k", value "v" and one header ("h", "x"), its varints zero-padded to
+/// `widths`: timestamp delta, offset delta, key length, value length, header count, header
+/// key length, header value length, and last the record's own length.
+pub fn padded_record(widths: [usize; 8]) -> Vec<u8> {
+    let [timestamp, offset, key, value, headers, header_key, header_value, length] = widths;
+    let mut body = vec![0u8];
+    body.extend(padded_varint(5, timestamp));
+    body.extend(padded_varint(0, offset));
+    body.extend(padded_varint(1, key));
+    body.push(b'k');
+    body.extend(padded_varint(1, value));
+    body.push(b'v');
+    body.extend(padded_varint(1, headers));
+    body.extend(padded_varint(1, header_key));
+    body.push(b'h');
+    body.extend(padded_varint(1, header_value));
+    body.push(b'x');
+    let mut out = padded_varint(body.len() as i64, length);
+    out.extend(body);
+    out
+}

@@ -2,8 +2,8 @@
 //! `LogValidator` (and `ProduceRequest.validateRecords`, `UnifiedLog.analyzeAndValidateRecords`)
 //! do for a client's v2 batches:
 //!
-//! - exactly one batch per partition, whole, magic 2, CRC-32C intact, base offset 0, at most
-//!   `max.message.bytes`;
+//! - exactly one batch per partition, whole, magic 2, base offset 0, at most
+//!   `max.message.bytes`, CRC-32C intact (in that order, as Kafka checks them);
 //! - `recordsCount` = `lastOffsetDelta` + 1 >= 1, and the records really there are that many,
 //!   each well formed with offset deltas 0, 1, 2, ...;
 //! - no control batches from clients, no transactional batches (skein has no transactions), a
@@ -16,18 +16,17 @@
 //! batch cannot make the broker allocate or work without bound. Pure CPU work, on the shard that
 //! read the request.
 
-use std::io::{BufRead, BufReader, Read};
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::batch::{
-    split_batches, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES, CRC_START,
+    frames, Batch, BatchError, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES, CRC_START,
+    NO_TIMESTAMP,
 };
 use super::builder::recompress;
 use super::codec::{compression_of, inflate, inflate_all};
-use super::walk::{next_record, parse_record, RecordError, RecordView};
+use super::walk::{try_for_each_record, try_for_each_record_read, RecordError, RecordView};
 
 /// What the topic and the request ask of a produced batch.
 #[derive(Debug, Clone, Copy)]
@@ -82,16 +81,22 @@ pub enum InvalidBatch {
     },
 }
 
+/// The only reading that can fail under validation is decompressing the records.
+impl From<std::io::Error> for InvalidBatch {
+    fn from(error: std::io::Error) -> Self {
+        InvalidBatch::Inflate(error.to_string())
+    }
+}
+
 impl InvalidBatch {
     /// Kafka's error code for it. INVALID_RECORD is not retriable, so a client does not send a
     /// broken batch again; a CRC mismatch stays CORRUPT_MESSAGE (retriable: the bytes may have
-    /// been damaged on the way) as in Kafka.
+    /// been damaged on the way) as in Kafka. A magic other than 2 is INVALID_RECORD too: Kafka's
+    /// `ProduceRequest.validateRecords` throws `InvalidRecordException` for it from Produce v3 on,
+    /// the only versions skein serves.
     pub fn error_code(&self) -> ResponseError {
         match self {
             InvalidBatch::Framing(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage,
-            InvalidBatch::Framing(BatchError::UnsupportedMagic { .. }) => {
-                ResponseError::UnsupportedForMessageFormat
-            }
             InvalidBatch::TooLarge { .. } => ResponseError::MessageTooLarge,
             InvalidBatch::Transactional => ResponseError::InvalidTxnState,
             InvalidBatch::ZstdBeforeV7(_) => ResponseError::UnsupportedCompressionType,
@@ -120,21 +125,37 @@ pub struct Validated {
 
 /// Validates one partition's `records` from a Produce request.
 pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, InvalidBatch> {
-    let mut batches = split_batches(records)?;
-    if batches.len() != 1 {
-        return Err(InvalidBatch::MoreThanOneBatch(batches.len()));
+    // Kafka's order: the request's framing and its one batch (`ProduceRequest.validateRecords`),
+    // then base offset, size and CRC (`UnifiedLog.analyzeAndValidateRecords`), then the rest
+    // (`LogValidator`). So a second batch is INVALID_RECORD even when its CRC is broken too, and
+    // neither an oversized batch nor a broken client's gets a pass over every byte for its CRC.
+    let mut frames = frames(records);
+    let frame = frames.next().unwrap_or(Err(BatchError::Empty))?;
+    let mut batch_count = 1;
+    for other in frames {
+        other?;
+        batch_count += 1;
     }
-    let batch = batches.pop().expect("one batch");
-    let header = batch.header;
-    if batch.bytes.len() as i64 > rules.max_batch_bytes {
-        return Err(InvalidBatch::TooLarge {
-            bytes: batch.bytes.len(),
-            max: rules.max_batch_bytes,
-        });
+    if batch_count != 1 {
+        return Err(InvalidBatch::MoreThanOneBatch(batch_count));
     }
+    let header = frame.header;
     if header.base_offset != 0 {
         return Err(InvalidBatch::BaseOffset(header.base_offset));
     }
+    let batch_bytes = header.total_bytes();
+    if batch_bytes as i64 > rules.max_batch_bytes {
+        return Err(InvalidBatch::TooLarge {
+            bytes: batch_bytes,
+            max: rules.max_batch_bytes,
+        });
+    }
+    frame.check_crc(records)?;
+    frame.check_record_count()?;
+    let batch = Batch {
+        header,
+        bytes: records.slice(frame.range()),
+    };
     if header.is_control() {
         return Err(InvalidBatch::Control);
     }
@@ -156,7 +177,7 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         return Err(InvalidBatch::ZstdBeforeV7(rules.produce_version));
     }
     let check_timestamps = !rules.log_append_time && rules.timestamp_difference_max_ms < i64::MAX;
-    let mut check = |index: u32, record: &RecordView<'_>| -> Result<(), InvalidBatch> {
+    let mut check = |index: u32, record: RecordView<'_>| -> Result<(), InvalidBatch> {
         if record.offset_delta as i64 != index as i64 {
             return Err(RecordError::OffsetDelta {
                 index,
@@ -167,7 +188,8 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         if check_timestamps {
             let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
             let max_ms = rules.timestamp_difference_max_ms;
-            if timestamp.abs_diff(rules.now_ms) > max_ms as u64 {
+            // A record without a timestamp has none to check, as in Kafka's `validateTimestamp`.
+            if timestamp != NO_TIMESTAMP && timestamp.abs_diff(rules.now_ms) > max_ms as u64 {
                 return Err(InvalidBatch::Timestamp {
                     index,
                     timestamp,
@@ -181,20 +203,18 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
     let limit = inflate_limit(batch.bytes.len());
     let batch = match rules.store_as.filter(|&c| c != compression) {
         None if compression == Compression::None => {
-            walk_slice(records_section, header.records_count, &mut check)?;
+            try_for_each_record(records_section, header.records_count, &mut check)?;
             batch
         }
         None => {
-            let reader = inflate(compression, records_section, limit)
-                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
-            walk_stream(reader, header.records_count, &mut check)?;
+            let reader = inflate(compression, records_section, limit)?;
+            try_for_each_record_read(reader, header.records_count, &mut check)?;
             batch
         }
         // The topic stores another codec: the records are needed whole, to compress again.
         Some(store_as) => {
-            let records = inflate_all(compression, records_section, limit)
-                .map_err(|e| InvalidBatch::Inflate(e.to_string()))?;
-            walk_slice(&records, header.records_count, &mut check)?;
+            let records = inflate_all(compression, records_section, limit)?;
+            try_for_each_record(&records, header.records_count, &mut check)?;
             recompress(&header, &records, store_as)
                 .map_err(|e| InvalidBatch::Inflate(format!("{e:#}")))?
         }
@@ -209,111 +229,6 @@ pub fn validate_produced(records: &Bytes, rules: &Rules) -> Result<Validated, In
         batch: with_log_append_time(&batch, rules.now_ms),
         log_append_time_ms: rules.now_ms,
     })
-}
-
-/// Walks an uncompressed records section in place.
-fn walk_slice(
-    records: &[u8],
-    count: i32,
-    check: &mut impl FnMut(u32, &RecordView<'_>) -> Result<(), InvalidBatch>,
-) -> Result<(), InvalidBatch> {
-    let mut at = 0usize;
-    let mut index = 0u32;
-    while at < records.len() {
-        if index as i64 >= count as i64 {
-            return Err(too_many(count));
-        }
-        let malformed = |reason| RecordError::Malformed { index, reason };
-        let body = next_record(records, &mut at).map_err(malformed)?;
-        check(index, &parse_record(body).map_err(malformed)?)?;
-        index += 1;
-    }
-    finish_count(count, index)
-}
-
-/// Walks a decompressing reader record by record: each record's body is read into one reused
-/// buffer, so memory stays at the largest record whatever the batch inflates to.
-fn walk_stream(
-    reader: Box<dyn Read + '_>,
-    count: i32,
-    check: &mut impl FnMut(u32, &RecordView<'_>) -> Result<(), InvalidBatch>,
-) -> Result<(), InvalidBatch> {
-    let mut reader = BufReader::with_capacity(64 << 10, reader);
-    let inflate_error = |e: std::io::Error| InvalidBatch::Inflate(e.to_string());
-    let mut body = Vec::new();
-    let mut index = 0u32;
-    loop {
-        if reader.fill_buf().map_err(inflate_error)?.is_empty() {
-            break;
-        }
-        if index as i64 >= count as i64 {
-            return Err(too_many(count));
-        }
-        let malformed = |reason| RecordError::Malformed { index, reason };
-        let length = read_varint(&mut reader).map_err(|e| match e {
-            StreamError::Io(e) => inflate_error(e),
-            StreamError::Varint => malformed("malformed record length").into(),
-        })?;
-        if length < 0 {
-            return Err(malformed("negative record length").into());
-        }
-        body.clear();
-        // The inflate limit bounds how much `take` can deliver, so this allocation is bounded too.
-        let read = (&mut reader)
-            .take(length as u64)
-            .read_to_end(&mut body)
-            .map_err(inflate_error)?;
-        if read as i64 != length {
-            return Err(malformed("record cut short").into());
-        }
-        check(index, &parse_record(&body).map_err(malformed)?)?;
-        index += 1;
-    }
-    finish_count(count, index)
-}
-
-/// More records than declared: how many more is not worth reading on to count.
-fn too_many(declared: i32) -> InvalidBatch {
-    RecordError::CountMismatch {
-        declared,
-        found: declared.max(0) as u32 + 1,
-    }
-    .into()
-}
-
-fn finish_count(declared: i32, found: u32) -> Result<(), InvalidBatch> {
-    if found as i64 != declared as i64 {
-        return Err(RecordError::CountMismatch { declared, found }.into());
-    }
-    Ok(())
-}
-
-enum StreamError {
-    Io(std::io::Error),
-    Varint,
-}
-
-fn read_varint(reader: &mut impl BufRead) -> Result<i64, StreamError> {
-    let mut v: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let mut byte = [0u8];
-        reader.read_exact(&mut byte).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StreamError::Varint
-            } else {
-                StreamError::Io(e)
-            }
-        })?;
-        v |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(StreamError::Varint);
-        }
-    }
 }
 
 /// The batch with LogAppendTime set: the timestamp-type bit, `maxTimestamp` = `now_ms` and the
@@ -337,9 +252,10 @@ fn with_log_append_time(batch: &Batch, now_ms: i64) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::batch::BatchHeader;
+    use crate::record::batch::{split_batches, BatchHeader};
     use crate::record::builder::{BatchBuilder, ProducerIds};
     use crate::record::codec::ATTR_COMPRESSION_MASK;
+    use crate::record::test_util::padded_record;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -370,6 +286,12 @@ mod tests {
         let crc = crc32c::crc32c(&out[CRC_START..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(out)
+    }
+
+    /// A batch of `count` records whose records section is `section` (before compression).
+    fn batch_around(section: &[u8], count: i32, compression: Compression) -> Bytes {
+        let template = BatchHeader::parse(&build(Compression::None, count, 1)).unwrap();
+        recompress(&template, section, compression).unwrap().bytes
     }
 
     fn error(records: &Bytes, rules: &Rules) -> InvalidBatch {
@@ -408,33 +330,86 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_count_the_records_do_not_match_is_refused() {
-        let bytes = build(Compression::None, 3, 5);
-        for declared in [2i32, 4] {
-            let lying = tampered(&bytes, |b| {
-                b[23..27].copy_from_slice(&(declared - 1).to_be_bytes());
-                b[57..61].copy_from_slice(&declared.to_be_bytes());
-            });
-            let e = error(&lying, &rules());
-            assert!(
-                matches!(e, InvalidBatch::Records(RecordError::CountMismatch { .. })),
-                "{declared}: {e}"
-            );
+    fn the_framing_and_the_one_batch_rule_come_before_the_crc() {
+        let one = build(Compression::None, 2, 5);
+        let mut broken = one.to_vec();
+        *broken.last_mut().unwrap() ^= 1;
+        // A broken CRC in either batch of two: still "more than one batch", not retriable.
+        for two in [[&one[..], &broken].concat(), [&broken, &one[..]].concat()] {
+            let e = error(&Bytes::from(two), &rules());
+            assert_eq!(e, InvalidBatch::MoreThanOneBatch(2));
             assert_eq!(e.error_code(), ResponseError::InvalidRecord);
         }
-        // The same lie inside a compressed batch.
-        let zstd = build(Compression::Zstd, 3, 5);
-        let lying = tampered(&zstd, |b| {
-            b[23..27].copy_from_slice(&9i32.to_be_bytes());
-            b[57..61].copy_from_slice(&10i32.to_be_bytes());
-        });
+        let three = Bytes::from([&one[..], &one, &broken].concat());
+        assert_eq!(error(&three, &rules()), InvalidBatch::MoreThanOneBatch(3));
+        // A second batch whose framing is broken: that is the answer, whatever else is wrong.
+        let cut = Bytes::from([&broken[..], &one[..one.len() - 1]].concat());
         assert!(matches!(
-            error(&lying, &rules()),
-            InvalidBatch::Records(RecordError::CountMismatch {
-                declared: 10,
-                found: 3
-            })
+            error(&cut, &rules()),
+            InvalidBatch::Framing(BatchError::Truncated { position, .. }) if position == one.len()
         ));
+    }
+
+    #[test]
+    fn base_offset_and_size_come_before_the_crc() {
+        let big = build(Compression::None, 3, 500);
+        let mut broken = big.to_vec();
+        *broken.last_mut().unwrap() ^= 1;
+        let broken = Bytes::from(broken);
+        assert!(matches!(
+            error(&broken, &rules()),
+            InvalidBatch::Framing(BatchError::CrcMismatch { .. })
+        ));
+        let small = Rules {
+            max_batch_bytes: 1000,
+            ..rules()
+        };
+        let e = error(&broken, &small);
+        assert_eq!(
+            e,
+            InvalidBatch::TooLarge {
+                bytes: big.len(),
+                max: 1000
+            }
+        );
+        assert_eq!(e.error_code(), ResponseError::MessageTooLarge);
+        // baseOffset lies outside the CRC: only the tampered record byte breaks it.
+        let mut offset = broken.to_vec();
+        offset[0..8].copy_from_slice(&7i64.to_be_bytes());
+        assert_eq!(
+            error(&Bytes::from(offset), &small),
+            InvalidBatch::BaseOffset(7)
+        );
+    }
+
+    #[test]
+    fn a_declared_count_the_records_do_not_match_is_refused() {
+        // 3 records, declared as 2 and as 4, uncompressed and compressed (walked as a stream).
+        for compression in [Compression::None, Compression::Zstd] {
+            let bytes = build(compression, 3, 5);
+            for (declared, expected) in [
+                (2i32, RecordError::MoreThanDeclared { declared: 2 }),
+                (
+                    4,
+                    RecordError::FewerThanDeclared {
+                        declared: 4,
+                        found: 3,
+                    },
+                ),
+            ] {
+                let lying = tampered(&bytes, |b| {
+                    b[23..27].copy_from_slice(&(declared - 1).to_be_bytes());
+                    b[57..61].copy_from_slice(&declared.to_be_bytes());
+                });
+                let e = error(&lying, &rules());
+                assert_eq!(
+                    e,
+                    InvalidBatch::Records(expected),
+                    "{compression:?}, {declared} declared"
+                );
+                assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+            }
+        }
     }
 
     #[test]
@@ -446,6 +421,53 @@ mod tests {
             error(&shifted, &rules()),
             InvalidBatch::Records(RecordError::OffsetDelta { index: 0, found: 1 })
         );
+    }
+
+    #[test]
+    fn a_magic_other_than_2_is_an_invalid_record() {
+        let bytes = build(Compression::None, 1, 1);
+        for magic in [0u8, 1, 3] {
+            let mut other = bytes.to_vec();
+            other[16] = magic;
+            let e = error(&Bytes::from(other), &rules());
+            assert_eq!(
+                e,
+                InvalidBatch::Framing(BatchError::UnsupportedMagic {
+                    position: 0,
+                    magic: magic as i8
+                })
+            );
+            assert_eq!(
+                e.error_code(),
+                ResponseError::InvalidRecord,
+                "magic {magic}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_field_in_a_varint_longer_than_java_reads_is_refused() {
+        for compression in [Compression::None, Compression::Gzip] {
+            let five = batch_around(&padded_record([1, 1, 1, 5, 1, 1, 1, 5]), 1, compression);
+            assert!(
+                validate_produced(&five, &rules()).is_ok(),
+                "{compression:?}"
+            );
+            // The value length, then the record length (which a compressed batch reads from
+            // the stream), in 6 bytes.
+            for widths in [[1, 1, 1, 6, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 6]] {
+                let six = batch_around(&padded_record(widths), 1, compression);
+                let e = error(&six, &rules());
+                assert!(
+                    matches!(
+                        e,
+                        InvalidBatch::Records(RecordError::Malformed { index: 0, .. })
+                    ),
+                    "{compression:?} {widths:?}: {e}"
+                );
+                assert_eq!(e.error_code(), ResponseError::InvalidRecord);
+            }
+        }
     }
 
     #[test]
@@ -616,6 +638,42 @@ mod tests {
             ..rules()
         };
         assert!(validate_produced(&bytes, &loose).is_ok());
+    }
+
+    #[test]
+    fn records_without_a_timestamp_are_not_held_to_the_difference() {
+        let strict = Rules {
+            timestamp_difference_max_ms: 1,
+            ..rules()
+        };
+        // Every record at NO_TIMESTAMP: base timestamp -1, deltas 0.
+        let mut builder = BatchBuilder::new(Compression::None, 1024);
+        for _ in 0..3 {
+            builder.append(NO_TIMESTAMP, None, &[b"v"]);
+        }
+        let untimed = builder.finish().unwrap();
+        assert!(validate_produced(&untimed, &strict).is_ok());
+        // One record without a timestamp among timed ones: only the timed ones are checked.
+        let mut builder = BatchBuilder::new(Compression::Gzip, 1024);
+        builder.append(NOW, None, &[b"v"]);
+        builder.append(NO_TIMESTAMP, None, &[b"v"]);
+        let mixed = builder.finish().unwrap();
+        let now = Rules {
+            now_ms: NOW,
+            ..strict
+        };
+        assert!(validate_produced(&mixed, &now).is_ok());
+        // A timestamp of -2 is no marker: it is checked like any other.
+        let mut builder = BatchBuilder::new(Compression::None, 1024);
+        builder.append(-2, None, &[b"v"]);
+        assert!(matches!(
+            error(&builder.finish().unwrap(), &strict),
+            InvalidBatch::Timestamp {
+                index: 0,
+                timestamp: -2,
+                ..
+            }
+        ));
     }
 }
 

@@ -114,7 +114,8 @@ pub const APIS: &[Api] = &[
                         .map(|t| 1 + t.partition_data.len())
                         .sum(),
                 )?;
-                match produce::handle(shard, request.version(), body).await {
+                let frame_bytes = request.frame_cost.get() as usize;
+                match produce::handle(shard, request.version(), body, frame_bytes).await {
                     produce::Produced::Answer(response) => {
                         request.reply(ResponseKind::Produce(response))
                     }

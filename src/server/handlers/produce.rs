@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -15,6 +16,7 @@ use super::str_bytes;
 use crate::clock::now_ms;
 use crate::metadata::TopicPartition;
 use crate::record::validate::{validate_produced, Rules};
+use crate::record::Batch;
 use crate::server::log_limit;
 use crate::shard::Shard;
 use crate::storage::{AppendOutcome, StorageError};
@@ -39,7 +41,31 @@ impl PartitionResult {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) -> Produced {
+/// A batch smaller than this fraction of its request's frame is copied out of the frame.
+const MIN_SHARE_OF_FRAME: usize = 4;
+
+/// The batch as the partition keeps it. Appended batches stay in the partition's tail cache as
+/// slices of the request frame they came in, which keeps the whole frame alive: a small batch in
+/// a large frame (many partitions in one request, or a frame padded on purpose) is copied into
+/// its own buffer, so a cached batch never keeps more than [`MIN_SHARE_OF_FRAME`] times its size
+/// of request memory alive.
+fn own_if_small(batch: Batch, frame_bytes: usize) -> Batch {
+    if batch.bytes.len().saturating_mul(MIN_SHARE_OF_FRAME) >= frame_bytes {
+        return batch;
+    }
+    Batch {
+        header: batch.header,
+        bytes: Bytes::copy_from_slice(&batch.bytes),
+    }
+}
+
+/// Answers a Produce request that arrived in a frame of `frame_bytes`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ProduceRequest,
+    frame_bytes: usize,
+) -> Produced {
     let acks = request.acks;
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
@@ -127,7 +153,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
                     );
                 }
                 let log_append_time_ms = validated.log_append_time_ms;
-                let batches = vec![validated.batch];
+                let batches = vec![own_if_small(validated.batch, frame_bytes)];
                 let appended = shard
                     .invoke_on(owner, move |owner_shard| async move {
                         let Some(partition) = owner_shard.partition(&tp) else {
@@ -233,5 +259,30 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
             warn!("storage error: {error}");
             ResponseError::KafkaStorageError
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::test_util::{batch, BatchSpec};
+
+    #[test]
+    fn small_batches_are_copied_out_of_large_frames() {
+        let one = batch(&BatchSpec {
+            value_bytes: 100,
+            ..BatchSpec::default()
+        });
+        let len = one.bytes.len();
+        let kept = own_if_small(one.clone(), len * MIN_SHARE_OF_FRAME);
+        assert_eq!(
+            kept.bytes.as_ptr(),
+            one.bytes.as_ptr(),
+            "a quarter of its frame: kept"
+        );
+        let copied = own_if_small(one.clone(), len * MIN_SHARE_OF_FRAME + 1);
+        assert_ne!(copied.bytes.as_ptr(), one.bytes.as_ptr(), "less: copied");
+        assert_eq!(copied.bytes, one.bytes);
+        assert_eq!(copied.header, one.header);
     }
 }

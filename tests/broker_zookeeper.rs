@@ -6,7 +6,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{python_json, skein_cli, wait_until, Broker, BrokerOpts, ZooKeeper};
+use harness::{
+    kcat, kcat_with_input, python_json, skein_cli, wait_until, Broker, BrokerOpts, ZooKeeper,
+};
 
 /// The parsed JSON a znode holds (`Null` if it does not exist), read with kazoo.
 fn znode(zk: &ZooKeeper, path: &str) -> serde_json::Value {
@@ -279,4 +281,90 @@ fn znode_owner(zk: &ZooKeeper, path: &str) -> i64 {
     dump["znodes"][path]["ephemeral_owner"]
         .as_i64()
         .unwrap_or(0)
+}
+
+#[test]
+fn deleting_a_topic_removes_its_data_from_every_broker() {
+    let zk = ZooKeeper::start(1);
+    let brokers = [
+        Broker::start(&zk, BrokerOpts::id(1)),
+        Broker::start(&zk, BrokerOpts::id(2)),
+    ];
+    let bootstrap = harness::bootstrap_all(&brokers);
+    wait_until("both brokers to register", Duration::from_secs(20), || {
+        let dump = python_json(
+            "zk_dump.py",
+            &["--zk", &zk.connect_string(), "/brokers/ids"],
+        );
+        (dump["znodes"]["/brokers/ids"]["children"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2))
+        .then_some(())
+    });
+    let partitions_on = |broker: &Broker| {
+        std::fs::read_dir(broker.log_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("gone-"))
+            .count()
+    };
+    let first = brokers[0].bootstrap();
+    let create = || {
+        skein_cli(&[
+            "topics",
+            "create",
+            "--bootstrap",
+            &first,
+            "--topic",
+            "gone",
+            "--partitions",
+            "4",
+        ])
+    };
+    create();
+    wait_until(
+        "both brokers to hold partitions",
+        Duration::from_secs(20),
+        || brokers.iter().all(|b| partitions_on(b) > 0).then_some(()),
+    );
+    let produce_to_every_partition = || {
+        for partition in 0..4 {
+            let p = partition.to_string();
+            let args = [
+                "-b", &bootstrap, "-t", "gone", "-P", "-p", &p, "-X", "acks=all",
+            ];
+            kcat_with_input(&args, b"a record\n");
+        }
+    };
+    produce_to_every_partition();
+
+    // Only the controller runs the deletion, but every broker removes its own data of the
+    // topic (before, the other broker kept it, and a topic created again under the same name
+    // found the old data in its way).
+    skein_cli(&[
+        "topics",
+        "delete",
+        "--bootstrap",
+        &first,
+        "--topic",
+        "gone",
+    ]);
+    wait_until(
+        "the data to go from every broker",
+        Duration::from_secs(20),
+        || brokers.iter().all(|b| partitions_on(b) == 0).then_some(()),
+    );
+    create();
+    produce_to_every_partition();
+    let consumed = kcat(&["-b", &bootstrap, "-t", "gone", "-C", "-e", "-q"]);
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout).lines().count(),
+        4,
+        "one record per partition of the new topic, none of the old"
+    );
+    for broker in &brokers {
+        assert!(!broker
+            .log_text()
+            .contains("left untouched, the partition is not opened"));
+    }
 }

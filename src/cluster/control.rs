@@ -47,6 +47,8 @@ struct Changed {
     /// Brokers, cluster id or controller.
     cluster: bool,
     topics: BTreeSet<String>,
+    /// Topics whose deletion was asked for.
+    deletions: BTreeSet<String>,
 }
 
 impl Changed {
@@ -78,6 +80,8 @@ impl Changed {
             self.topics.insert(name);
         } else if path.starts_with("/brokers/ids") || path == CONTROLLER || path == CLUSTER_ID {
             self.cluster = true;
+        } else if let Some(name) = topic_under("/admin/delete_topics/") {
+            self.deletions.insert(name);
         } else if !path.starts_with("/admin") {
             // Deletion requests under /admin are the controller step's; anything else unknown
             // is read in full.
@@ -99,7 +103,14 @@ struct Control {
     requests: flume::Receiver<ControlRequest>,
     metadata: Arc<Metadata>,
     producer_ids: std::ops::Range<i64>,
+    /// Topics whose deletion was asked for (`/admin/delete_topics/<t>`), with the id they had:
+    /// once a topic is gone from the metadata, this broker removes its data of that topic id.
+    pending_deletions: BTreeMap<String, uuid::Uuid>,
 }
+
+/// Deletions a broker remembers at once; more (a flood of requests for topics whose deletion
+/// never completes) are dropped with a warning, leaving their data on disk.
+const MAX_PENDING_DELETIONS: usize = 10_000;
 
 /// Starts the control thread. It runs until the process exits, and serves `/metrics` on
 /// `metrics_listener` alongside its ZooKeeper work.
@@ -139,6 +150,7 @@ pub fn spawn(
                 requests,
                 metadata: Arc::new(Metadata::default()),
                 producer_ids: 0..0,
+                pending_deletions: BTreeMap::new(),
             };
             let run = std::panic::AssertUnwindSafe(|| runtime.block_on(control.run()));
             if std::panic::catch_unwind(run).is_err() {
@@ -263,18 +275,16 @@ impl Control {
             if changed.everything {
                 next_full_read = tokio::time::Instant::now() + FULL_READ_EVERY;
             }
-            let mut deleted = Vec::new();
+            self.note_deletions(changed.deletions.iter());
             if is_controller {
                 let step = controller::step(zk, &self.config, changed.step_scope()).await?;
                 changed.topics.extend(step.changed);
                 changed.topics.extend(step.deleted.iter().cloned());
-                deleted = step.deleted;
+                self.note_deletions(step.deleted.iter());
             }
             self.refresh_changed(zk, &changed).await?;
             changed = Changed::default();
-            for topic in deleted {
-                self.remove_local_data(&topic);
-            }
+            self.finish_deletions();
 
             let mut coalesce = false;
             let watch_fired =
@@ -496,25 +506,33 @@ impl Control {
         }
     }
 
-    /// Removes what is left on this broker's disk of a deleted topic (partitions no shard had open).
-    fn remove_local_data(&self, topic: &str) {
-        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let is_partition_of_topic = name
-                .rsplit_once('-')
-                .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
-            if is_partition_of_topic {
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    warn!(
-                        "deleting topic '{topic}': cannot remove {}: {e}",
-                        entry.path().display()
-                    );
-                }
+    /// Remembers the ids of topics whose deletion was asked for, as the metadata has them now.
+    fn note_deletions<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
+        for name in names {
+            let Some(topic) = self.metadata.topic(name) else {
+                continue;
+            };
+            if self.pending_deletions.len() >= MAX_PENDING_DELETIONS {
+                warn!("too many topic deletions pending; the data of '{name}' stays on disk");
+                continue;
             }
+            self.pending_deletions.insert(name.clone(), topic.topic_id);
         }
+    }
+
+    /// Removes this broker's data of every pending deletion whose topic is gone from the
+    /// metadata (or lives on under a new id). Every broker does this for itself, the controller
+    /// included: the deletion request in ZooKeeper is what tells a deleted topic from one that
+    /// is merely missing (a ZooKeeper that lost its data must not make brokers erase theirs).
+    fn finish_deletions(&mut self) {
+        let metadata = self.metadata.clone();
+        self.pending_deletions.retain(|name, id| {
+            let gone = metadata.topic(name).is_none_or(|t| t.topic_id != *id);
+            if gone {
+                remove_local_data(&self.config.log_dir, name, *id);
+            }
+            !gone
+        });
     }
 
     async fn serve(
@@ -602,10 +620,9 @@ impl Control {
                 .await
                 .map_err(zk_error)?;
             changed.topics.extend(step.deleted.iter().cloned());
+            self.note_deletions(step.deleted.iter());
             self.refresh_changed(zk, &changed).await.map_err(zk_error)?;
-            for topic in step.deleted {
-                self.remove_local_data(&topic);
-            }
+            self.finish_deletions();
         }
         Ok(())
     }
@@ -651,6 +668,45 @@ async fn broadcast_metadata(shards: &ShardSenders, metadata: Arc<Metadata>) {
             "a shard took more than 30 s to apply metadata version {}",
             metadata.version
         );
+    }
+}
+
+/// Removes what is left in `log_dir` of topic `name` with id `id`: the partition directories
+/// whose `partition.metadata` names that id (or none). A directory of another id (a newer
+/// topic of the same name) is left alone. Runs on the control thread once the shards have closed
+/// the topic's partitions.
+fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
+    let id_text = encode_topic_id(id);
+    for entry in entries.flatten() {
+        let dir_name = entry.file_name().to_string_lossy().into_owned();
+        let is_partition_of_topic = dir_name
+            .rsplit_once('-')
+            .is_some_and(|(t, p)| t == name && p.parse::<u32>().is_ok());
+        if !is_partition_of_topic {
+            continue;
+        }
+        let path = entry.path();
+        match crate::storage::partition_metadata::read(&path) {
+            Ok(Some(found)) if found != id_text => continue,
+            Ok(_) => {}
+            Err(e) => {
+                warn!(
+                    "deleting topic '{name}': {e}; leaving {} on disk",
+                    path.display()
+                );
+                continue;
+            }
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => info!("deleted {} of topic '{name}'", path.display()),
+            Err(e) => warn!(
+                "deleting topic '{name}': cannot remove {}: {e}",
+                path.display()
+            ),
+        }
     }
 }
 

@@ -341,14 +341,7 @@ fn deleting_a_topic_removes_its_data_from_every_broker() {
     // Only the controller runs the deletion, but every broker removes its own data of the
     // topic (before, the other broker kept it, and a topic created again under the same name
     // found the old data in its way).
-    skein_cli(&[
-        "topics",
-        "delete",
-        "--bootstrap",
-        &first,
-        "--topic",
-        "gone",
-    ]);
+    skein_cli(&["topics", "delete", "--bootstrap", &first, "--topic", "gone"]);
     wait_until(
         "the data to go from every broker",
         Duration::from_secs(20),

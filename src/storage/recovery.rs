@@ -237,8 +237,25 @@ fn open_segments(
                 ),
             }
         }
+        // A rolled segment below the recovery point whose files disagree gets its indexes
+        // rebuilt, but is never cut, nor anything after it deleted: its data and everything
+        // after it were durable, so what does not match there is reported and left on disk
+        // (see `Segment::recover`), not repaired by throwing newer data away. The last segment
+        // may still lose a damaged tail: nothing comes after it.
+        let durable = i < recover_from && !last;
         let (mut segment, truncation) =
-            Segment::recover(dir, base, index_interval_bytes, limit_offset)?;
+            Segment::recover(dir, base, index_interval_bytes, limit_offset, !durable)?;
+        if durable && segment.next_offset != limit_offset {
+            return Err(StorageError::Corrupt {
+                path: segment_path(dir, base, "log"),
+                position: segment.size_bytes,
+                reason: format!(
+                    "ends at offset {} but the next segment starts at {limit_offset}, below the \
+                     recovery point: left on disk, the partition is not opened",
+                    segment.next_offset
+                ),
+            });
+        }
         opened.recovered += 1;
         opened.first_recovered_base.get_or_insert(base);
         opened.scanned_bytes += segment.size_bytes;
@@ -755,6 +772,46 @@ mod tests {
                 assert_reads(&log, &stored);
             }
         }
+    }
+
+    /// A rolled segment whose data was durable (here: after a clean close) and is found damaged
+    /// later is reported and left on disk with everything after it: no later segment, fsynced and
+    /// acknowledged, is thrown away to repair it.
+    #[test]
+    fn damage_below_the_recovery_point_is_left_on_disk_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        fill(&mut log, 40);
+        assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+        log.close().expect("close");
+        let bases = list_segments(dir.path()).expect("list");
+        let sizes = |bases: &[i64]| -> Vec<u64> {
+            bases
+                .iter()
+                .map(|&b| {
+                    let path = segment_path(dir.path(), b, "log");
+                    std::fs::metadata(path).expect("meta").len()
+                })
+                .collect()
+        };
+        let first = segment_path(dir.path(), bases[0], "log");
+        // A flipped byte inside the first segment's first batch, and its index gone, so the
+        // trusted open fails and the segment must be scanned.
+        let mut bytes = std::fs::read(&first).expect("read");
+        bytes[70] ^= 0xff;
+        std::fs::write(&first, &bytes).expect("write");
+        std::fs::remove_file(segment_path(dir.path(), bases[0], "index")).expect("remove");
+        let before = sizes(&bases);
+        let err = Log::open(dir.path(), small_config())
+            .err()
+            .expect("refused");
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains("below the recovery point"),
+            "{err}"
+        );
+        let after = sizes(&list_segments(dir.path()).expect("list"));
+        assert_eq!(after, before, "every segment left as it was");
     }
 
     /// The price of skipping the scan, which Kafka pays too: damage inside the active segment

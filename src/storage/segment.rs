@@ -345,12 +345,24 @@ impl Segment {
         base_offset: i64,
         index_interval_bytes: u32,
         limit_offset: i64,
+        may_truncate: bool,
     ) -> Result<(Segment, Option<Truncation>), StorageError> {
         let (log_path, file, size, modified_ms) = Self::open_files(dir, base_offset)?;
         let mut segment =
             Self::with_fresh_indexes(log_path, file, size, dir, base_offset, modified_ms)?;
         let truncation = match segment.scan_and_index(index_interval_bytes, true, limit_offset)? {
             None => None,
+            // Below the recovery point every byte was durable: damage there is not a torn
+            // write to cut, but data to leave on disk and report.
+            Some((position, reason)) if !may_truncate => {
+                return Err(StorageError::Corrupt {
+                    path: segment.log_path.clone(),
+                    position,
+                    reason: format!(
+                    "{reason}, below the recovery point: left on disk, the partition is not opened"
+                ),
+                })
+            }
             Some((position, reason)) => {
                 let truncated_bytes = segment.size_bytes - position;
                 tracing::warn!(

@@ -195,8 +195,8 @@ fn sigkill_loses_nothing_acknowledged_and_recovery_starts_at_the_recovery_point(
 }
 
 /// A power loss keeps what was fsynced (everything below the recovery point) and an arbitrary
-/// part of the rest. Simulated on a killed broker by tearing a segment and an index past the
-/// recovery point: the restart serves every record before the tear, exactly, and nothing of the
+/// part of the rest. Simulated on a killed broker by tearing a segment past the recovery point
+/// and an index below it: the restart serves every record before the tear, exactly, and nothing of the
 /// torn batch or after it.
 #[test]
 fn power_loss_past_the_recovery_point_serves_what_precedes_the_tear_and_nothing_torn() {
@@ -268,8 +268,10 @@ fn power_loss_past_the_recovery_point_serves_what_precedes_the_tear_and_nothing_
     let file = std::fs::OpenOptions::new().write(true).open(&torn).unwrap();
     file.set_len(position + 30).unwrap();
     drop(file);
-    // And the index of the segment holding the recovery point loses half an entry.
-    let index = files[holding].with_extension("index");
+    // And the index of a segment below the recovery point (one the restart would trust without
+    // reading its data) ends in half an entry: it must be noticed and rebuilt.
+    assert!(holding >= 1, "a rolled segment below the recovery point");
+    let index = files[holding - 1].with_extension("index");
     let mut entries = std::fs::read(&index).unwrap();
     entries.extend_from_slice(&[0x5a; 5]);
     std::fs::write(&index, entries).unwrap();
@@ -293,6 +295,10 @@ fn power_loss_past_the_recovery_point_serves_what_precedes_the_tear_and_nothing_
     assert!(
         log.contains("truncating torn or corrupt tail"),
         "recovery says what it cut"
+    );
+    assert!(
+        log.contains("the segment's files disagree: recovering it"),
+        "the torn index of a trusted segment is noticed"
     );
     if torn != *files.last().unwrap() {
         assert!(log.contains("deleting a segment after the truncated one"));

@@ -106,6 +106,9 @@ struct Control {
     /// Topics whose deletion was asked for (`/admin/delete_topics/<t>`), with the id they had:
     /// once a topic is gone from the metadata, this broker removes its data of that topic id.
     pending_deletions: BTreeMap<String, uuid::Uuid>,
+    /// Acknowledgements of the last snapshot a shard had not sent within 30 s: until they come,
+    /// a partition of a deleted topic may still be open, and its data is not touched.
+    unapplied: Vec<oneshot::Receiver<()>>,
 }
 
 /// Deletions a broker remembers at once; more (a flood of requests for topics whose deletion
@@ -151,6 +154,7 @@ pub fn spawn(
                 metadata: Arc::new(Metadata::default()),
                 producer_ids: 0..0,
                 pending_deletions: BTreeMap::new(),
+                unapplied: Vec::new(),
             };
             let run = std::panic::AssertUnwindSafe(|| runtime.block_on(control.run()));
             if std::panic::catch_unwind(run).is_err() {
@@ -478,7 +482,7 @@ impl Control {
         metadata.version = self.metadata.version + 1;
         let metadata = Arc::new(metadata);
         self.metadata = metadata.clone();
-        broadcast_metadata(&self.shards, metadata).await;
+        self.unapplied = broadcast_metadata(&self.shards, metadata).await;
         Ok(())
     }
 
@@ -525,6 +529,12 @@ impl Control {
     /// included: the deletion request in ZooKeeper is what tells a deleted topic from one that
     /// is merely missing (a ZooKeeper that lost its data must not make brokers erase theirs).
     fn finish_deletions(&mut self) {
+        // Still pending (Ok(None)) means a shard may still hold the partitions open.
+        self.unapplied
+            .retain_mut(|ack| matches!(ack.try_recv(), Ok(None)));
+        if !self.unapplied.is_empty() {
+            return;
+        }
         let metadata = self.metadata.clone();
         self.pending_deletions.retain(|name, id| {
             let gone = metadata.topic(name).is_none_or(|t| t.topic_id != *id);
@@ -642,7 +652,11 @@ impl From<ZkError> for CreateFailure {
 /// Hands a new metadata snapshot to every shard and waits until each has applied it (opened the
 /// partitions placed on it, closed the ones gone), so that whoever asked for the change can
 /// answer only once it has taken effect.
-async fn broadcast_metadata(shards: &ShardSenders, metadata: Arc<Metadata>) {
+/// Returns the acknowledgements still outstanding after 30 s (a shard slow to open or close).
+async fn broadcast_metadata(
+    shards: &ShardSenders,
+    metadata: Arc<Metadata>,
+) -> Vec<oneshot::Receiver<()>> {
     let mut acks = Vec::with_capacity(shards.len());
     for shard in 0..shards.len() {
         let (ack, done) = oneshot::channel();
@@ -659,22 +673,27 @@ async fn broadcast_metadata(shards: &ShardSenders, metadata: Arc<Metadata>) {
             acks.push(done);
         }
     }
-    let all = futures::future::join_all(acks);
-    if tokio::time::timeout(Duration::from_secs(30), all)
-        .await
-        .is_err()
-    {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut outstanding = Vec::new();
+    for mut ack in acks {
+        if tokio::time::timeout_at(deadline, &mut ack).await.is_err() {
+            outstanding.push(ack);
+        }
+    }
+    if !outstanding.is_empty() {
         warn!(
-            "a shard took more than 30 s to apply metadata version {}",
+            "{} shard(s) took more than 30 s to apply metadata version {}",
+            outstanding.len(),
             metadata.version
         );
     }
+    outstanding
 }
 
 /// Removes what is left in `log_dir` of topic `name` with id `id`: the partition directories
-/// whose `partition.metadata` names that id (or none). A directory of another id (a newer
-/// topic of the same name) is left alone. Runs on the control thread once the shards have closed
-/// the topic's partitions.
+/// whose `partition.metadata` names that id. A directory of another id (a newer topic of the
+/// same name) or of none yet (one a shard is creating) is left alone. Runs on the control thread
+/// once every shard has applied the snapshot without the topic (closed its partitions).
 fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
     let Ok(entries) = std::fs::read_dir(log_dir) else {
         return;
@@ -690,8 +709,8 @@ fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
         }
         let path = entry.path();
         match crate::storage::partition_metadata::read(&path) {
-            Ok(Some(found)) if found != id_text => continue,
-            Ok(_) => {}
+            Ok(Some(found)) if found == id_text => {}
+            Ok(_) => continue,
             Err(e) => {
                 warn!(
                     "deleting topic '{name}': {e}; leaving {} on disk",

@@ -461,11 +461,8 @@ mod tests {
                 let budget = budget.clone();
                 async move { budget.reserve(4 * MIB).await }
             });
-            settle().await;
-            assert!(
-                budget.try_reserve(MIB).is_some(),
-                "not aged yet: small frames pass"
-            );
+            // (That small frames pass a waiter not yet aged is the test above: asserting it
+            // here would race the 100 ms on a loaded machine.)
             glommio::timer::sleep(AGED * 2).await;
             assert!(
                 budget.try_reserve(MIB).is_none(),

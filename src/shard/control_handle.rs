@@ -12,6 +12,10 @@ use kafka_protocol::ResponseError;
 /// Control requests waiting for the control thread; a shard asking beyond it waits.
 pub const CONTROL_QUEUE_DEPTH: usize = 1024;
 
+/// The longest a shard waits for the control thread's answer (Kafka clients' default
+/// request.timeout.ms is 30 s).
+pub const CONTROL_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A topic to create, as CreateTopics or auto-creation asks for it.
 #[derive(Debug, Clone)]
 pub struct CreateTopicSpec {
@@ -84,8 +88,21 @@ impl ControlHandle {
                 "the control thread has stopped",
             )
         };
-        self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let asked = async {
+            self.tx.send_async(make(reply)).await.map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())?
+        };
+        // Bounded: while ZooKeeper is away the control thread cannot answer, and a request
+        // waiting here holds its budget and its connection's pipeline.
+        futures::select! {
+            result = futures::FutureExt::fuse(asked) => result,
+            _ = futures::FutureExt::fuse(glommio::timer::sleep(CONTROL_REQUEST_TIMEOUT)) => {
+                Err(AdminError::new(
+                    ResponseError::RequestTimedOut,
+                    format!("the control thread did not answer within {CONTROL_REQUEST_TIMEOUT:?}"),
+                ))
+            }
+        }
     }
 
     pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<(), AdminError> {

@@ -124,6 +124,10 @@ impl Partition {
                 });
             }
         }
+        // A checkpoint entry is trusted only for the directory it was written for: one without
+        // `partition.metadata` is new (or from before skein wrote it), and an entry left from a
+        // deleted topic of the same name must not mark its segments as already recovered.
+        let recovery_point = recovery_point.filter(|_| found.is_some());
         let log =
             Log::open_with_recovery_point(&dir, log_config(&topic.config, tuning), recovery_point)?;
         if found.is_none() {

@@ -114,7 +114,7 @@ pub const APIS: &[Api] = &[
                         .map(|t| 1 + t.partition_data.len())
                         .sum(),
                 )?;
-                let frame_bytes = request.frame_cost.get() as usize;
+                let frame_bytes = request.frame_bytes;
                 match produce::handle(shard, request.version(), body, frame_bytes).await {
                     produce::Produced::Answer(response) => {
                         request.reply(ResponseKind::Produce(response))
@@ -252,6 +252,9 @@ pub struct Request {
     reservation: Rc<Reservation>,
     /// What the frame itself costs of the reservation, until [`Request::release_frame`].
     frame_cost: Cell<u64>,
+    /// The frame's real length (the reservation may hold less of a frame larger than large
+    /// frames may hold).
+    frame_bytes: usize,
 }
 
 impl Request {
@@ -340,6 +343,7 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, reservation: Rc<Reservation
 }
 
 async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservation>) -> Handled {
+    let frame_bytes = frame.len();
     // The frame reader guarantees the 8 bytes every request header starts with.
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
@@ -381,6 +385,7 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservati
             body: frame,
             reservation,
             frame_cost,
+            frame_bytes,
         },
     )
     .await

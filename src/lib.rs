@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;

@@ -14,6 +14,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("record", 0),
     ("client", 0),
     ("metadata", 1),
+    ("group", 1),
     ("storage", 1),
     ("shard", 2),
     ("server", 3),

@@ -159,6 +159,8 @@ pub struct BrokerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub topic_defaults: TopicDefaults,
     pub limits: Limits,
+    /// Consumer groups: `offsets.*` and `group.*`.
+    pub groups: super::GroupConfig,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
     /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
@@ -204,6 +206,7 @@ impl BrokerConfig {
             log_flush_offset_checkpoint_interval_ms: 60_000,
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
+            groups: super::GroupConfig::default(),
             num_shards: None,
             metrics_listener: None,
             tuning: Tuning::default(),
@@ -317,6 +320,7 @@ impl BrokerConfig {
                 "num.shards" => config.num_shards = Some(v.i64_at_least(1)? as usize),
                 "tuning.dir" => tuning_dir = Some(PathBuf::from(v.string()?)),
                 "metrics.listener" => config.metrics_listener = Some(parse_metrics_listener(&v)?),
+                _ if config.groups.set(&v)? => {}
                 _ => {
                     return Err(ConfigError::UnknownKey {
                         path: path.to_owned(),
@@ -326,6 +330,17 @@ impl BrokerConfig {
             }
         }
 
+        if config.groups.group_min_session_timeout_ms > config.groups.group_max_session_timeout_ms {
+            return Err(ConfigError::BadValue {
+                path: path.to_owned(),
+                key: "group.min.session.timeout.ms".to_owned(),
+                message: format!(
+                    "{} is above group.max.session.timeout.ms ({})",
+                    config.groups.group_min_session_timeout_ms,
+                    config.groups.group_max_session_timeout_ms
+                ),
+            });
+        }
         defaults.segment_ms = roll_ms
             .or(roll_hours.map(|h| h * 3_600_000))
             .unwrap_or(defaults.segment_ms);

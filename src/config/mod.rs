@@ -6,10 +6,12 @@
 //! Parsed once on the main thread, then shared read-only by the control thread and every shard.
 
 mod broker;
+mod group;
 mod topic;
 mod tuning;
 
 pub use broker::{BrokerConfig, Limits, Listener, TopicDefaults};
+pub use group::GroupConfig;
 pub use topic::{topic_key, CompressionType, Ignored, Support, TopicConfig, TOPIC_CONFIGS};
 pub use tuning::{ShardTuning, Tuning};
 

@@ -437,7 +437,7 @@ fn mutated_requests_never_panic_the_request_path() {
                 *last_frame.lock().unwrap() = frame;
                 // Long polls and waits on the absent control thread are cut short.
                 let result = futures::select! {
-                    r = handle(&shard, bytes, reservation).fuse() => Some(r),
+                    r = handle(&shard, bytes, reservation, "/127.0.0.1".into()).fuse() => Some(r),
                     _ = glommio::timer::sleep(Duration::from_millis(20)).fuse() => None,
                 };
                 runs += 1;
@@ -445,7 +445,7 @@ fn mutated_requests_never_panic_the_request_path() {
             }
             // Still serving: a plain ApiVersions is answered.
             let versions = encode(&ApiVersionsRequest::default(), 3).unwrap();
-            let answer = handle(&shard, Bytes::from(versions.clone()), reserve(&versions)).await;
+            let answer = handle(&shard, Bytes::from(versions.clone()), reserve(&versions), "/127.0.0.1".into()).await;
             assert!(
                 matches!(answer, Ok(Some(_))),
                 "the shard answers afterwards"

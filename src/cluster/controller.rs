@@ -225,7 +225,12 @@ pub async fn create_topic(
             format!("topic '{}' already exists", spec.name),
         );
     }
-    if let Err(message) = TopicConfig::validate(&config.topic_defaults, &spec.configs) {
+    let mut configs = spec.configs.clone();
+    if spec.internal {
+        // Checked as any other, but for the compaction only an internal topic may ask for.
+        configs.remove("cleanup.policy");
+    }
+    if let Err(message) = TopicConfig::validate(&config.topic_defaults, &configs) {
         return fail(ResponseError::InvalidConfig, message);
     }
     let live: Vec<i32> = metadata.brokers.keys().copied().collect();

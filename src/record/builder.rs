@@ -149,6 +149,35 @@ impl BatchBuilder {
         self.records += 1;
     }
 
+    /// Appends one record with a null value (a tombstone: for a compacted topic, "this key is
+    /// gone").
+    pub fn append_tombstone(&mut self, timestamp_ms: i64, key: &[u8]) {
+        if self.records == 0 {
+            self.base_timestamp_ms = timestamp_ms;
+            self.max_timestamp_ms = timestamp_ms;
+        }
+        self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
+        let timestamp_delta = timestamp_ms - self.base_timestamp_ms;
+        let offset_delta = i64::from(self.records);
+        let body_len = 1
+            + varint_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + varint_len(key.len() as i64)
+            + key.len()
+            + varint_len(-1)
+            + 1;
+        self.buf.reserve(body_len + 5);
+        put_varint(&mut self.buf, body_len as i64);
+        self.buf.put_u8(0); // attributes
+        put_varint(&mut self.buf, timestamp_delta);
+        put_varint(&mut self.buf, offset_delta);
+        put_varint(&mut self.buf, key.len() as i64);
+        self.buf.put_slice(key);
+        put_varint(&mut self.buf, -1);
+        put_varint(&mut self.buf, 0); // no headers
+        self.records += 1;
+    }
+
     /// Finishes the batch (base offset 0, leader epoch -1, CRC-32C set) and starts the next one.
     pub fn finish(&mut self) -> anyhow::Result<Bytes> {
         assert!(self.records > 0, "finish() called on an empty batch");

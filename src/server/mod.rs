@@ -51,6 +51,8 @@ pub async fn run_shard(
         .map(|task| task.detach())
         .unwrap_or_else(|e| panic!("shard {}: cannot start background task: {e}", shard.id));
 
+    glommio::spawn_local(crate::shard::coordinator::tick(shard.clone())).detach();
+
     let budget = budget::RequestBudget::new(
         shard
             .config

@@ -28,6 +28,9 @@ pub struct CreateTopicSpec {
     pub assignments: BTreeMap<i32, Vec<i32>>,
     pub configs: BTreeMap<String, String>,
     pub validate_only: bool,
+    /// A topic the broker makes for itself (`__consumer_offsets`): its `cleanup.policy=compact`
+    /// is taken (the group coordinator keeps it bounded), which a client's request is not.
+    pub internal: bool,
 }
 
 /// An admin failure with the Kafka error code a client should see.

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod control_handle;
+pub mod coordinator;
 pub mod metrics;
 mod partition;
 mod writer;
@@ -47,6 +48,8 @@ pub struct Shard {
     pub control: ControlHandle,
     /// This shard's counters and latency histograms; the control thread copies them per scrape.
     pub metrics: ShardMetrics,
+    /// The consumer groups this shard coordinates.
+    pub coordinator: coordinator::Coordinator,
     metadata: RefCell<Arc<Metadata>>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Set when the first metadata snapshot arrives; requests wait for it.
@@ -71,6 +74,7 @@ impl Shard {
         control: ControlHandle,
         recovery_points: RecoveryPoints,
     ) -> std::io::Result<Self> {
+        let coordinator = coordinator::Coordinator::new(&config.groups);
         Ok(Shard {
             writer: writer::SegmentWriter::start(id)?,
             id,
@@ -79,6 +83,7 @@ impl Shard {
             senders,
             control,
             metrics: ShardMetrics::default(),
+            coordinator,
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
@@ -184,6 +189,11 @@ impl Shard {
                 .collect()
         };
         // Closed before anything opens: a recreated topic reuses the directory name.
+        for (partition, _) in &gone {
+            if partition.tp.topic == crate::group::OFFSETS_TOPIC {
+                self.coordinator.unload(partition.tp.partition);
+            }
+        }
         futures::future::join_all(
             gone.iter()
                 .map(|(partition, delete)| partition.shut_down(*delete)),
@@ -229,7 +239,11 @@ impl Shard {
         for (tp, opened) in futures::future::join_all(opening).await {
             match opened {
                 Ok(partition) => {
-                    self.partitions.borrow_mut().insert(tp, Rc::new(partition));
+                    let partition = Rc::new(partition);
+                    self.partitions.borrow_mut().insert(tp.clone(), partition.clone());
+                    if tp.topic == crate::group::OFFSETS_TOPIC {
+                        glommio::spawn_local(coordinator::load(self.clone(), partition)).detach();
+                    }
                 }
                 // Nothing serves the partition then: clients get NOT_LEADER_OR_FOLLOWER, and
                 // this line says why.

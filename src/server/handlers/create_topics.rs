@@ -44,6 +44,7 @@ pub async fn handle(
                 .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
                 .collect::<BTreeMap<_, _>>(),
             validate_only: request.validate_only,
+            internal: false,
         };
         let outcome = futures::select! {
             r = futures::FutureExt::fuse(shard.control.create_topic(spec)) => r,

@@ -49,7 +49,11 @@ pub async fn handle(
     if let Some(names) = &requested {
         if allow_create && shard.config.auto_create_topics_enable {
             let metadata = shard.metadata();
-            for name in names.iter().filter(|n| metadata.topic(n).is_none()) {
+            // `__consumer_offsets` is made by FindCoordinator, with its own settings.
+            for name in names
+                .iter()
+                .filter(|n| metadata.topic(n).is_none() && !crate::group::is_internal(n))
+            {
                 let spec = CreateTopicSpec {
                     name: name.clone(),
                     num_partitions: -1,
@@ -57,6 +61,7 @@ pub async fn handle(
                     assignments: BTreeMap::new(),
                     configs: BTreeMap::new(),
                     validate_only: false,
+                    internal: false,
                 };
                 if let Err(e) = shard.control.create_topic(spec).await {
                     if e.code != ResponseError::TopicAlreadyExists {
@@ -143,6 +148,7 @@ fn describe_topic(topic: &TopicMetadata, authorized_operations: i32) -> Metadata
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.topic_id)
+        .with_is_internal(crate::group::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
 }

@@ -5,13 +5,25 @@
 
 mod api_versions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod group_route;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -20,8 +32,11 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseKind,
+    ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest,
+    RequestHeader, ResponseKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{decode_allowance, Decodable};
 
@@ -237,6 +252,157 @@ pub const APIS: &[Api] = &[
             })
         },
     },
+    Api {
+        key: ApiKey::FindCoordinator,
+        min_version: 0,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: FindCoordinatorRequest = request.decode()?;
+                request.charge(1 + body.coordinator_keys.len())?;
+                let response = find_coordinator::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::FindCoordinator(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::JoinGroup,
+        min_version: 0,
+        max_version: 9,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: JoinGroupRequest = request.decode()?;
+                request.charge(1 + body.protocols.len())?;
+                // A join waits for the rebalance: the frame's budget goes back first.
+                request.release_frame();
+                let client_id = request.header.client_id.as_deref().unwrap_or("").to_owned();
+                let host = request.client_host.clone();
+                let response =
+                    join_group::handle(shard, request.version(), &client_id, &host, body).await;
+                request.reply(ResponseKind::JoinGroup(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::SyncGroup,
+        min_version: 0,
+        max_version: 5,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: SyncGroupRequest = request.decode()?;
+                request.charge(1 + body.assignments.len())?;
+                request.release_frame();
+                let response = sync_group::handle(shard, body).await;
+                request.reply(ResponseKind::SyncGroup(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::Heartbeat,
+        min_version: 0,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: HeartbeatRequest = request.decode()?;
+                let response = heartbeat::handle(shard, body).await;
+                request.reply(ResponseKind::Heartbeat(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::LeaveGroup,
+        min_version: 0,
+        max_version: 5,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: LeaveGroupRequest = request.decode()?;
+                request.charge(1 + body.members.len())?;
+                let response = leave_group::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::LeaveGroup(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::OffsetCommit,
+        min_version: 2,
+        max_version: 8,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: OffsetCommitRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                let response = offset_commit::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::OffsetCommit(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::OffsetFetch,
+        min_version: 1,
+        max_version: 7,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: OffsetFetchRequest = request.decode()?;
+                request.charge(
+                    body.topics
+                        .as_ref()
+                        .map_or(1, |t| t.iter().map(|t| 1 + t.partition_indexes.len()).sum()),
+                )?;
+                let response = offset_fetch::handle(shard, request.version(), body).await;
+                request.reply(ResponseKind::OffsetFetch(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ListGroups,
+        min_version: 0,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: ListGroupsRequest = request.decode()?;
+                let response = list_groups::handle(shard, body).await;
+                request.reply(ResponseKind::ListGroups(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DescribeGroups,
+        min_version: 0,
+        max_version: 5,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: DescribeGroupsRequest = request.decode()?;
+                request.charge(body.groups.len())?;
+                let response = describe_groups::handle(shard, body).await;
+                request.reply(ResponseKind::DescribeGroups(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::DeleteGroups,
+        min_version: 0,
+        max_version: 2,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: DeleteGroupsRequest = request.decode()?;
+                request.charge(body.groups_names.len())?;
+                let response = delete_groups::handle(shard, body).await;
+                request.reply(ResponseKind::DeleteGroups(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::OffsetDelete,
+        min_version: 0,
+        max_version: 0,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: OffsetDeleteRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                let response = offset_delete::handle(shard, body).await;
+                request.reply(ResponseKind::OffsetDelete(response))
+            })
+        },
+    },
 ];
 
 fn find(key: ApiKey) -> Option<&'static Api> {
@@ -255,6 +421,8 @@ pub struct Request {
     /// The frame's real length (the reservation may hold less of a frame larger than large
     /// frames may hold).
     frame_bytes: usize,
+    /// The client's address as Kafka shows it ("/127.0.0.1"), for group members.
+    client_host: Rc<str>,
 }
 
 impl Request {
@@ -332,17 +500,27 @@ impl Request {
 /// due (Produce with acks=0). `reservation` is the budget the frame holds; the handler grows it
 /// by the working memory the request needs. Counts the request and its latency in the shard's
 /// metrics.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes, reservation: Rc<Reservation>) -> Handled {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    reservation: Rc<Reservation>,
+    client_host: Rc<str>,
+) -> Handled {
     let started = Instant::now();
     let raw_key = (&frame[0..2]).get_i16();
-    let result = dispatch(shard, frame, reservation).await;
+    let result = dispatch(shard, frame, reservation, client_host).await;
     shard
         .metrics
         .record_request(raw_key, result.is_err(), started.elapsed());
     result
 }
 
-async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservation>) -> Handled {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    mut frame: Bytes,
+    reservation: Rc<Reservation>,
+    client_host: Rc<str>,
+) -> Handled {
     let frame_bytes = frame.len();
     // The frame reader guarantees the 8 bytes every request header starts with.
     let raw_key = (&frame[0..2]).get_i16();
@@ -386,6 +564,7 @@ async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, reservation: Rc<Reservati
             reservation,
             frame_cost,
             frame_bytes,
+            client_host,
         },
     )
     .await
@@ -398,4 +577,8 @@ pub(crate) fn code(error: Option<kafka_protocol::ResponseError>) -> i16 {
 
 pub(crate) fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.to_owned())
+}
+
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(str_bytes(name))
 }

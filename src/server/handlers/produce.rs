@@ -114,6 +114,13 @@ pub async fn handle(
                         format!("no partition {tp}"),
                     );
                 };
+                if crate::group::is_internal(&tp.topic) {
+                    // Kafka: only the broker itself appends to an internal topic.
+                    return PartitionResult::error(
+                        ResponseError::InvalidTopicException,
+                        format!("cannot append to internal topic {}", tp.topic),
+                    );
+                }
                 let Some(owner) = metadata.leader_shard(&tp, me) else {
                     return PartitionResult::error(
                         ResponseError::NotLeaderOrFollower,

@@ -445,7 +445,13 @@ fn mutated_requests_never_panic_the_request_path() {
             }
             // Still serving: a plain ApiVersions is answered.
             let versions = encode(&ApiVersionsRequest::default(), 3).unwrap();
-            let answer = handle(&shard, Bytes::from(versions.clone()), reserve(&versions), "/127.0.0.1".into()).await;
+            let answer = handle(
+                &shard,
+                Bytes::from(versions.clone()),
+                reserve(&versions),
+                "/127.0.0.1".into(),
+            )
+            .await;
             assert!(
                 matches!(answer, Ok(Some(_))),
                 "the shard answers afterwards"

@@ -124,7 +124,8 @@ pub async fn serve(
 ) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
-    let client_host: Rc<str> = peer_addr.map_or_else(|| "/unknown".into(), |a| format!("/{}", a.ip()).into());
+    let client_host: Rc<str> =
+        peer_addr.map_or_else(|| "/unknown".into(), |a| format!("/{}", a.ip()).into());
     if let Err(e) = stream.set_nodelay(true) {
         debug!("{peer}: cannot set TCP_NODELAY: {e}");
     }
@@ -190,8 +191,7 @@ pub async fn serve(
                 state.in_flight.set(state.in_flight.get() + 1);
                 // The connection's own cap counts frames (the reservation grows as it is handled).
                 state.in_flight_bytes.set(state.in_flight_bytes.get() + len);
-                let (shard, held, host) =
-                    (shard.clone(), reservation.clone(), client_host.clone());
+                let (shard, held, host) = (shard.clone(), reservation.clone(), client_host.clone());
                 let handling = glommio::spawn_local(async move {
                     handlers::handle(&shard, frame, held, host).await
                 });

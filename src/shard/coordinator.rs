@@ -251,7 +251,10 @@ async fn append(
         return Err(ResponseError::RecordListTooLarge);
     }
     let header = BatchHeader::parse(&bytes).map_err(|_| ResponseError::UnknownServerError)?;
-    match log.append(vec![crate::record::Batch { header, bytes }]).await {
+    match log
+        .append(vec![crate::record::Batch { header, bytes }])
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => {
             warn!("{OFFSETS_TOPIC}-{partition}: cannot write: {e}");
@@ -323,7 +326,12 @@ pub async fn join(
         .unwrap_or_else(|_| JoinResult::error(ResponseError::NotCoordinator, &member_id))
 }
 
-pub async fn sync(shard: &Rc<Shard>, partition: i32, id: String, request: SyncRequest) -> SyncResult {
+pub async fn sync(
+    shard: &Rc<Shard>,
+    partition: i32,
+    id: String,
+    request: SyncRequest,
+) -> SyncResult {
     let (reply, answer) = oneshot::channel();
     let synced = shard
         .coordinator
@@ -420,16 +428,18 @@ pub async fn commit(
 
 /// DeleteGroups for one group: only an Empty (or never joined) group goes.
 pub async fn delete(shard: &Rc<Shard>, partition: i32, id: String) -> Option<ResponseError> {
-    let doomed = shard.coordinator.with_group(partition, &id, false, |g| match g {
-        None => Err(ResponseError::GroupIdNotFound),
-        Some(g) if g.state() == GroupState::Dead => Err(ResponseError::GroupIdNotFound),
-        Some(g) if g.state() != GroupState::Empty => Err(ResponseError::NonEmptyGroup),
-        Some(g) => {
-            let offsets: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
-            g.mark_dead(now_ms());
-            Ok(offsets)
-        }
-    });
+    let doomed = shard
+        .coordinator
+        .with_group(partition, &id, false, |g| match g {
+            None => Err(ResponseError::GroupIdNotFound),
+            Some(g) if g.state() == GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+            Some(g) if g.state() != GroupState::Empty => Err(ResponseError::NonEmptyGroup),
+            Some(g) => {
+                let offsets: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
+                g.mark_dead(now_ms());
+                Ok(offsets)
+            }
+        });
     let offsets = match doomed {
         Err(e) => return Some(e),
         Ok(Err(e)) => return Some(e),
@@ -552,20 +562,24 @@ pub async fn load(shard: Rc<Shard>, log: Rc<Partition>) {
             if header.is_control() {
                 continue;
             }
-            let section = match crate::record::codec::records_section(&header, &batch, LOAD_INFLATE_LIMIT)
-            {
-                Ok(section) => section,
-                Err(e) => {
-                    warn!("{}: skipping an unreadable batch at {}: {e}", log.tp, header.base_offset);
-                    continue;
-                }
-            };
-            let walked = crate::record::walk::for_each_record(&section, header.records_count, |r| {
-                records += 1;
-                if let Some(key) = r.key {
-                    replay(&mut groups, &mut tombstoned, key, r.value);
-                }
-            });
+            let section =
+                match crate::record::codec::records_section(&header, &batch, LOAD_INFLATE_LIMIT) {
+                    Ok(section) => section,
+                    Err(e) => {
+                        warn!(
+                            "{}: skipping an unreadable batch at {}: {e}",
+                            log.tp, header.base_offset
+                        );
+                        continue;
+                    }
+                };
+            let walked =
+                crate::record::walk::for_each_record(&section, header.records_count, |r| {
+                    records += 1;
+                    if let Some(key) = r.key {
+                        replay(&mut groups, &mut tombstoned, key, r.value);
+                    }
+                });
             if let Err(e) = walked {
                 warn!("{}: a damaged batch at {}: {e}", log.tp, header.base_offset);
             }
@@ -627,10 +641,7 @@ fn replay(
         Ok(Key::Group { group }) => match value {
             Some(value) => match log_format::parse_group_value(value) {
                 Ok(stored) => {
-                    let offsets = groups
-                        .remove(&group)
-                        .map(|g| g.offsets)
-                        .unwrap_or_default();
+                    let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
                     let mut loaded = Group::loaded(group.clone(), stored, now);
                     loaded.offsets = offsets;
                     tombstoned.remove(&group);
@@ -639,10 +650,7 @@ fn replay(
                 Err(e) => warn!("group '{group}': skipping stored metadata: {e}"),
             },
             None => {
-                let offsets = groups
-                    .remove(&group)
-                    .map(|g| g.offsets)
-                    .unwrap_or_default();
+                let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
                 let mut empty = Group::new(group.clone(), now);
                 empty.offsets = offsets;
                 groups.insert(group.clone(), empty);

@@ -240,7 +240,9 @@ impl Shard {
             match opened {
                 Ok(partition) => {
                     let partition = Rc::new(partition);
-                    self.partitions.borrow_mut().insert(tp.clone(), partition.clone());
+                    self.partitions
+                        .borrow_mut()
+                        .insert(tp.clone(), partition.clone());
                     if tp.topic == crate::group::OFFSETS_TOPIC {
                         glommio::spawn_local(coordinator::load(self.clone(), partition)).detach();
                     }

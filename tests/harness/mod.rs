@@ -1066,3 +1066,78 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Background clients
+
+/// A client script running in the background (a consumer in a group, say), its stdout and
+/// stderr going to files. Stopped by its pid on `Drop` (SIGTERM, then SIGKILL).
+pub struct BackgroundClient {
+    child: Child,
+    name: String,
+    dir: WorkDir,
+}
+
+impl BackgroundClient {
+    /// Starts `tests/clients/<script> args...`.
+    pub fn python(name: &str, script: &str, args: &[&str]) -> BackgroundClient {
+        let dir = WorkDir::new(&format!("skein-client-{name}-"));
+        let stdout = File::create(dir.path().join("stdout")).expect("client stdout file");
+        let stderr = File::create(dir.path().join("stderr")).expect("client stderr file");
+        let child = python_command(script, args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("harness: cannot start {script}: {e}"));
+        BackgroundClient {
+            child,
+            name: name.to_owned(),
+            dir,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        file_tail(&self.dir.path().join("stderr"), LOG_TAIL_LINES)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// SIGTERM (the client closes cleanly), SIGKILL after the grace period.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        stop_child(&mut self.child, STOP_GRACE)
+    }
+
+    /// Waits up to `timeout` for the client to exit by itself; kills it otherwise and panics.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        kill_child(&mut self.child);
+        panic!(
+            "client {} did not finish within {timeout:?}; killed\n{}",
+            self.name,
+            self.stderr_tail()
+        );
+    }
+}
+
+impl Drop for BackgroundClient {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, STOP_GRACE);
+    }
+}

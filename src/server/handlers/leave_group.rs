@@ -43,9 +43,8 @@ pub async fn handle(
     };
     match results {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
-        Ok(results) if version < 3 => {
-            LeaveGroupResponse::default().with_error_code(code(results.into_iter().next().flatten()))
-        }
+        Ok(results) if version < 3 => LeaveGroupResponse::default()
+            .with_error_code(code(results.into_iter().next().flatten())),
         Ok(results) => LeaveGroupResponse::default().with_members(
             members
                 .into_iter()

@@ -68,8 +68,7 @@ pub async fn handle(
         let instance = request.group_instance_id.map(|i| i.to_string());
         let generation = request.generation_id_or_member_epoch;
         on_coordinator(shard, &group, move |owner, partition| async move {
-            coordinator::commit(&owner, partition, id, member, instance, generation, entries)
-                .await
+            coordinator::commit(&owner, partition, id, member, instance, generation, entries).await
         })
         .await
         .and_then(|r| r)

@@ -61,11 +61,7 @@ pub async fn handle(
                 .with_committed_offset(-1)
                 .with_committed_leader_epoch(-1)
                 .with_metadata(Some(str_bytes("")))
-                .with_error_code(if version < 2 {
-                    code(error)
-                } else {
-                    0
-                }),
+                .with_error_code(if version < 2 { code(error) } else { 0 }),
         };
         topics.entry(topic).or_default().push(row);
     }

@@ -164,6 +164,8 @@ fn metadata(config: &BrokerConfig) -> Metadata {
     );
     for (name, overrides) in [
         ("t", BTreeMap::new()),
+        // Groups "g" and "h" are coordinated here.
+        ("__consumer_offsets", BTreeMap::new()),
         (
             "lat",
             BTreeMap::from([
@@ -201,6 +203,10 @@ fn metadata(config: &BrokerConfig) -> Metadata {
         }
     }
     metadata
+}
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_owned()))
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -318,6 +324,124 @@ fn seed_frames() -> Vec<(String, Vec<u8>)> {
                 ),
                 ApiKey::InitProducerId => encode(
                     &InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
+                    version,
+                ),
+                ApiKey::FindCoordinator => encode(
+                    &if version >= 4 {
+                        FindCoordinatorRequest::default().with_coordinator_keys(vec![
+                            StrBytes::from_static_str("g"),
+                            StrBytes::from_static_str("h"),
+                        ])
+                    } else {
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+                    },
+                    version,
+                ),
+                ApiKey::JoinGroup => encode(
+                    &JoinGroupRequest::default()
+                        .with_group_id(group_id("g"))
+                        .with_session_timeout_ms(10_000)
+                        .with_rebalance_timeout_ms(if version >= 1 { 30_000 } else { -1 })
+                        .with_member_id(StrBytes::from_static_str(""))
+                        .with_group_instance_id(
+                            (version >= 5).then(|| StrBytes::from_static_str("instance")),
+                        )
+                        .with_protocol_type(StrBytes::from_static_str("consumer"))
+                        .with_protocols(vec![
+                            join_group_request::JoinGroupRequestProtocol::default()
+                                .with_name(StrBytes::from_static_str("range"))
+                                .with_metadata(Bytes::from_static(
+                                    b"\0\x01\0\0\0\x01\0\x01t\0\0\0\0",
+                                )),
+                        ]),
+                    version,
+                ),
+                ApiKey::SyncGroup => encode(
+                    &SyncGroupRequest::default()
+                        .with_group_id(group_id("g"))
+                        .with_generation_id(1)
+                        .with_member_id(StrBytes::from_static_str("fuzz-member"))
+                        .with_assignments(vec![
+                            sync_group_request::SyncGroupRequestAssignment::default()
+                                .with_member_id(StrBytes::from_static_str("fuzz-member"))
+                                .with_assignment(Bytes::from_static(
+                                    b"\0\x01\0\0\0\x01\0\x01t\0\0\0\x01\0\0\0\0\0\0\0\0",
+                                )),
+                        ]),
+                    version,
+                ),
+                ApiKey::Heartbeat => encode(
+                    &HeartbeatRequest::default()
+                        .with_group_id(group_id("g"))
+                        .with_generation_id(1)
+                        .with_member_id(StrBytes::from_static_str("fuzz-member")),
+                    version,
+                ),
+                ApiKey::LeaveGroup => encode(
+                    &if version >= 3 {
+                        LeaveGroupRequest::default()
+                            .with_group_id(group_id("g"))
+                            .with_members(vec![leave_group_request::MemberIdentity::default()
+                                .with_member_id(StrBytes::from_static_str("fuzz-member"))])
+                    } else {
+                        LeaveGroupRequest::default()
+                            .with_group_id(group_id("g"))
+                            .with_member_id(StrBytes::from_static_str("fuzz-member"))
+                    },
+                    version,
+                ),
+                ApiKey::OffsetCommit => {
+                    encode(
+                        &OffsetCommitRequest::default()
+                            .with_group_id(group_id("g"))
+                            .with_generation_id_or_member_epoch(-1)
+                            .with_topics(vec![
+                                offset_commit_request::OffsetCommitRequestTopic::default()
+                                    .with_name(topic_name("t"))
+                                    .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(3)
+                                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(1)
+                                    .with_committed_offset(1),
+                            ]),
+                            ]),
+                        version,
+                    )
+                }
+                ApiKey::OffsetFetch => encode(
+                    &OffsetFetchRequest::default()
+                        .with_group_id(group_id("g"))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopic::default()
+                                .with_name(topic_name("t"))
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                    version,
+                ),
+                ApiKey::ListGroups => encode(&ListGroupsRequest::default(), version),
+                ApiKey::DescribeGroups => encode(
+                    &DescribeGroupsRequest::default()
+                        .with_groups(vec![group_id("g"), group_id("missing")]),
+                    version,
+                ),
+                ApiKey::DeleteGroups => encode(
+                    &DeleteGroupsRequest::default().with_groups_names(vec![group_id("g")]),
+                    version,
+                ),
+                ApiKey::OffsetDelete => encode(
+                    &OffsetDeleteRequest::default()
+                        .with_group_id(group_id("g"))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(topic_name("t"))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]),
                     version,
                 ),
                 other => panic!("no seed for {other:?}: add one"),

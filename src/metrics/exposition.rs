@@ -38,7 +38,82 @@ pub fn render(broker_id: i32, snapshots: &[ShardSnapshot]) -> String {
 
     shard_metrics(&mut out, &shards);
     partition_metrics(&mut out, &shards);
+    group_metrics(&mut out, &shards);
     out.0
+}
+
+/// Consumer groups: members, committed offsets and lag. Lag is the high watermark minus the
+/// committed offset, for the partitions this broker hosts (their owner shards' gauges in the same
+/// scrape: nothing is read from the logs); a group's total is the sum over those partitions.
+fn group_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
+    let high_watermarks: std::collections::HashMap<(&str, i32), i64> = shards
+        .iter()
+        .flat_map(|s| s.partitions.iter())
+        .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+        .collect();
+    let mut groups: Vec<&crate::metrics::GroupGauges> =
+        shards.iter().flat_map(|s| s.groups.iter()).collect();
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    out.family(
+        "skein_group_members",
+        "gauge",
+        "Members of a consumer group this broker coordinates.",
+    );
+    for g in &groups {
+        out.sample("skein_group_members", &[("group", &g.group)], g.members);
+    }
+    out.family(
+        "skein_group_committed_offset",
+        "gauge",
+        "A consumer group's committed offset (the next record it will read) of a partition.",
+    );
+    for g in &groups {
+        for (topic, partition, offset) in &g.committed {
+            out.sample(
+                "skein_group_committed_offset",
+                &group_labels(&g.group, topic, *partition),
+                offset,
+            );
+        }
+    }
+    out.family(
+        "skein_group_lag",
+        "gauge",
+        "Records of a partition a consumer group has not committed yet: high watermark minus committed offset (partitions hosted on this broker).",
+    );
+    let mut totals = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let mut total = 0i64;
+        for (topic, partition, offset) in &g.committed {
+            let Some(hw) = high_watermarks.get(&(topic.as_str(), *partition)) else {
+                continue;
+            };
+            let lag = (hw - offset).max(0);
+            total += lag;
+            out.sample(
+                "skein_group_lag",
+                &group_labels(&g.group, topic, *partition),
+                lag,
+            );
+        }
+        totals.push((&g.group, total));
+    }
+    out.family(
+        "skein_group_lag_total",
+        "gauge",
+        "A consumer group's lag summed over its committed partitions hosted on this broker.",
+    );
+    for (group, total) in totals {
+        out.sample("skein_group_lag_total", &[("group", group)], total);
+    }
+}
+
+fn group_labels(group: &str, topic: &str, partition: i32) -> [(&'static str, String); 3] {
+    [
+        ("group", group.to_owned()),
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ]
 }
 
 fn shard_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
@@ -433,7 +508,30 @@ mod tests {
                 segment_writes: 7,
                 segment_write_us: 1_500_000,
             }],
+            // A group on shard 0 that committed t0-0 (owned by shard 0) and t1-0 (shard 1).
+            groups: if shard == 0 {
+                vec![crate::metrics::GroupGauges {
+                    group: "g".to_owned(),
+                    state: crate::group::GroupState::Stable,
+                    members: 2,
+                    committed: vec![("t0".to_owned(), 0, 40), ("t1".to_owned(), 0, 12)],
+                }]
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    #[test]
+    fn group_lag_joins_commits_with_the_owner_shards_high_watermarks() {
+        let text = render(1, &[snapshot(0), snapshot(1)]);
+        assert!(
+            text.contains("skein_group_members{group=\"g\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("skein_group_lag{group=\"g\",topic=\"t0\",partition=\"0\"} 2\n"));
+        assert!(text.contains("skein_group_lag{group=\"g\",topic=\"t1\",partition=\"0\"} 30\n"));
+        assert!(text.contains("skein_group_lag_total{group=\"g\"} 32\n"));
     }
 
     fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {

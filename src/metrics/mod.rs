@@ -42,6 +42,9 @@ pub struct PartitionGauges {
     pub segment_write_us: u64,
 }
 
+/// A group this shard coordinates, at scrape time.
+pub use crate::shard::coordinator::GroupGauges;
+
 /// Everything one shard reports to a scrape.
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
@@ -49,6 +52,8 @@ pub struct ShardSnapshot {
     pub counters: ShardCounters,
     /// The partitions this shard owns.
     pub partitions: Vec<PartitionGauges>,
+    /// The groups this shard coordinates, with their committed offsets.
+    pub groups: Vec<GroupGauges>,
 }
 
 impl ShardSnapshot {
@@ -78,6 +83,7 @@ impl ShardSnapshot {
             shard: shard.id,
             counters: shard.metrics.snapshot(&metadata),
             partitions,
+            groups: shard.coordinator.gauges(),
         }
     }
 }

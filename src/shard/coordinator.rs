@@ -62,6 +62,16 @@ pub struct Coordinator {
     last_refusal_logged_ms: Cell<i64>,
 }
 
+/// A group as a metrics scrape sees it: state, members and committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupGauges {
+    pub group: String,
+    pub state: GroupState,
+    pub members: usize,
+    /// (topic, partition, committed offset).
+    pub committed: Vec<(String, i32, i64)>,
+}
+
 /// One group's committed offset as OffsetFetch reports it.
 pub type FetchedOffset = ((String, i32), Option<Committed>);
 
@@ -147,6 +157,29 @@ impl Coordinator {
                     g.protocol_type().unwrap_or_default().to_owned(),
                     g.state(),
                 )
+            })
+            .collect()
+    }
+
+    /// Every group's gauges, for a metrics scrape.
+    pub fn gauges(&self) -> Vec<GroupGauges> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Loaded(groups) => Some(groups.values()),
+                Slot::Loading => None,
+            })
+            .flatten()
+            .map(|g| GroupGauges {
+                group: g.id.clone(),
+                state: g.state(),
+                members: g.member_count(),
+                committed: g
+                    .offsets
+                    .iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.offset))
+                    .collect(),
             })
             .collect()
     }

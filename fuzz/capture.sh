@@ -49,6 +49,14 @@ for client in confluent kafka-python aiokafka; do
             --compression "$compression"
     done
 done
+# Consumer groups: each client subscribes, consumes and commits (group.initial.rebalance.delay.ms
+# is the broker default here, so each run waits ~3 s for its first assignment).
+for client in confluent kafka-python aiokafka; do
+    capture "$client-group" $PY tests/clients/group_consumer.py --bootstrap $R \
+        --topic "corpus-$client-none" --group "corpus-$client" --client "$client" \
+        --max-records 50 --seconds 30
+done
+capture kcat-group kcat -b $R -G corpus-kcat -X auto.offset.reset=earliest -c 20 -q corpus
 capture admin $PY tests/clients/admin.py create --bootstrap $R --topic corpus-admin --partitions 3 \
     --config retention.ms=1000
 echo "captured $(ls "$OUT" | wc -l) distinct frames in $OUT"

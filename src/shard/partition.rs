@@ -404,6 +404,22 @@ impl Partition {
         self.kick_sync();
     }
 
+    /// Drops the rolled segments wholly below `offset` (see [`Log::delete_segments_below`]).
+    pub fn delete_segments_below(self: &Rc<Self>, offset: i64) -> usize {
+        let deleted = self
+            .with_log(|log| Ok(log.delete_segments_below(offset)))
+            .unwrap_or(0);
+        if deleted > 0 {
+            info!(
+                "{}: {deleted} segment(s) below offset {offset} deleted; log start is now {}",
+                self.tp,
+                self.log_start_offset()
+            );
+        }
+        self.kick_sync();
+        deleted
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.with_log(|log| Ok(log.size_bytes())).unwrap_or(0)
     }

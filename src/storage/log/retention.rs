@@ -97,6 +97,34 @@ impl Log {
         count
     }
 
+    /// Drops the rolled segments that lie wholly below `offset` (the next segment starts at or
+    /// before it), advancing the log start, as retention does. For a log whose owner has
+    /// rewritten everything it still needs at or after `offset` (the group coordinator's
+    /// `__consumer_offsets`, until compaction exists). Returns how many segments were dropped;
+    /// the next sync job deletes their files.
+    pub fn delete_segments_below(&mut self, offset: i64) -> usize {
+        let count = self
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset <= offset)
+            .count();
+        if count == 0 {
+            return 0;
+        }
+        let dropped: Vec<Segment> = self.segments.drain(..count).collect();
+        self.doom(dropped);
+        let log_start_offset = self.log_start_offset();
+        if self
+            .cache
+            .start_offset()
+            .is_some_and(|s| s < log_start_offset)
+        {
+            self.cache.clear();
+        }
+        self.forget_snapshots(|offset| offset < log_start_offset);
+        count
+    }
+
     /// Drops everything at or after `offset` (for replicas whose tail diverged from the
     /// leader). The cut is at a batch boundary: a batch containing `offset` goes entirely, so
     /// the new log end offset is that batch's base offset. Blocking: call it on a blocking
@@ -195,6 +223,30 @@ mod tests {
         fill(&mut log, 40);
         assert!(log.enforce_retention(0) > 0);
         assert!(log.size_bytes() >= 1_500 && log.size_bytes() < 1_500 + 1_000);
+    }
+
+    #[test]
+    fn segments_wholly_below_an_offset_go_and_the_rest_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let stored = fill(&mut log, 40);
+        let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+        assert!(bases.len() >= 4);
+        assert_eq!(log.delete_segments_below(bases[1] - 1), 0, "none wholly below");
+        // An offset inside the third segment: the first two go.
+        let deleted = log.delete_segments_below(bases[2] + 1);
+        assert_eq!(deleted, 2);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(read_all(&log, bases[2]), expected_from(&stored, bases[2]));
+        // Never the active segment.
+        log.delete_segments_below(i64::MAX);
+        assert_eq!(log.segment_count(), 1);
+        log.sync_now().expect("delete files");
+        let leo = log.log_end_offset();
+        drop(log);
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.log_start_offset(), *bases.last().unwrap());
     }
 
     #[test]

@@ -19,8 +19,9 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    GroupId, ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    ApiKey, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest,
 };
 use kafka_protocol::protocol::{Decodable, Message, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -110,6 +111,15 @@ fn retry_of(code: i16) -> Retry {
         }
         _ => Retry::No,
     }
+}
+
+/// The version of `R` to send on `conn`; the error names the API and the broker.
+fn version_of<R: Request>(conn: &Connection) -> anyhow::Result<i16> {
+    conn.version_of::<R>()
+        .with_context(|| match ApiKey::try_from(R::KEY) {
+            Ok(api) => format!("{api:?} on {}", conn.addr()),
+            Err(_) => format!("API key {} on {}", R::KEY, conn.addr()),
+        })
 }
 
 /// The broker that coordinates a group.
@@ -310,7 +320,7 @@ impl GroupAdmin {
             let what = format!("ListGroups on broker {broker_id} ({addr})");
             let (attempts, backoff) = (self.attempts, self.backoff);
             let conn = self.connection(&addr).await?;
-            let version = conn.version_of::<ListGroupsRequest>()?;
+            let version = version_of::<ListGroupsRequest>(conn)?;
             if !states.is_empty() && version < 4 {
                 bail!(
                     "{what}: filtering by state needs ListGroups v4, the broker serves v{version}"
@@ -372,7 +382,7 @@ impl GroupAdmin {
     ) -> anyhow::Result<Result<Coordinator, i16>> {
         let what = format!("group '{group}': FindCoordinator");
         let conn = self.bootstrap().await?;
-        let version = conn.version_of::<FindCoordinatorRequest>()?;
+        let version = version_of::<FindCoordinatorRequest>(conn)?;
         // v4 batches keys: the key moves into a list, and so does the answer.
         let request = if version >= 4 {
             FindCoordinatorRequest::default()
@@ -457,7 +467,7 @@ impl GroupAdmin {
                     coordinator.node_id
                 )
             })?;
-            let version = conn.version_of::<R>()?;
+            let version = version_of::<R>(conn)?;
             let response = conn
                 .send_version(build(version)?, version)
                 .await

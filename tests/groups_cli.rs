@@ -463,3 +463,38 @@ fn bad_arguments_fail_before_any_request() {
         "cannot connect to 127.0.0.1:1",
     );
 }
+
+/// On a new cluster the CLI is the first to ask for a group coordinator (which makes the
+/// broker create `__consumer_offsets`): it waits for it, then works as usual.
+#[test]
+fn the_first_group_request_waits_for_the_coordinator() {
+    let zk = ZooKeeper::start(1);
+    let broker = Broker::start(&zk, BrokerOpts::id(1).shards(2));
+    let b = broker.bootstrap();
+    broker.create_topic(TOPIC, 3, &[]);
+
+    let missing = try_skein_cli(&["groups", "describe", "--bootstrap", &b, "--group", "nobody"]);
+    assert!(
+        !missing.status.success()
+            && stderr(&missing).contains("consumer group 'nobody' does not exist"),
+        "{}",
+        stderr(&missing)
+    );
+    let (plan, executed) = reset(
+        &b,
+        "fresh",
+        &["--topic", TOPIC, "--to-earliest", "--execute"],
+    );
+    assert_eq!((plan, executed), (vec![(0, 0), (1, 0), (2, 0)], true));
+    let listed = listed_groups(&b, &[]);
+    assert_eq!(
+        listed,
+        vec![serde_json::json!({"group": "fresh", "state": "Empty", "protocol_type": ""})]
+    );
+    let deleted = groups_json(&b, &["delete", "--all-groups"]);
+    assert_eq!(
+        deleted["groups"],
+        serde_json::json!([{"group": "fresh", "error": null}])
+    );
+    assert!(listed_groups(&b, &[]).is_empty());
+}

@@ -246,6 +246,15 @@ impl GroupAdmin {
         })
     }
 
+    /// Sets how many attempts a request gets against a loading, moved or unknown coordinator,
+    /// and the wait between two (defaults: [`COORDINATOR_ATTEMPTS`], [`COORDINATOR_BACKOFF`]).
+    pub fn retries(mut self, attempts: u32, backoff: Duration) -> GroupAdmin {
+        assert!(attempts >= 1, "a request needs at least one attempt");
+        self.attempts = attempts;
+        self.backoff = backoff;
+        self
+    }
+
     /// The connection to `addr`, opened on first use.
     async fn connection(&mut self, addr: &str) -> anyhow::Result<&mut Connection> {
         if !self.connections.contains_key(addr) {
@@ -341,6 +350,10 @@ impl GroupAdmin {
                 match retry_of(response.error_code) {
                     Retry::No => break response,
                     Retry::Same | Retry::Rediscover if attempt < attempts => {
+                        tracing::debug!(
+                            "{what}: {}, retrying ({attempt} of {attempts})",
+                            error_name(response.error_code)
+                        );
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
                     }
@@ -455,6 +468,11 @@ impl GroupAdmin {
                 None => match self.find_coordinator_once(group).await? {
                     Ok(c) => c,
                     Err(code) => {
+                        tracing::debug!(
+                            "group '{group}': FindCoordinator: {}, retrying ({attempt} of {})",
+                            error_name(code),
+                            self.attempts
+                        );
                         last_code = code;
                         continue;
                     }
@@ -473,12 +491,18 @@ impl GroupAdmin {
                 .await
                 .with_context(|| format!("group '{group}': {what}"))?;
             let code = error_of(&response);
-            match retry_of(code) {
-                Retry::No => return Ok(response),
-                Retry::Same => {}
-                Retry::Rediscover => {
-                    self.coordinators.remove(group);
-                }
+            let retry = retry_of(code);
+            if matches!(retry, Retry::No) {
+                return Ok(response);
+            }
+            tracing::debug!(
+                "group '{group}': {what} on broker {}: {}, retrying ({attempt} of {})",
+                coordinator.node_id,
+                error_name(code),
+                self.attempts
+            );
+            if matches!(retry, Retry::Rediscover) {
+                self.coordinators.remove(group);
             }
             last_code = code;
         }
@@ -740,9 +764,214 @@ impl GroupAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use bytes::BufMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+    use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, BrokerId, DescribeGroupsResponse, FindCoordinatorResponse,
+        RequestHeader, ResponseHeader,
+    };
     use kafka_protocol::protocol::Encodable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A broker that answers ApiVersions, FindCoordinator (naming itself) and DescribeGroups
+    /// with error codes from a script, and counts what it is asked.
+    struct FakeCoordinator {
+        addr: String,
+        find_calls: Arc<AtomicUsize>,
+        describe_calls: Arc<AtomicUsize>,
+    }
+
+    type Script = Arc<dyn Fn(usize) -> i16 + Send + Sync>;
+
+    impl FakeCoordinator {
+        /// `find_code(n)` and `describe_code(n)` are the codes of the n-th (from 0) answers.
+        async fn start(
+            find_code: impl Fn(usize) -> i16 + Send + Sync + 'static,
+            describe_code: impl Fn(usize) -> i16 + Send + Sync + 'static,
+        ) -> FakeCoordinator {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let port = listener.local_addr().expect("local addr").port();
+            let fake = FakeCoordinator {
+                addr: format!("127.0.0.1:{port}"),
+                find_calls: Arc::default(),
+                describe_calls: Arc::default(),
+            };
+            let (find_calls, describe_calls) =
+                (fake.find_calls.clone(), fake.describe_calls.clone());
+            let (find_code, describe_code): (Script, Script) =
+                (Arc::new(find_code), Arc::new(describe_code));
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (find_calls, describe_calls) = (find_calls.clone(), describe_calls.clone());
+                    let (find_code, describe_code) = (find_code.clone(), describe_code.clone());
+                    tokio::spawn(async move {
+                        let _ = serve(
+                            stream,
+                            port,
+                            (find_calls, find_code),
+                            (describe_calls, describe_code),
+                        )
+                        .await;
+                    });
+                }
+            });
+            fake
+        }
+    }
+
+    async fn serve(
+        mut stream: TcpStream,
+        port: u16,
+        (find_calls, find_code): (Arc<AtomicUsize>, Script),
+        (describe_calls, describe_code): (Arc<AtomicUsize>, Script),
+    ) -> anyhow::Result<()> {
+        loop {
+            let len = stream.read_i32().await?;
+            let mut body = vec![0; len as usize];
+            stream.read_exact(&mut body).await?;
+            let mut body = Bytes::from(body);
+            let api = ApiKey::try_from(i16::from_be_bytes([body[0], body[1]]))
+                .map_err(|_| anyhow!("unknown api key"))?;
+            let version = i16::from_be_bytes([body[2], body[3]]);
+            let header = RequestHeader::decode(&mut body, api.request_header_version(version))?;
+            let mut out = bytes::BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut out, api.response_header_version(version))?;
+            match api {
+                ApiKey::ApiVersions => {
+                    let served = [
+                        (ApiKey::ApiVersions, 3),
+                        (ApiKey::FindCoordinator, 3),
+                        (ApiKey::DescribeGroups, 5),
+                    ];
+                    ApiVersionsResponse::default()
+                        .with_api_keys(
+                            served
+                                .into_iter()
+                                .map(|(key, max)| {
+                                    ApiVersion::default()
+                                        .with_api_key(key as i16)
+                                        .with_max_version(max)
+                                })
+                                .collect(),
+                        )
+                        .encode(&mut out, version)?
+                }
+                ApiKey::FindCoordinator => {
+                    let n = find_calls.fetch_add(1, Ordering::SeqCst);
+                    FindCoordinatorResponse::default()
+                        .with_error_code(find_code(n))
+                        .with_node_id(BrokerId(1))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(port.into())
+                        .encode(&mut out, version)?
+                }
+                ApiKey::DescribeGroups => {
+                    let n = describe_calls.fetch_add(1, Ordering::SeqCst);
+                    let request = DescribeGroupsRequest::decode(&mut body, version)?;
+                    DescribeGroupsResponse::default()
+                        .with_groups(
+                            request
+                                .groups
+                                .into_iter()
+                                .map(|g| {
+                                    DescribedGroup::default()
+                                        .with_group_id(g)
+                                        .with_error_code(describe_code(n))
+                                        .with_group_state(StrBytes::from_static_str("Stable"))
+                                        .with_protocol_type(StrBytes::from_static_str("consumer"))
+                                })
+                                .collect(),
+                        )
+                        .encode(&mut out, version)?
+                }
+                other => bail!("the fake coordinator was sent {other:?}"),
+            }
+            stream.write_i32(out.len() as i32).await?;
+            stream.write_all(&out).await?;
+        }
+    }
+
+    const FAST: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn a_loading_moved_or_unknown_coordinator_is_retried() {
+        // FindCoordinator: not available once. DescribeGroups: loading twice, then "not the
+        // coordinator", which sends us to FindCoordinator again.
+        let fake = FakeCoordinator::start(
+            |n| if n == 0 { 15 } else { 0 },
+            |n| [14, 14, 16].get(n).copied().unwrap_or(0),
+        )
+        .await;
+        let mut admin = GroupAdmin::connect(&fake.addr)
+            .await
+            .unwrap()
+            .retries(20, FAST);
+        let group = admin.describe_group("g").await.unwrap();
+        assert_eq!(group.state, "Stable");
+        assert_eq!(fake.find_calls.load(Ordering::SeqCst), 3);
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 4);
+        assert_eq!(admin.coordinator_of("g").unwrap().node_id, 1);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let fake = FakeCoordinator::start(|_| 0, |_| 14).await;
+        let mut admin = GroupAdmin::connect(&fake.addr)
+            .await
+            .unwrap()
+            .retries(5, FAST);
+        let error = admin.describe_group("g").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "group 'g': DescribeGroups: still COORDINATOR_LOAD_IN_PROGRESS after 5 attempts \
+             1ms apart"
+        );
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 5);
+
+        let fake = FakeCoordinator::start(|_| 15, |_| 0).await;
+        let mut admin = GroupAdmin::connect(&fake.addr)
+            .await
+            .unwrap()
+            .retries(3, FAST);
+        let error = admin.describe_group("g").await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("still COORDINATOR_NOT_AVAILABLE after 3 attempts"),
+            "{error}"
+        );
+        assert_eq!(fake.find_calls.load(Ordering::SeqCst), 3);
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_answers() {
+        // GROUP_AUTHORIZATION_FAILED is final; GROUP_ID_NOT_FOUND means a group that is not there.
+        let fake = FakeCoordinator::start(|_| 0, |_| 30).await;
+        let mut admin = GroupAdmin::connect(&fake.addr)
+            .await
+            .unwrap()
+            .retries(20, FAST);
+        let error = admin.describe_group("g").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "group 'g': DescribeGroups: GROUP_AUTHORIZATION_FAILED"
+        );
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 1);
+
+        let fake = FakeCoordinator::start(|_| 0, |_| 69).await;
+        let mut admin = GroupAdmin::connect(&fake.addr).await.unwrap();
+        let group = admin.describe_group("g").await.unwrap();
+        assert!(!group.exists() && group.is_inactive(), "{group:?}");
+    }
 
     #[test]
     fn error_names_are_kafkas() {

@@ -96,8 +96,11 @@ fn wait_for_state(bootstrap: &str, group: &str, state: &str, members: usize) -> 
     )
 }
 
-/// Per partition of [`TOPIC`]: (partition, committed, log end, lag) from a describe report.
-fn offsets(report: &Value) -> Vec<(i64, Option<i64>, Option<i64>, Option<i64>)> {
+/// One partition's line of a describe report: (partition, committed, log end, lag).
+type OffsetLine = (i64, Option<i64>, Option<i64>, Option<i64>);
+
+/// Per partition of [`TOPIC`], from a describe report.
+fn offsets(report: &Value) -> Vec<OffsetLine> {
     report["offsets"]
         .as_array()
         .unwrap_or_else(|| panic!("no offsets in {report}"))

@@ -2,6 +2,7 @@
 
 mod bench;
 pub mod broker;
+mod groups;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Create, list, describe and delete topics on a running cluster.
     Topics(topics::TopicsArgs),
+    /// List, describe, reset the offsets of and delete consumer groups on a running cluster.
+    Groups(groups::GroupsArgs),
     /// Load generator: produce, consume or e2e against any Kafka-compatible broker.
     Bench(Box<bench::BenchArgs>),
 }
@@ -31,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topics(args) => topics::run(args),
+        Command::Groups(args) => groups::run(args),
         Command::Bench(args) => bench::run(*args),
     }
 }

@@ -6,8 +6,10 @@
 //! - [`pipeline`]: the same connection split into a writer and a reader half, several requests in
 //!   flight (the bench's producers and consumers).
 //! - [`cluster`]: bootstrap, metadata and leader discovery, topic creation, list offsets.
+//! - [`groups`]: consumer-group administration (coordinators, describe, offsets, delete).
 
 pub mod cluster;
+pub mod groups;
 pub mod pipeline;
 
 use std::collections::HashMap;

@@ -406,3 +406,102 @@ fn a_static_member_restarted_within_its_session_rejoins_without_a_rebalance() {
         report(&stays).assignments
     );
 }
+
+/// Until log compaction exists, the coordinator keeps `__consumer_offsets` bounded by
+/// rewriting the live offsets and deleting older segments; what it loads after a crash is still
+/// the last commit of every partition.
+#[test]
+fn the_offsets_topic_stays_bounded_and_keeps_the_last_commits() {
+    let zk = ZooKeeper::start(1);
+    let mut broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .set("offsets.topic.num.partitions", "1")
+            .set("offsets.topic.segment.bytes", "4096"),
+    );
+    broker.create_topic("bounded", 4, &[]);
+    let summary = harness::python_json(
+        "commit_loop.py",
+        &[
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--group",
+            "busy",
+            "--topic",
+            "bounded",
+            "--partitions",
+            "4",
+            "--commits",
+            "1500",
+        ],
+    );
+    assert_eq!(summary["ok"], true, "{summary}");
+    let dir = broker.log_dir().join("__consumer_offsets-0");
+    let segments = || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // 1,500 commits take ~50 segments of 4 KiB; the rewrites keep a handful.
+    wait_until(
+        "the offsets partition to be rewritten",
+        Duration::from_secs(30),
+        || {
+            (broker
+                .log_text()
+                .contains("live groups and offsets rewritten")
+                && segments() <= 6)
+                .then_some(())
+        },
+    );
+    broker.kill();
+    broker.restart();
+    // A commit of another group first: the coordinator has loaded the partition again.
+    let fetched = harness::python_json(
+        "commit_loop.py",
+        &[
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--group",
+            "other",
+            "--topic",
+            "bounded",
+            "--partitions",
+            "1",
+            "--commits",
+            "1",
+        ],
+    );
+    assert_eq!(fetched["ok"], true);
+    let described = harness::skein_cli(&[
+        "groups",
+        "describe",
+        "--group",
+        "busy",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    let offsets: BTreeMap<i64, i64> = report["groups"][0]["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["partition"].as_i64().unwrap(),
+                o["current_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        BTreeMap::from([(0, 1496), (1, 1497), (2, 1498), (3, 1499)]),
+        "the last commit of each partition survives the rewrites and the crash"
+    );
+}

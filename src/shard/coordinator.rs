@@ -38,6 +38,9 @@ use crate::record::{BatchBuilder, BatchHeader};
 /// How often group deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// How often (in ticks) the coordinator looks for a partition to rewrite (see [`rewrite`]).
+const REWRITE_CHECK_TICKS: u64 = 20;
+
 /// Bytes read from `__consumer_offsets` at a time while loading.
 const LOAD_CHUNK_BYTES: usize = 1 << 20;
 
@@ -60,6 +63,12 @@ pub struct Coordinator {
     next_expiry_ms: Cell<i64>,
     /// When a refused new group was last logged (at most one line per 10 s).
     last_refusal_logged_ms: Cell<i64>,
+    /// Appends to each partition not yet complete (see [`rewrite`]).
+    in_flight: RefCell<HashMap<i32, usize>>,
+    /// Bytes the last rewrite of each partition wrote (see [`rewrite_due`]).
+    rewritten_bytes: RefCell<HashMap<i32, u64>>,
+    /// A rewrite is under way (one at a time per shard).
+    rewriting: Cell<bool>,
 }
 
 /// A group as a metrics scrape sees it: state, members and committed offsets.
@@ -89,6 +98,9 @@ impl Coordinator {
             },
             next_expiry_ms: Cell::new(now_ms() + config.offsets_retention_check_interval_ms),
             last_refusal_logged_ms: Cell::new(0),
+            in_flight: RefCell::new(HashMap::new()),
+            rewritten_bytes: RefCell::new(HashMap::new()),
+            rewriting: Cell::new(false),
             config: config.clone(),
             partitions: RefCell::new(HashMap::new()),
         }
@@ -138,6 +150,22 @@ impl Coordinator {
                 Ok(f(groups.get_mut(id)))
             }
         }
+    }
+
+    fn in_flight(&self, partition: i32) -> usize {
+        self.in_flight
+            .borrow()
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn in_flight_change(&self, partition: i32, by: isize) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        let count = in_flight.entry(partition).or_insert(0);
+        *count = count
+            .checked_add_signed(by)
+            .expect("in-flight appends never go negative");
     }
 
     /// Groups of every loaded partition, for ListGroups.
@@ -253,7 +281,35 @@ fn offsets_partition(shard: &Shard, partition: i32) -> Option<Rc<Partition>> {
     })
 }
 
-/// Appends `records` (key, value or tombstone) to `__consumer_offsets`-`partition` as one batch.
+/// Batches of `records` (key, value or tombstone), each at most `max_batch_bytes` unless a
+/// single record is larger (then it is alone in its batch, and refused by the caller's size
+/// check).
+fn batches(
+    records: &[(Bytes, Option<Bytes>)],
+    max_batch_bytes: usize,
+) -> anyhow::Result<Vec<Bytes>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    let mut builder = BatchBuilder::new(Compression::None, 256);
+    for (key, value) in records {
+        let size = key.len() + value.as_ref().map_or(0, Bytes::len) + 32;
+        if !builder.is_empty() && builder.size_bytes() + size > max_batch_bytes {
+            out.push(builder.finish()?);
+        }
+        match value {
+            Some(value) => builder.append(now, Some(key), &[value]),
+            None => builder.append_tombstone(now, key),
+        }
+    }
+    if !builder.is_empty() {
+        out.push(builder.finish()?);
+    }
+    Ok(out)
+}
+
+/// Appends `records` to `__consumer_offsets`-`partition`, in order, as one append (so nothing
+/// else lands between its batches). Counted in flight until it completes: a rewrite waits for
+/// none to be (see [`rewrite`]).
 async fn append(
     shard: &Rc<Shard>,
     partition: i32,
@@ -265,29 +321,25 @@ async fn append(
     let Some(log) = offsets_partition(shard, partition) else {
         return Err(ResponseError::NotCoordinator);
     };
-    let now = now_ms();
-    let mut builder = BatchBuilder::new(Compression::None, 256);
-    for (key, value) in &records {
-        match value {
-            Some(value) => builder.append(now, Some(key), &[value]),
-            None => builder.append_tombstone(now, key),
-        }
-    }
-    let bytes = builder
-        .finish()
-        .map_err(|_| ResponseError::UnknownServerError)?;
     let max = shard
         .metadata()
         .topic(OFFSETS_TOPIC)
-        .map_or(i64::MAX, |t| t.config.values.max_message_bytes);
-    if bytes.len() as i64 > max {
-        return Err(ResponseError::RecordListTooLarge);
+        .map_or(1 << 20, |t| t.config.values.max_message_bytes)
+        .max(1024) as usize;
+    let batches = batches(&records, max / 2).map_err(|_| ResponseError::UnknownServerError)?;
+    let mut parsed = Vec::with_capacity(batches.len());
+    for bytes in batches {
+        if bytes.len() > max {
+            return Err(ResponseError::RecordListTooLarge);
+        }
+        let header = BatchHeader::parse(&bytes).map_err(|_| ResponseError::UnknownServerError)?;
+        parsed.push(crate::record::Batch { header, bytes });
     }
-    let header = BatchHeader::parse(&bytes).map_err(|_| ResponseError::UnknownServerError)?;
-    match log
-        .append(vec![crate::record::Batch { header, bytes }])
-        .await
-    {
+    let coordinator = &shard.coordinator;
+    coordinator.in_flight_change(partition, 1);
+    let appended = log.append(parsed).await;
+    coordinator.in_flight_change(partition, -1);
+    match appended {
         Ok(_) => Ok(()),
         Err(e) => {
             warn!("{OFFSETS_TOPIC}-{partition}: cannot write: {e}");
@@ -295,6 +347,85 @@ async fn append(
             Err(ResponseError::NotCoordinator)
         }
     }
+}
+
+/// Keeps a `__consumer_offsets` partition bounded until log compaction exists: once it holds
+/// at least three segments and four times what its last rewrite wrote, every live group and
+/// committed offset is written again at the log end and the segments wholly below that point
+/// are deleted. Loading replays the log in order, so the rewritten values win over anything
+/// older still left in the segment where the rewrite starts.
+///
+/// Correct only if the state rewritten is the state of every record before it: so it runs when
+/// no write of this coordinator to the partition is in flight (its effect on the state is
+/// applied in the same step as its completion), computes the records and queues the append in
+/// one step, and nothing else writes to the partition (clients may not produce to it).
+async fn rewrite(shard: Rc<Shard>, partition: i32) {
+    let Some(log) = offsets_partition(&shard, partition) else {
+        return;
+    };
+    let coordinator = &shard.coordinator;
+    if coordinator.in_flight(partition) > 0 || coordinator.rewriting.get() {
+        return;
+    }
+    let records: Vec<(Bytes, Option<Bytes>)> = {
+        let partitions = coordinator.partitions.borrow();
+        let Some(Slot::Loaded(groups)) = partitions.get(&partition) else {
+            return;
+        };
+        let mut records = Vec::new();
+        for g in groups.values().filter(|g| g.state() != GroupState::Dead) {
+            if g.generation() > 0 || g.protocol_type().is_some() {
+                records.push((
+                    log_format::group_key(&g.id),
+                    Some(log_format::group_value(&g.stored_value())),
+                ));
+            }
+            for ((topic, p), committed) in &g.offsets {
+                records.push((
+                    log_format::offset_key(&g.id, topic, *p),
+                    Some(log_format::offset_value(committed)),
+                ));
+            }
+        }
+        records
+    };
+    let start = log.log_end_offset();
+    let bytes: u64 = records
+        .iter()
+        .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Bytes::len)) as u64)
+        .sum();
+    coordinator.rewriting.set(true);
+    let written = append(&shard, partition, records).await;
+    coordinator.rewriting.set(false);
+    match written {
+        Ok(()) => {
+            coordinator
+                .rewritten_bytes
+                .borrow_mut()
+                .insert(partition, bytes.max(1));
+            let deleted = log.delete_segments_below(start);
+            info!(
+                "{OFFSETS_TOPIC}-{partition}: live groups and offsets rewritten ({bytes} bytes) \
+                 at offset {start}; {deleted} older segment(s) deleted"
+            );
+        }
+        Err(e) => warn!("{OFFSETS_TOPIC}-{partition}: rewrite failed: {e:?}"),
+    }
+}
+
+/// Whether `__consumer_offsets`-`partition` has grown enough for a [`rewrite`].
+fn rewrite_due(shard: &Shard, partition: i32) -> bool {
+    let Some(log) = offsets_partition(shard, partition) else {
+        return false;
+    };
+    let last = shard
+        .coordinator
+        .rewritten_bytes
+        .borrow()
+        .get(&partition)
+        .copied()
+        .unwrap_or(1);
+    log.segment_count() >= 3 && log.size_bytes() > 4 * last
 }
 
 /// Writes what a group asked to store (see [`Group::take_store`]) and tells it the result.
@@ -697,9 +828,23 @@ fn replay(
 /// Checks every group's deadlines, every [`TICK`]; expires offsets every
 /// `offsets.retention.check.interval.ms`. Runs for the shard's life.
 pub async fn tick(shard: Rc<Shard>) {
+    let mut ticks = 0u64;
     loop {
         glommio::timer::sleep(TICK).await;
+        ticks += 1;
         let now = now_ms();
+        if ticks % REWRITE_CHECK_TICKS == 0 {
+            let loaded: Vec<i32> = shard
+                .coordinator
+                .partitions
+                .borrow()
+                .keys()
+                .copied()
+                .collect();
+            if let Some(&partition) = loaded.iter().find(|&&p| rewrite_due(&shard, p)) {
+                glommio::spawn_local(rewrite(shard.clone(), partition)).detach();
+            }
+        }
         let mut to_store = Vec::new();
         {
             let mut partitions = shard.coordinator.partitions.borrow_mut();

@@ -232,7 +232,11 @@ mod tests {
         let stored = fill(&mut log, 40);
         let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
         assert!(bases.len() >= 4);
-        assert_eq!(log.delete_segments_below(bases[1] - 1), 0, "none wholly below");
+        assert_eq!(
+            log.delete_segments_below(bases[1] - 1),
+            0,
+            "none wholly below"
+        );
         // An offset inside the third segment: the first two go.
         let deleted = log.delete_segments_below(bases[2] + 1);
         assert_eq!(deleted, 2);

@@ -677,3 +677,117 @@ fn a_client_that_stops_reading_is_cut_off() {
     assert_others_served(&broker);
     drop(stuck);
 }
+
+/// Group requests from a client that lies or floods: Kafka's error codes, bounded state.
+#[test]
+fn group_requests_that_lie_or_flood_get_kafka_errors_and_bounded_state() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
+    };
+    let zk = ZooKeeper::start(1);
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(1)
+            .set("group.max.size", "5")
+            .set("group.initial.rebalance.delay.ms", "0"),
+    );
+    let mut raw = Raw::connect(&broker);
+    let found = raw
+        .call(
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+            2,
+        )
+        .expect("FindCoordinator answered");
+    assert_eq!(found.error_code, 0, "{found:?}");
+    let join = |member: &str, metadata: Bytes, protocol_type: &'static str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_owned()))
+            .with_protocol_type(StrBytes::from_static_str(protocol_type))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(metadata)])
+    };
+    // The coordinator loads its partitions right after creating them: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let answer = raw
+            .call(join("", Bytes::from_static(b"m"), "consumer"), 4)
+            .expect("JoinGroup answered");
+        if answer.error_code != ResponseError::CoordinatorLoadInProgress.code()
+            || Instant::now() > deadline
+        {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let member = first.member_id.to_string();
+
+    // Unknown member ids, wrong generations, foreign protocol types.
+    let unknown = raw
+        .call(join("made-up-id", Bytes::from_static(b"m"), "consumer"), 4)
+        .unwrap();
+    assert_eq!(unknown.error_code, ResponseError::UnknownMemberId.code());
+    let joined = raw
+        .call(join(&member, Bytes::from_static(b"m"), "consumer"), 4)
+        .unwrap();
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let heartbeat = |generation| {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.clone()))
+    };
+    let stale = raw.call(heartbeat(joined.generation_id + 7), 3).unwrap();
+    assert_eq!(stale.error_code, ResponseError::IllegalGeneration.code());
+    let sync = raw
+        .call(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id(joined.generation_id - 1)
+                .with_member_id(StrBytes::from_string(member.clone())),
+            3,
+        )
+        .unwrap();
+    assert_eq!(sync.error_code, ResponseError::IllegalGeneration.code());
+    let foreign = raw
+        .call(join("", Bytes::from_static(b"m"), "connect"), 3)
+        .unwrap();
+    assert_eq!(
+        foreign.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+
+    // Oversized metadata (over 1 MiB for one member) is refused, not stored.
+    let huge = Bytes::from(vec![7u8; (MIB + 1) as usize]);
+    let refused = raw.call(join("", huge, "consumer"), 4).unwrap();
+    assert_eq!(refused.error_code, ResponseError::InvalidRequest.code());
+
+    // A flood of new members stops at group.max.size (pending ids count, as in Kafka).
+    let rss_before = rss_bytes(&broker);
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        let answer = raw
+            .call(join("", Bytes::from_static(b"m"), "consumer"), 4)
+            .unwrap();
+        codes.push(answer.error_code);
+    }
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|&&c| c == ResponseError::MemberIdRequired.code())
+            .count(),
+        4,
+        "five members at most: one joined, four pending"
+    );
+    assert!(codes[4..]
+        .iter()
+        .all(|&c| c == ResponseError::GroupMaxSizeReached.code()));
+    assert!(rss_bytes(&broker) < rss_before + 64 * MIB);
+    assert_others_served(&broker);
+}

@@ -306,6 +306,24 @@ impl Group {
         self.state_since_ms
     }
 
+    /// Bytes the members' protocol metadata and assignments take (what a client controls).
+    pub fn metadata_bytes(&self) -> usize {
+        self.members
+            .values()
+            .map(|m| {
+                m.protocols
+                    .iter()
+                    .map(|(n, b)| n.len() + b.len())
+                    .sum::<usize>()
+                    + m.assignment.len()
+            })
+            .sum::<usize>()
+            + self
+                .pending_assignment
+                .as_ref()
+                .map_or(0, |a| a.values().map(Bytes::len).sum())
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }

@@ -38,6 +38,13 @@ use crate::record::{BatchBuilder, BatchHeader};
 /// How often group deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// Bytes of member metadata and assignments one shard's groups may hold together; a join that
+/// would pass it is refused (COORDINATOR_NOT_AVAILABLE, retriable) and logged.
+pub const GROUP_METADATA_BUDGET: usize = 256 << 20;
+
+/// How often (in ticks) the shard's group metadata bytes are counted again.
+const RECOUNT_TICKS: u64 = 10;
+
 /// How often (in ticks) the coordinator looks for a partition to rewrite (see [`rewrite`]).
 const REWRITE_CHECK_TICKS: u64 = 20;
 
@@ -69,6 +76,9 @@ pub struct Coordinator {
     rewritten_bytes: RefCell<HashMap<i32, u64>>,
     /// A rewrite is under way (one at a time per shard).
     rewriting: Cell<bool>,
+    /// Member metadata and assignment bytes of every group here: counted every
+    /// [`RECOUNT_TICKS`], raised by each join in between (see [`GROUP_METADATA_BUDGET`]).
+    metadata_bytes: Cell<usize>,
 }
 
 /// A group as a metrics scrape sees it: state, members and committed offsets.
@@ -101,6 +111,7 @@ impl Coordinator {
             in_flight: RefCell::new(HashMap::new()),
             rewritten_bytes: RefCell::new(HashMap::new()),
             rewriting: Cell::new(false),
+            metadata_bytes: Cell::new(0),
             config: config.clone(),
             partitions: RefCell::new(HashMap::new()),
         }
@@ -468,6 +479,27 @@ pub async fn join(
     request: JoinRequest,
 ) -> JoinResult {
     let member_id = request.member_id.clone();
+    let asked: usize = request
+        .protocols
+        .iter()
+        .map(|(n, m)| n.len() + m.len())
+        .sum();
+    let coordinator = &shard.coordinator;
+    if coordinator.metadata_bytes.get() + asked > GROUP_METADATA_BUDGET {
+        let now = now_ms();
+        if now - coordinator.last_refusal_logged_ms.get() >= 10_000 {
+            coordinator.last_refusal_logged_ms.set(now);
+            warn!(
+                "refusing a join to group '{id}': the groups of this shard hold {} bytes of \
+                 member metadata already",
+                coordinator.metadata_bytes.get()
+            );
+        }
+        return JoinResult::error(ResponseError::CoordinatorNotAvailable, &member_id);
+    }
+    coordinator
+        .metadata_bytes
+        .set(coordinator.metadata_bytes.get() + asked);
     let (reply, answer) = oneshot::channel();
     let limits = shard.coordinator.limits;
     let joined = shard
@@ -833,6 +865,21 @@ pub async fn tick(shard: Rc<Shard>) {
         glommio::timer::sleep(TICK).await;
         ticks += 1;
         let now = now_ms();
+        if ticks % RECOUNT_TICKS == 0 {
+            let counted: usize = shard
+                .coordinator
+                .partitions
+                .borrow()
+                .values()
+                .filter_map(|slot| match slot {
+                    Slot::Loaded(groups) => Some(groups.values()),
+                    Slot::Loading => None,
+                })
+                .flatten()
+                .map(Group::metadata_bytes)
+                .sum();
+            shard.coordinator.metadata_bytes.set(counted);
+        }
         if ticks % REWRITE_CHECK_TICKS == 0 {
             let loaded: Vec<i32> = shard
                 .coordinator

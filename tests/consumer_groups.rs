@@ -505,3 +505,81 @@ fn the_offsets_topic_stays_bounded_and_keeps_the_last_commits() {
         "the last commit of each partition survives the rewrites and the crash"
     );
 }
+
+/// A group coordinated by another broker than the one a client bootstraps from: the client
+/// is sent there (FindCoordinator) and consumes and commits through it.
+#[test]
+fn a_group_coordinated_by_another_broker_is_found_and_served() {
+    let zk = ZooKeeper::start(1);
+    let opts = |id| {
+        BrokerOpts::id(id)
+            .shards(1)
+            .set("group.initial.rebalance.delay.ms", "0")
+    };
+    let first = Broker::start(&zk, opts(1));
+    let second = Broker::start(&zk, opts(2));
+    first.create_topic("spread", 4, &[]);
+    produce(&first, "spread", (0..200).map(|i| format!("s-{i}")));
+    // The first group request creates __consumer_offsets; its leaders say where groups live.
+    harness::try_skein_cli(&[
+        "groups",
+        "describe",
+        "--group",
+        "warm-up",
+        "--bootstrap",
+        &first.bootstrap(),
+    ]);
+    let leaders: BTreeMap<i64, i64> = wait_until(
+        "__consumer_offsets with leaders",
+        Duration::from_secs(30),
+        || {
+            let listing = kcat(&[
+                "-b",
+                &first.bootstrap(),
+                "-L",
+                "-J",
+                "-t",
+                "__consumer_offsets",
+            ]);
+            let json: serde_json::Value = serde_json::from_slice(&listing.stdout).ok()?;
+            let partitions = json["topics"][0]["partitions"].as_array()?;
+            let leaders: BTreeMap<i64, i64> = partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p["partition"].as_i64().unwrap(),
+                        p["leader"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            (leaders.len() == 50 && leaders.values().all(|&l| l > 0)).then_some(leaders)
+        },
+    );
+    let group = (0..100)
+        .map(|i| format!("remote-{i}"))
+        .find(|g| leaders[&i64::from(skein::group::partition_for(g, 50))] == 2)
+        .expect("some group lands on broker 2");
+    let mut consumer = consumer(
+        "remote",
+        &first,
+        "spread",
+        &group,
+        &["--max-records", "200"],
+    );
+    consumer.wait(Duration::from_secs(60));
+    let seen = report(&consumer);
+    assert_eq!(seen.records.len(), 200, "{}", consumer.stderr_tail());
+    assert_eq!(seen.committed.values().sum::<i64>(), 200);
+    let described = harness::skein_cli(&[
+        "groups",
+        "describe",
+        "--group",
+        &group,
+        "--bootstrap",
+        &first.bootstrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!(report["groups"][0]["coordinator"]["id"], 2, "{report}");
+    drop(second);
+}

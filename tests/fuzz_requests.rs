@@ -444,6 +444,20 @@ fn seed_frames() -> Vec<(String, Vec<u8>)> {
                         ]),
                     version,
                 ),
+                ApiKey::TxnOffsetCommit => encode(
+                    &TxnOffsetCommitRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                        .with_group_id(group_id("g"))
+                        .with_producer_id(ProducerId(5))
+                        .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                            .with_name(topic_name("t"))
+                            .with_partitions(vec![
+                                txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(3),
+                            ])]),
+                    version,
+                ),
                 other => panic!("no seed for {other:?}: add one"),
             };
             let frame = frame.unwrap_or_else(|| panic!("{:?} v{version} encodes", api.key));

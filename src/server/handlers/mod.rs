@@ -24,6 +24,7 @@ mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -36,7 +37,7 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseKind, SyncGroupRequest, TopicName,
+    ResponseKind, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{decode_allowance, Decodable};
 
@@ -400,6 +401,19 @@ pub const APIS: &[Api] = &[
                 request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
                 let response = offset_delete::handle(shard, body).await;
                 request.reply(ResponseKind::OffsetDelete(response))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::TxnOffsetCommit,
+        min_version: 0,
+        max_version: 3,
+        serve: |_shard, mut request| {
+            Box::pin(async move {
+                let body: TxnOffsetCommitRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                let response = txn_offset_commit::handle(body);
+                request.reply(ResponseKind::TxnOffsetCommit(response))
             })
         },
     },

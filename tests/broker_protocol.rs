@@ -13,8 +13,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, InitProducerIdRequest, JoinGroupRequest, ListOffsetsRequest,
-    ProduceRequest, TopicName,
+    ApiVersionsRequest, DescribeAclsRequest, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -433,7 +433,7 @@ fn unsupported_versions_and_apis_are_answered_or_logged() {
         );
 
         // An API skein does not serve: the connection is closed, and the broker says why.
-        let result = conn.send_version(JoinGroupRequest::default(), 5).await;
+        let result = conn.send_version(DescribeAclsRequest::default(), 1).await;
         assert!(result.is_err(), "the connection is closed");
     });
     harness::wait_until(
@@ -442,7 +442,7 @@ fn unsupported_versions_and_apis_are_answered_or_logged() {
         || {
             broker
                 .log_text()
-                .contains("JoinGroup is not supported")
+                .contains("DescribeAcls is not supported")
                 .then_some(())
         },
     );

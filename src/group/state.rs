@@ -1014,12 +1014,14 @@ impl Group {
             self.complete_join(now_ms);
         }
         // Members waiting in a rebalance are kept by the rebalance timeout, not the session
-        // (new ones by Kafka's 5-minute join timeout).
+        // (new ones by Kafka's 5-minute join timeout), and so are members waiting for the
+        // leader's assignment (Kafka's `shouldKeepAlive`): if the leader is gone, its own
+        // session ends the wait.
         let expired: Vec<String> = self
             .members
             .values()
             .filter(|m| {
-                let waiting = m.awaiting_join.is_some() && !m.is_new;
+                let waiting = (m.awaiting_join.is_some() && !m.is_new) || m.awaiting_sync.is_some();
                 !waiting && now_ms >= m.deadline_ms
             })
             .map(|m| m.id.clone())

@@ -364,3 +364,25 @@ fn empty_groups_lose_their_offsets_after_the_retention() {
     );
     assert!(group.is_removable());
 }
+
+#[test]
+fn a_follower_waiting_for_the_assignment_outlives_its_session_until_the_leader_goes() {
+    let mut group = Group::new("g".into(), 0);
+    let (a, mut a_joined) = new_member(&mut group, 0);
+    ready(&mut a_joined);
+    let (b, mut b_joined) = new_member(&mut group, 0);
+    let mut a_again = join(&mut group, join_request(&a, &[("range", b"r")]), 0);
+    let generation = ready(&mut a_again).generation;
+    ready(&mut b_joined);
+    // b waits for the assignment; the leader never sends it nor heartbeats.
+    let mut b_synced = sync(&mut group, &b, generation, &[]);
+    group.tick(9_999);
+    pending(&mut b_synced);
+    group.tick(10_001);
+    assert_eq!(
+        ready(&mut b_synced).error,
+        Some(ResponseError::RebalanceInProgress),
+        "the leader's session ended the wait"
+    );
+    assert_eq!(group.member_count(), 1, "b stays: it was waiting");
+}

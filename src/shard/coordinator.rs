@@ -59,6 +59,9 @@ enum Slot {
     Loaded(HashMap<String, Group>),
 }
 
+/// A record of `__consumer_offsets`: key, and value or tombstone.
+type Record = (Bytes, Option<Bytes>);
+
 /// Why a group request cannot be served here.
 pub type NotHere = ResponseError;
 
@@ -295,10 +298,7 @@ fn offsets_partition(shard: &Shard, partition: i32) -> Option<Rc<Partition>> {
 /// Batches of `records` (key, value or tombstone), each at most `max_batch_bytes` unless a
 /// single record is larger (then it is alone in its batch, and refused by the caller's size
 /// check).
-fn batches(
-    records: &[(Bytes, Option<Bytes>)],
-    max_batch_bytes: usize,
-) -> anyhow::Result<Vec<Bytes>> {
+fn batches(records: &[Record], max_batch_bytes: usize) -> anyhow::Result<Vec<Bytes>> {
     let now = now_ms();
     let mut out = Vec::new();
     let mut builder = BatchBuilder::new(Compression::None, 256);
@@ -324,7 +324,7 @@ fn batches(
 async fn append(
     shard: &Rc<Shard>,
     partition: i32,
-    records: Vec<(Bytes, Option<Bytes>)>,
+    records: Vec<Record>,
 ) -> Result<(), ResponseError> {
     if records.is_empty() {
         return Ok(());
@@ -378,7 +378,7 @@ async fn rewrite(shard: Rc<Shard>, partition: i32) {
     if coordinator.in_flight(partition) > 0 || coordinator.rewriting.get() {
         return;
     }
-    let records: Vec<(Bytes, Option<Bytes>)> = {
+    let records: Vec<Record> = {
         let partitions = coordinator.partitions.borrow();
         let Some(Slot::Loaded(groups)) = partitions.get(&partition) else {
             return;
@@ -605,13 +605,12 @@ pub async fn commit(
             )
         })
         .collect();
-    let written = append(shard, partition, records).await;
-    let written = written.map_err(|e| match e {
-        ResponseError::RecordListTooLarge => ResponseError::InvalidCommitOffsetSize,
-        ResponseError::NotCoordinator => ResponseError::NotCoordinator,
-        other => other,
-    })?;
-    let () = written;
+    append(shard, partition, records)
+        .await
+        .map_err(|e| match e {
+            ResponseError::RecordListTooLarge => ResponseError::InvalidCommitOffsetSize,
+            other => other,
+        })?;
     shard.coordinator.with_group(partition, &id, true, |g| {
         if let Some(g) = g {
             for (topic, p, value) in &offsets {
@@ -641,7 +640,7 @@ pub async fn delete(shard: &Rc<Shard>, partition: i32, id: String) -> Option<Res
         Ok(Err(e)) => return Some(e),
         Ok(Ok(offsets)) => offsets,
     };
-    let mut records: Vec<(Bytes, Option<Bytes>)> = offsets
+    let mut records: Vec<Record> = offsets
         .iter()
         .map(|(t, p)| (log_format::offset_key(&id, t, *p), None))
         .collect();
@@ -865,7 +864,7 @@ pub async fn tick(shard: Rc<Shard>) {
         glommio::timer::sleep(TICK).await;
         ticks += 1;
         let now = now_ms();
-        if ticks % RECOUNT_TICKS == 0 {
+        if ticks.is_multiple_of(RECOUNT_TICKS) {
             let counted: usize = shard
                 .coordinator
                 .partitions
@@ -880,7 +879,7 @@ pub async fn tick(shard: Rc<Shard>) {
                 .sum();
             shard.coordinator.metadata_bytes.set(counted);
         }
-        if ticks % REWRITE_CHECK_TICKS == 0 {
+        if ticks.is_multiple_of(REWRITE_CHECK_TICKS) {
             let loaded: Vec<i32> = shard
                 .coordinator
                 .partitions
@@ -917,7 +916,7 @@ pub async fn tick(shard: Rc<Shard>) {
 /// Removes offsets whose retention ran out, and groups left with nothing, writing tombstones.
 async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
     let retention = shard.coordinator.config.offsets_retention_ms;
-    let mut tombstones: Vec<(i32, Vec<(Bytes, Option<Bytes>)>)> = Vec::new();
+    let mut tombstones: Vec<(i32, Vec<Record>)> = Vec::new();
     {
         let mut partitions = shard.coordinator.partitions.borrow_mut();
         for (partition, slot) in partitions.iter_mut() {

@@ -15,6 +15,9 @@ use super::str_bytes;
 use crate::group::OFFSETS_TOPIC;
 use crate::shard::{CreateTopicSpec, Shard};
 
+/// A key's coordinator (broker id, host, port), or why there is none.
+type Found = Result<(i32, String, u16), (ResponseError, String)>;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
@@ -29,41 +32,40 @@ pub async fn handle(
     } else {
         vec![request.key.to_string()]
     };
-    let found: Vec<(String, Result<(i32, String, u16), (ResponseError, String)>)> =
-        if request.key_type != 0 {
-            let why = if request.key_type == 1 {
-                "skein has no transaction coordinator yet"
-            } else {
-                "unknown key type"
-            };
-            let error = if request.key_type == 1 {
-                ResponseError::CoordinatorNotAvailable
-            } else {
-                ResponseError::InvalidRequest
-            };
-            keys.into_iter()
-                .map(|k| (k, Err((error, why.to_owned()))))
-                .collect()
+    let found: Vec<(String, Found)> = if request.key_type != 0 {
+        let why = if request.key_type == 1 {
+            "skein has no transaction coordinator yet"
         } else {
-            if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
-                create_offsets_topic(shard).await;
-            }
-            let metadata = shard.metadata();
-            keys.into_iter()
-                .map(|key| {
-                    let found = coordinator_of(&metadata, &key)
-                        .and_then(|(_, leader)| {
-                            metadata
-                                .brokers
-                                .get(&leader)
-                                .map(|b| (b.id, b.host.clone(), b.port))
-                                .ok_or(ResponseError::CoordinatorNotAvailable)
-                        })
-                        .map_err(|e| (e, e.to_string()));
-                    (key, found)
-                })
-                .collect()
+            "unknown key type"
         };
+        let error = if request.key_type == 1 {
+            ResponseError::CoordinatorNotAvailable
+        } else {
+            ResponseError::InvalidRequest
+        };
+        keys.into_iter()
+            .map(|k| (k, Err((error, why.to_owned()))))
+            .collect()
+    } else {
+        if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
+            create_offsets_topic(shard).await;
+        }
+        let metadata = shard.metadata();
+        keys.into_iter()
+            .map(|key| {
+                let found = coordinator_of(&metadata, &key)
+                    .and_then(|(_, leader)| {
+                        metadata
+                            .brokers
+                            .get(&leader)
+                            .map(|b| (b.id, b.host.clone(), b.port))
+                            .ok_or(ResponseError::CoordinatorNotAvailable)
+                    })
+                    .map_err(|e| (e, e.to_string()));
+                (key, found)
+            })
+            .collect()
+    };
     if version >= 4 {
         let coordinators = found
             .into_iter()

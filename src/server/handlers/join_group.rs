@@ -36,7 +36,13 @@ pub async fn handle(
         protocols: request
             .protocols
             .into_iter()
-            .map(|p| (p.name.to_string(), p.metadata))
+            // Copied: a slice would keep the whole request frame alive for the member's life.
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    bytes::Bytes::copy_from_slice(&p.metadata),
+                )
+            })
             .collect(),
         require_known_member_id: version >= 4,
     };

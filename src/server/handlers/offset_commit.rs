@@ -18,6 +18,9 @@ use crate::group::log_format::OffsetValue;
 use crate::shard::coordinator::{self, CommitEntry};
 use crate::shard::Shard;
 
+/// A partition's index and its early error, or the index of its entry to commit.
+type PartitionOutcome = (i32, Result<usize, ResponseError>);
+
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
@@ -28,7 +31,7 @@ pub async fn handle(
     let max_metadata = shard.config.groups.offset_metadata_max_bytes;
     let now = now_ms();
     // Per partition, in request order: an early error, or the index of its entry to commit.
-    let mut outcome: Vec<(String, Vec<(i32, Result<usize, ResponseError>)>)> = Vec::new();
+    let mut outcome: Vec<(String, Vec<PartitionOutcome>)> = Vec::new();
     let mut entries: Vec<CommitEntry> = Vec::new();
     for topic in &request.topics {
         let name = topic.name.to_string();

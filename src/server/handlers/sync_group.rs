@@ -20,7 +20,13 @@ pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGroupRe
         assignments: request
             .assignments
             .into_iter()
-            .map(|a| (a.member_id.to_string(), a.assignment))
+            // Copied: a slice would keep the whole request frame alive with the assignment.
+            .map(|a| {
+                (
+                    a.member_id.to_string(),
+                    bytes::Bytes::copy_from_slice(&a.assignment),
+                )
+            })
             .collect(),
     };
     let result = match valid_member_group(&group) {

@@ -200,6 +200,22 @@ impl ProducerStateManager {
         self.producers.insert(header.producer_id, entry);
     }
 
+    /// Forgets the producers none of whose remembered batches is still in the log (their last
+    /// one ends below `log_start_offset`), as Kafka's `evictUnretainedProducers` does when
+    /// retention moves the log start: the state stays proportional to the data kept. A
+    /// producer forgotten this way that writes again starts over at sequence 0, as it would
+    /// have to after its data expired in Kafka. Returns how many were forgotten.
+    pub(crate) fn evict_below(&mut self, log_start_offset: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, entry| {
+            entry
+                .batches
+                .back()
+                .is_some_and(|b| b.last_offset >= log_start_offset)
+        });
+        before - self.producers.len()
+    }
+
     pub(crate) fn commit(&mut self, pending: HashMap<i64, ProducerEntry>) {
         self.producers.extend(pending);
     }

@@ -154,7 +154,12 @@ impl Log {
         if loaded.dir_changed {
             sync_dir(dir)?;
         }
-        let (producer_state, snapshots) = restore_producer_state(dir, &loaded.segments)?;
+        let (mut producer_state, snapshots) = restore_producer_state(dir, &loaded.segments)?;
+        // A snapshot taken before retention moved the log start may name producers whose data
+        // is gone.
+        if let Some(first) = loaded.segments.first() {
+            producer_state.evict_below(first.base_offset);
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             cache: BatchCache::new(config.cache_bytes),

@@ -94,6 +94,7 @@ impl Log {
             self.cache.clear();
         }
         self.forget_snapshots(|offset| offset < log_start_offset);
+        self.producer_state.evict_below(log_start_offset);
         count
     }
 
@@ -122,6 +123,7 @@ impl Log {
             self.cache.clear();
         }
         self.forget_snapshots(|offset| offset < log_start_offset);
+        self.producer_state.evict_below(log_start_offset);
         count
     }
 
@@ -251,6 +253,37 @@ mod tests {
         let log = Log::open(dir.path(), small_config()).expect("reopen");
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(log.log_start_offset(), *bases.last().unwrap());
+    }
+
+    #[test]
+    fn producers_whose_data_is_gone_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        log.append(&[idem(1, 0, 0, 2)], EPOCH, 0)
+            .expect("early producer");
+        fill(&mut log, 40);
+        log.append(&[idem(2, 0, 0, 2)], EPOCH, 0)
+            .expect("late producer");
+        assert_eq!(log.producer_state().len(), 2);
+        log.delete_segments_below(log.log_end_offset());
+        assert!(
+            log.producer_state().get(1).is_none(),
+            "its batch was deleted"
+        );
+        assert!(
+            log.producer_state().get(2).is_some(),
+            "its batch is in the active segment"
+        );
+        // Forgotten means unknown: it must start again at sequence 0.
+        assert!(matches!(
+            log.append(&[idem(1, 0, 2, 1)], EPOCH, 0),
+            Err(StorageError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        // And it stays forgotten across a reopen.
+        log.close().expect("close");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert!(log.producer_state().get(1).is_none());
+        assert!(log.producer_state().get(2).is_some());
     }
 
     #[test]

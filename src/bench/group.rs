@@ -862,3 +862,62 @@ impl Fetcher {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::cluster::PartitionLeader;
+
+    fn layout(partitions: i32) -> TopicLayout {
+        TopicLayout {
+            topic: "t".to_owned(),
+            partitions: (0..partitions)
+                .map(|partition| PartitionLeader {
+                    partition,
+                    leader_id: 1,
+                })
+                .collect(),
+            brokers: BTreeMap::from([(1, "127.0.0.1:9092".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn the_group_is_stable_once_every_member_holds_one_generation() {
+        let start = BTreeMap::from([(0, 0), (1, 0)]);
+        let run = GroupRun::new("g", 3, &layout(2), &start, None, true).unwrap();
+        run.join_sent();
+        run.synced(0, 1);
+        run.synced(1, 1);
+        // Member 0 gives its assignment up for the next generation before member 2 syncs.
+        run.unsynced(0);
+        run.synced(2, 1);
+        assert_eq!(run.stable_ns.load(Ordering::Acquire), 0);
+        run.synced(0, 2);
+        run.synced(1, 2);
+        assert_eq!(run.stable_ns.load(Ordering::Acquire), 0);
+        run.synced(2, 2);
+        let (result, verifiers) = run.finish_run();
+        assert!(result.rebalance_ms.is_some_and(|ms| ms >= 0.0), "{result:?}");
+        assert_eq!(verifiers.len(), 2, "every partition's verifier comes back");
+    }
+
+    #[tokio::test]
+    async fn partitions_are_handed_over_through_the_ledger() {
+        let start = BTreeMap::from([(0, 5), (1, 0)]);
+        let end = BTreeMap::from([(0, 10), (1, 0)]);
+        let run = GroupRun::new("g", 2, &layout(2), &start, Some(&end), false).unwrap();
+        assert!(!run.all_finished(), "partition 1 has nothing to read, 0 has");
+        let v = run.take(0, Duration::ZERO).await.expect("in the ledger");
+        assert_eq!(v.next_offset(0), Some(5));
+        assert!(
+            run.take(0, Duration::from_millis(20)).await.is_none(),
+            "held by a member"
+        );
+        let mut held = BTreeMap::from([(0, v)]);
+        run.give_back(&mut held);
+        assert!(held.is_empty());
+        assert!(run.take(0, Duration::ZERO).await.is_some());
+        run.finish(0);
+        assert!(run.all_finished());
+    }
+}

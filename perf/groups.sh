@@ -5,12 +5,15 @@
 #   (b) OffsetCommit throughput (skein bench commit), P partitions per request, P=1 too;
 #   (c) reading the produce benchmark's data (10 M x 100 B, 2 partitions) through a group,
 #       against plain assign()-based consumption of the same data, runs interleaved.
-# Every figure is measured ROUNDS times (default 3). JSON reports and logs go to
-# perf/results/<date>-groups/; a summary is printed.
+# Every figure is measured ROUNDS times (default 3; (c), whose runs last about a second, twice
+# as often). JSON reports and logs go to perf/results/<date>-groups/; a summary is printed.
 #   perf/groups.sh [ROUNDS]
 # Knobs: RECORDS (10000000), COMMIT_SECS (10), COMMIT_PARTITIONS (100), COMMIT_P ("1 10 100"),
-# COMMIT_IN_FLIGHT (64), PROFILE=1 records `perf record -e cpu-clock -g` of the broker during the
-# last commit run and the last group consume run.
+# COMMIT_IN_FLIGHT (64), PROFILE=1: afterwards, one more (unrecorded) run of each under
+# `perf record -e cpu-clock -g -p <broker>`, its report in OUT/*.perf.txt (the profiler costs the
+# broker a quarter of its speed, so profiled runs are never the measured ones).
+# Each partition offset committed appends a ~100-byte record to __consumer_offsets (no compaction
+# yet), so (b) writes gigabytes: it runs last, after a `sync`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/setup.sh
@@ -45,16 +48,24 @@ CFG
 }
 
 bench() { "$SKEIN" bench "$@" --bootstrap $B --cores 0 --quiet; }
-profile() { # profile NAME: perf record of the broker in the background until `profile_stop`
-    if [[ ${PROFILE:-0} == 1 ]]; then
-        perf record -e cpu-clock -g -p "$BROKER" -o "$OUT/$1.perf.data" >/dev/null 2>&1 &
-        PERF_PID=$!
-    fi
-}
-profile_stop() {
-    if [[ -n ${PERF_PID:-} ]]; then
-        kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=
-    fi
+profiled() { # profiled NAME COMMAND...: COMMAND with the broker under perf record
+    perf record -e cpu-clock -g -p "$BROKER" -o "$WORK/$1.perf.data" >/dev/null 2>&1 &
+    local perf_pid=$!
+    sleep 0.5
+    "${@:2}" >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    {
+        echo "## by thread and object"
+        perf report -i "$WORK/$1.perf.data" --no-children --sort comm,dso --stdio 2>/dev/null \
+            | grep -E '^ +[0-9]' | head -12
+        echo "## self time by symbol"
+        perf report -i "$WORK/$1.perf.data" --no-children --sort symbol --percent-limit 1 \
+            -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40
+        echo "## with callees (children)"
+        perf report -i "$WORK/$1.perf.data" --children --sort symbol --percent-limit 3 \
+            -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -60
+    } | sed -E 's/ +- +- *$//; s/ +$//' >"$OUT/$1.perf.txt" || true
 }
 
 perf_start_zookeeper "$OUT"
@@ -68,31 +79,51 @@ bench produce --topic ten --create-topic 10:1 --records 1000000 --record-size 10
 "$SKEIN" topics create --bootstrap $B --topic offsets-src --partitions "$COMMIT_PARTITIONS"
 sync
 
+# (c) first, before the commits' gigabytes of __consumer_offsets writes: one unrecorded pass
+# warms the page cache, then plain and group runs alternate, each going first in turn.
+section "(c) plain and group consumption of the produce data"
+bench consume --topic p100 --consumers 2 >/dev/null
+consume_plain() {
+    sync
+    bench consume --topic p100 --consumers 2 --report "$OUT/consume-plain-$1.json"
+}
+consume_group() {
+    sync
+    bench consume --topic p100 --group "readers-$1" --consumers 2 \
+        --report "$OUT/consume-group-$1.json"
+}
+for round in $(seq 1 $((2 * ROUNDS))); do
+    if (( round % 2 )); then
+        consume_plain "$round"; consume_group "$round"
+    else
+        consume_group "$round"; consume_plain "$round"
+    fi
+done
+
+section "(a) 10 consumers to a stable group"
 for round in $(seq 1 "$ROUNDS"); do
-    section "Round $round: (a) 10 consumers to a stable group"
     bench consume --topic ten --group "rebalance-$round" --consumers 10 \
         --report "$OUT/rebalance-10-$round.json"
+done
 
-    section "Round $round: (b) OffsetCommit throughput"
+section "(b) OffsetCommit throughput"
+for round in $(seq 1 "$ROUNDS"); do
     for p in $COMMIT_P; do
-        [[ $round == "$ROUNDS" && $p == "${COMMIT_P##* }" ]] && profile "commit-p$p"
+        sync
         bench commit --topic offsets-src --group "commit-p$p-$round" --partitions-per-commit "$p" \
             --max-in-flight "$COMMIT_IN_FLIGHT" --duration "$COMMIT_SECS" \
             --report "$OUT/commit-p$p-$round.json"
-        profile_stop
     done
-
-    section "Round $round: (c) plain and group consumption of the produce data"
-    bench consume --topic p100 --consumers 2 --report "$OUT/consume-plain-$round.json"
-    [[ $round == "$ROUNDS" ]] && profile "consume-group"
-    bench consume --topic p100 --group "readers-$round" --consumers 2 \
-        --report "$OUT/consume-group-$round.json"
-    profile_stop
 done
+
 if [[ ${PROFILE:-0} == 1 ]]; then
-    for data in "$OUT"/*.perf.data; do
-        perf report -i "$data" --no-children --percent-limit 1.5 --stdio 2>/dev/null \
-            | head -150 >"${data%.perf.data}.perf.txt" || true
+    section "Profiles (unrecorded runs)"
+    profiled consume-plain bench consume --topic p100 --consumers 2
+    profiled consume-group bench consume --topic p100 --group readers-profiled --consumers 2
+    for p in $COMMIT_P; do
+        sync
+        profiled "commit-p$p" bench commit --topic offsets-src --group "commit-p$p-profiled" \
+            --partitions-per-commit "$p" --max-in-flight "$COMMIT_IN_FLIGHT" --duration 5
     done
 fi
 

@@ -97,7 +97,15 @@ pub async fn run(committer: Committer, shared: Arc<Shared>, start_ns: u64) {
     // As in the producer: the writer half outlives the loop, so its FIN cannot cut off the last
     // answers.
     let mut writer = writer;
-    let write = write_loop(spec, &mut writer, version, &shared, &in_flight, tx, start_ns);
+    let write = write_loop(
+        spec,
+        &mut writer,
+        version,
+        &shared,
+        &in_flight,
+        tx,
+        start_ns,
+    );
     let read = read_loop(reader, version, &shared, &in_flight, rx);
     let (w, r) = tokio::join!(write, read);
     drop(writer);

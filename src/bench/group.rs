@@ -224,7 +224,9 @@ impl GroupRun {
             commits: self.commits.load(Ordering::Relaxed),
             commits_refused: self.commits_refused.load(Ordering::Relaxed),
         };
-        let verifiers = std::mem::take(&mut *lock(&self.ledger)).into_values().collect();
+        let verifiers = std::mem::take(&mut *lock(&self.ledger))
+            .into_values()
+            .collect();
         (result, verifiers)
     }
 }
@@ -283,7 +285,10 @@ pub struct Member {
 /// the protocol rather than connection set-up.
 pub async fn connect(spec: MemberSpec, shared: &Shared) -> anyhow::Result<Member> {
     let config = &shared.config;
-    let run = shared.group.as_ref().expect("a group member runs in group mode");
+    let run = shared
+        .group
+        .as_ref()
+        .expect("a group member runs in group mode");
     let mut admin = GroupAdmin::connect(&config.bootstrap).await?;
     let coordinator = admin.coordinator(&run.group).await?;
     let member = GroupMember::connect(
@@ -312,7 +317,10 @@ pub async fn connect(spec: MemberSpec, shared: &Shared) -> anyhow::Result<Member
 /// Runs the member until the run is over, then commits, gives its partitions back and leaves.
 /// Errors are counted on the consume meter.
 pub async fn run(mut m: Member, shared: Arc<Shared>, start_ns: u64) {
-    let run = shared.group.as_ref().expect("a group member runs in group mode");
+    let run = shared
+        .group
+        .as_ref()
+        .expect("a group member runs in group mode");
     let stop = Stop::new(&shared, start_ns);
     let mut held = BTreeMap::new();
     let stagger_ns = shared.config.join_stagger_ms * 1_000_000;
@@ -441,10 +449,9 @@ async fn member_loop(
                         describe(&offsets)
                     );
                     if matches!(exit, Ok(Exit::Stop)) {
-                        shared.consume.error(format!(
-                            "group '{}' member {}: {what}",
-                            run.group, m.index
-                        ));
+                        shared
+                            .consume
+                            .error(format!("group '{}' member {}: {what}", run.group, m.index));
                     } else {
                         tracing::warn!("group '{}' member {}: {what}", run.group, m.index);
                     }
@@ -556,7 +563,9 @@ async fn assign(m: &mut Member, joined: &Joined) -> anyhow::Result<Vec<(String, 
     let mut subscriptions = BTreeMap::new();
     for (member, metadata) in &joined.members {
         let topics = groups::decode_consumer_subscription(metadata).unwrap_or_else(|e| {
-            tracing::warn!("member {member}: its subscription does not decode ({e:#}); it gets nothing");
+            tracing::warn!(
+                "member {member}: its subscription does not decode ({e:#}); it gets nothing"
+            );
             Vec::new()
         });
         subscriptions.insert(member.clone(), topics);
@@ -648,10 +657,9 @@ async fn consume(
     let fetch_failed = Cell::new(false);
     let mut by_leader: BTreeMap<&str, Vec<(i32, &mut Verifier)>> = BTreeMap::new();
     for (&p, verifier) in held.iter_mut() {
-        let leader = run
-            .leaders
-            .get(&p)
-            .ok_or_else(|| anyhow!("topic '{topic}' partition {p}: assigned, but not in the metadata"))?;
+        let leader = run.leaders.get(&p).ok_or_else(|| {
+            anyhow!("topic '{topic}' partition {p}: assigned, but not in the metadata")
+        })?;
         by_leader.entry(leader).or_default().push((p, verifier));
     }
     let Member {
@@ -897,7 +905,10 @@ mod tests {
         assert_eq!(run.stable_ns.load(Ordering::Acquire), 0);
         run.synced(2, 2);
         let (result, verifiers) = run.finish_run();
-        assert!(result.rebalance_ms.is_some_and(|ms| ms >= 0.0), "{result:?}");
+        assert!(
+            result.rebalance_ms.is_some_and(|ms| ms >= 0.0),
+            "{result:?}"
+        );
         assert_eq!(verifiers.len(), 2, "every partition's verifier comes back");
     }
 
@@ -906,7 +917,10 @@ mod tests {
         let start = BTreeMap::from([(0, 5), (1, 0)]);
         let end = BTreeMap::from([(0, 10), (1, 0)]);
         let run = GroupRun::new("g", 2, &layout(2), &start, Some(&end), false).unwrap();
-        assert!(!run.all_finished(), "partition 1 has nothing to read, 0 has");
+        assert!(
+            !run.all_finished(),
+            "partition 1 has nothing to read, 0 has"
+        );
         let v = run.take(0, Duration::ZERO).await.expect("in the ledger");
         assert_eq!(v.next_offset(0), Some(5));
         assert!(

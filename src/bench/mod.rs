@@ -155,7 +155,8 @@ fn validate(config: &BenchConfig) -> anyhow::Result<()> {
         if config.heartbeat_ms == 0 || config.commit_interval_ms == 0 {
             bail!("--heartbeat-ms and --commit-interval-ms must be at least 1");
         }
-        if config.session_timeout_ms <= 0 || config.heartbeat_ms >= config.session_timeout_ms as u64 {
+        if config.session_timeout_ms <= 0 || config.heartbeat_ms >= config.session_timeout_ms as u64
+        {
             bail!(
                 "--session-timeout-ms ({}) must be longer than --heartbeat-ms ({})",
                 config.session_timeout_ms,
@@ -522,7 +523,8 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
         verifiers.extend(partition_verifiers);
         result
     });
-    let commit_result = (shared.config.mode == Mode::Commit).then(|| finish_commits(&shared, &layout, duration_s));
+    let commit_result =
+        (shared.config.mode == Mode::Commit).then(|| finish_commits(&shared, &layout, duration_s));
     let (mut bench_records, mut foreign_records, mut violations) = (0, 0, 0);
     for v in &verifiers {
         bench_records += v.bench_records;
@@ -698,7 +700,9 @@ fn bench_thread(
                     let addr = spec.addr.clone();
                     match commit::connect(spec).await {
                         Ok(c) => ready.push(Ready::Commit(c)),
-                        Err(e) => shared.commit.error(format!("OffsetCommit connection to {addr}: {e:#}")),
+                        Err(e) => shared
+                            .commit
+                            .error(format!("OffsetCommit connection to {addr}: {e:#}")),
                     }
                 }
             }

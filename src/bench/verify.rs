@@ -185,10 +185,18 @@ mod tests {
         assert_eq!(v.violations, 0, "{:?}", v.messages);
         v.resume_at(3, 11);
         assert_eq!(v.violations, 1);
-        assert!(v.messages[0].contains("1 record(s) read twice"), "{:?}", v.messages);
+        assert!(
+            v.messages[0].contains("1 record(s) read twice"),
+            "{:?}",
+            v.messages
+        );
         v.resume_at(3, 15);
         assert_eq!(v.violations, 2);
-        assert!(v.messages[1].contains("4 record(s) skipped"), "{:?}", v.messages);
+        assert!(
+            v.messages[1].contains("4 record(s) skipped"),
+            "{:?}",
+            v.messages
+        );
         assert_eq!(v.next_offset(3), Some(15));
     }
 

@@ -1566,10 +1566,15 @@ mod tests {
         assert_eq!(of("a"), [tp("t", &[0, 1, 2]), tp("u", &[0])].concat());
         assert_eq!(of("b"), tp("t", &[3, 4]));
         assert_eq!(of("c"), tp("t", &[5, 6]));
-        assert_eq!(of("d"), Vec::new(), "a member subscribed to nothing gets nothing");
+        assert_eq!(
+            of("d"),
+            Vec::new(),
+            "a member subscribed to nothing gets nothing"
+        );
         // More members than partitions: the last ones get none.
-        let many: BTreeMap<String, Vec<String>> =
-            (0..5).map(|i| (format!("m{i}"), vec!["u".to_owned()])).collect();
+        let many: BTreeMap<String, Vec<String>> = (0..5)
+            .map(|i| (format!("m{i}"), vec!["u".to_owned()]))
+            .collect();
         let assigned = range_assign(&many, &counts);
         assert_eq!(assigned["m0"], tp("u", &[0]));
         assert!((1..5).all(|i| assigned[&format!("m{i}")].is_empty()));
@@ -1595,7 +1600,11 @@ mod tests {
         );
         assert!(decode_consumer_subscription(&Bytes::from_static(&[0])).is_err());
 
-        let partitions = vec![("b".to_owned(), 2), ("a".to_owned(), 0), ("b".to_owned(), 1)];
+        let partitions = vec![
+            ("b".to_owned(), 2),
+            ("a".to_owned(), 0),
+            ("b".to_owned(), 1),
+        ];
         let bytes = encode_consumer_assignment(&partitions).unwrap();
         let mut sorted = partitions.clone();
         sorted.sort();

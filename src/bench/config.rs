@@ -11,6 +11,8 @@ pub enum Mode {
     Produce,
     Consume,
     E2e,
+    /// OffsetCommit throughput.
+    Commit,
 }
 
 impl Mode {
@@ -19,6 +21,7 @@ impl Mode {
             Mode::Produce => "produce",
             Mode::Consume => "consume",
             Mode::E2e => "e2e",
+            Mode::Commit => "commit",
         }
     }
     pub fn produces(self) -> bool {
@@ -62,6 +65,22 @@ pub struct BenchConfig {
     pub quiet: bool,
     pub report: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    /// consume: read as members of this consumer group (JoinGroup, SyncGroup, committed
+    /// offsets) instead of assigning partitions; commit: the group to commit for.
+    pub group: Option<String>,
+    /// Group members heartbeat this often.
+    pub heartbeat_ms: u64,
+    pub session_timeout_ms: i32,
+    /// Group members commit their positions this often (and when they give partitions up).
+    pub commit_interval_ms: u64,
+    /// Member i sends its first JoinGroup i times this long after the start.
+    pub join_stagger_ms: u64,
+    /// commit: partitions named in each OffsetCommit.
+    pub partitions_per_commit: usize,
+    /// commit: connections to the coordinator.
+    pub connections: usize,
+    /// commit: OffsetCommit requests to send in all; None: run by duration.
+    pub commits: Option<u64>,
     /// Test-only: producers skip this sequence number in every partition, so that a consumer
     /// has a gap to find.
     pub debug_skip_sequence_at: Option<u64>,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::ResponseError;
 
 use super::clock;
@@ -27,7 +27,7 @@ use crate::record::walk::for_each_record;
 use crate::record::{BatchHeader, BATCH_HEADER_BYTES};
 
 /// The newest Fetch version that still names topics (v13 uses topic ids only).
-const FETCH_VERSION_MAX: i16 = 12;
+pub(super) const FETCH_VERSION_MAX: i16 = 12;
 /// How long the broker may hold a fetch that has nothing to return.
 const MAX_WAIT_MS: i32 = 500;
 
@@ -140,26 +140,13 @@ async fn fetch_loop(
             );
             return Ok(());
         }
-        let partition_max_bytes =
-            (config.fetch_max_bytes / active.len().max(1) as i32).max(1 << 20);
-        let request = FetchRequest::default()
-            .with_replica_id((-1).into())
-            .with_max_wait_ms(MAX_WAIT_MS)
-            .with_min_bytes(1)
-            .with_max_bytes(config.fetch_max_bytes)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic.clone())
-                .with_partitions(
-                    active
-                        .iter()
-                        .map(|&p| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_fetch_offset(verifier.next_offset(p).unwrap_or(0))
-                                .with_partition_max_bytes(partition_max_bytes)
-                        })
-                        .collect(),
-                )]);
+        let request = fetch_request(
+            config.fetch_max_bytes,
+            &topic,
+            active
+                .iter()
+                .map(|&p| (p, verifier.next_offset(p).unwrap_or(0))),
+        );
         let sent_ns = clock::now_ns();
         let correlation_id = writer.send(&request, version).await?;
         let response = tokio::time::timeout(
@@ -211,12 +198,39 @@ async fn fetch_loop(
     }
 }
 
+/// A long-polling Fetch of `(partition, fetch offset)`s of `topic`, `fetch_max_bytes` in all,
+/// shared fairly (but at least 1 MiB each).
+pub(super) fn fetch_request(
+    fetch_max_bytes: i32,
+    topic: &TopicName,
+    partitions: impl ExactSizeIterator<Item = (i32, i64)>,
+) -> FetchRequest {
+    let partition_max_bytes = (fetch_max_bytes / partitions.len().max(1) as i32).max(1 << 20);
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(fetch_max_bytes)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic.clone())
+            .with_partitions(
+                partitions
+                    .map(|(p, offset)| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(partition_max_bytes)
+                    })
+                    .collect(),
+            )])
+}
+
 /// The most a fetched batch may decompress to: far beyond anything the producers write.
 const INFLATE_LIMIT_BYTES: u64 = 1 << 30;
 
 /// Walks the batches fetched for one partition; returns (records, payload bytes) that were new.
 /// A partial batch at the end (cut by the fetch size limit) is left for the next fetch.
-fn read_batches(
+pub(super) fn read_batches(
     partition: i32,
     data: &Bytes,
     verifier: &mut Verifier,

@@ -10,12 +10,18 @@
 //!
 //! - [`producer`]: schedule, batches, pipelined Produce requests, ack latency.
 //! - [`consumer`]: Fetch, batch walking, e2e latency; [`verify`]: offsets and sequences.
+//! - [`member`]: one member of a consumer group (`consume --group`); [`group`]: what the
+//!   members share, verification across owners, rebalance timing.
+//! - [`commit`]: pipelined OffsetCommit requests (`commit`).
 //! - [`schedule`]: `--rate` without coordinated omission; [`payload`]: the record header.
 //! - [`report`]: the final table and JSON; [`plot`]: the SVG/HTML picture.
 
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod consumer;
+pub mod group;
+pub mod member;
 pub mod payload;
 pub mod plot;
 pub mod producer;
@@ -38,10 +44,11 @@ pub use config::{BenchConfig, Mode};
 use consumer::ConsumerSpec;
 use producer::{KeyPicker, ProducerSpec};
 use report::Outcome;
-use stats::{Meter, Series};
+use stats::Meter;
 use verify::Verifier;
 
 use crate::client::cluster::{self, TopicLayout, EARLIEST, LATEST};
+use crate::client::groups::GroupAdmin;
 use crate::record::compression_from_name;
 
 /// When a consumer is done.
@@ -66,6 +73,12 @@ pub struct Shared {
     pub produce: Meter,
     /// Records read (latency: fetch round trip, or due time -> read in e2e).
     pub consume: Meter,
+    /// commit: partition offsets committed (latency: OffsetCommit round trip).
+    pub commit: Meter,
+    /// commit: OffsetCommit requests answered.
+    pub commit_requests: AtomicU64,
+    /// consume --group: what the members share.
+    pub group: Option<group::GroupRun>,
     pub stop: AtomicBool,
     pub producers_running: AtomicUsize,
     pub target: Target,
@@ -89,6 +102,8 @@ impl Shared {
 enum Task {
     Produce(ProducerSpec),
     Consume(ConsumerSpec),
+    Member(member::MemberSpec),
+    Commit(commit::CommitSpec),
 }
 
 /// Checks the flags that clap cannot.
@@ -120,6 +135,36 @@ fn validate(config: &BenchConfig) -> anyhow::Result<()> {
     }
     if config.producers == 0 || config.consumers == 0 {
         bail!("--producers and --consumers must be at least 1");
+    }
+    if config.group.as_deref() == Some("") {
+        bail!("--group must name a group");
+    }
+    if config.group.is_some() && !matches!(config.mode, Mode::Consume | Mode::Commit) {
+        bail!("--group goes with consume or commit");
+    }
+    if config.mode == Mode::Commit {
+        if config.group.is_none() {
+            bail!("commit needs --group G");
+        }
+        if config.commits.is_none() && config.duration_s.is_none() {
+            bail!("commit needs --commits N or --duration SECS");
+        }
+        if config.partitions_per_commit == 0 || config.connections == 0 {
+            bail!("--partitions-per-commit and --connections must be at least 1");
+        }
+    }
+    if config.group.is_some() {
+        if config.heartbeat_ms == 0 || config.commit_interval_ms == 0 {
+            bail!("--heartbeat-ms and --commit-interval-ms must be at least 1");
+        }
+        if config.session_timeout_ms <= 0 || config.heartbeat_ms >= config.session_timeout_ms as u64
+        {
+            bail!(
+                "--session-timeout-ms ({}) must be longer than --heartbeat-ms ({})",
+                config.session_timeout_ms,
+                config.heartbeat_ms
+            );
+        }
     }
     if compression_from_name(&config.compression).is_none() {
         bail!("--compression must be none, gzip, snappy, lz4 or zstd");
@@ -198,6 +243,36 @@ fn producer_specs(
     Ok(specs)
 }
 
+fn commit_specs(
+    config: &BenchConfig,
+    coordinator: &str,
+    layout: &TopicLayout,
+) -> anyhow::Result<Vec<commit::CommitSpec>> {
+    let partitions: Vec<i32> = layout.partitions.iter().map(|p| p.partition).collect();
+    if config.partitions_per_commit > partitions.len() {
+        bail!(
+            "--partitions-per-commit {} is more than topic '{}' has ({}); create a topic with \
+             enough (--create-topic {}:1)",
+            config.partitions_per_commit,
+            config.topic,
+            partitions.len(),
+            config.partitions_per_commit
+        );
+    }
+    let shares = config
+        .commits
+        .map(|n| split_by_weight(n, &vec![1; config.connections]));
+    Ok((0..config.connections)
+        .map(|i| commit::CommitSpec {
+            addr: coordinator.to_owned(),
+            partitions: partitions.clone(),
+            first: i * config.partitions_per_commit,
+            requests: shares.as_ref().map(|s| s[i]),
+        })
+        .filter(|s| s.requests != Some(0))
+        .collect())
+}
+
 fn consumer_specs(
     config: &BenchConfig,
     layout: &TopicLayout,
@@ -238,7 +313,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
     let setup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (layout, start_offsets, end_offsets) = setup.block_on(async {
+    let (layout, start_offsets, end_offsets, coordinator) = setup.block_on(async {
         let mut conn = cluster::connect_bootstrap(&config.bootstrap).await?;
         if let Some((partitions, replication_factor)) = config.create_topic {
             let created = cluster::create_topic(&mut conn, &config.topic, partitions, replication_factor).await?;
@@ -250,15 +325,20 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        // Producing modes may auto-create the topic, as Kafka producers do; consume never does.
-        let auto_create = config.mode != Mode::Consume;
+        // Producing modes may auto-create the topic, as Kafka producers do; consume and commit
+        // never do.
+        let auto_create = config.mode.produces();
         let layout =
             cluster::wait_for_topic(&mut conn, &config.topic, auto_create, Duration::from_secs(30)).await?;
         let (start, end) = match config.mode {
-            Mode::Produce => (BTreeMap::new(), None),
+            Mode::Produce | Mode::Commit => (BTreeMap::new(), None),
             Mode::E2e => (cluster::all_offsets(&layout, LATEST).await?, None),
             Mode::Consume => {
-                let start = cluster::all_offsets(&layout, EARLIEST).await?;
+                let earliest = cluster::all_offsets(&layout, EARLIEST).await?;
+                let start = match &config.group {
+                    Some(g) => group::start_offsets(&config.bootstrap, g, &config.topic, &earliest).await?,
+                    None => earliest,
+                };
                 let end = if config.records.is_none() && config.duration_s.is_none() {
                     Some(cluster::all_offsets(&layout, LATEST).await?)
                 } else {
@@ -267,7 +347,13 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
                 (start, end)
             }
         };
-        anyhow::Ok((layout, start, end))
+        let coordinator = match (&config.group, config.mode) {
+            (Some(g), Mode::Commit) => {
+                Some(GroupAdmin::connect(&config.bootstrap).await?.coordinator(g).await?.addr())
+            }
+            _ => None,
+        };
+        anyhow::Ok((layout, start, end, coordinator))
     })?;
     drop(setup);
 
@@ -277,10 +363,32 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
     } else {
         Vec::new()
     };
-    let consumers = if config.mode.consumes() {
+    let consumers = if config.mode.consumes() && config.group.is_none() {
         consumer_specs(&config, &layout, &start_offsets, end_offsets.as_ref())?
+            .into_iter()
+            .map(Task::Consume)
+            .collect()
+    } else if config.mode.consumes() {
+        (0..config.consumers)
+            .map(|index| Task::Member(member::MemberSpec { index }))
+            .collect()
     } else {
         Vec::new()
+    };
+    let committers = match &coordinator {
+        Some(addr) => commit_specs(&config, addr, &layout)?,
+        None => Vec::new(),
+    };
+    let group_run = match (&config.group, config.mode) {
+        (Some(g), Mode::Consume) => Some(group::GroupRun::new(
+            g,
+            config.consumers,
+            &layout,
+            &start_offsets,
+            end_offsets.as_ref(),
+            start_offsets.values().all(|&o| o == 0),
+        )?),
+        _ => None,
     };
     let target = match (config.mode, config.records, &end_offsets) {
         (Mode::E2e, _, _) => Target::Produced,
@@ -302,6 +410,9 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
         compression,
         produce: Meter::new("produce"),
         consume: Meter::new("consume"),
+        commit: Meter::new("commit"),
+        commit_requests: AtomicU64::new(0),
+        group: group_run,
         stop: AtomicBool::new(false),
         producers_running: AtomicUsize::new(producers.len()),
         target,
@@ -318,8 +429,9 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
             break;
         }
         tasks.extend(a.map(Task::Produce));
-        tasks.extend(b.map(Task::Consume));
+        tasks.extend(b);
     }
+    tasks.extend(committers.into_iter().map(Task::Commit));
     let cores = shared.config.cores.clone();
     let threads = match &cores {
         Some(c) => c.len(),
@@ -346,7 +458,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
     }
 
     connected.wait();
-    if shared.produce.errors() + shared.consume.errors() > 0 {
+    if shared.produce.errors() + shared.consume.errors() + shared.commit.errors() > 0 {
         // A connection failed: stop at once rather than measure a partial setup.
         shared.stop.store(true, Ordering::Relaxed);
     }
@@ -355,8 +467,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
     go.wait();
 
     let started = Instant::now();
-    let mut produce_series = Series::default();
-    let mut consume_series = Series::default();
+    let mut series = report::AllSeries::default();
     let progress = !shared.config.quiet;
     let terminal = std::io::stderr().is_terminal();
     let mut next_tick = started + Duration::from_secs(1);
@@ -368,12 +479,16 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
             let mut line = format!("[{t_s:6.1}s]");
             let mode = shared.config.mode;
             if mode.produces() {
-                let s = produce_series.sample(&shared.produce, t_s);
+                let s = series.produce.sample(&shared.produce, t_s);
                 line.push_str(&report::progress_part("produce", s));
             }
             if mode.consumes() {
-                let s = consume_series.sample(&shared.consume, t_s);
+                let s = series.consume.sample(&shared.consume, t_s);
                 line.push_str(&report::progress_part("consume", s));
+            }
+            if mode == Mode::Commit {
+                let s = series.commit.sample(&shared.commit, t_s);
+                line.push_str(&report::progress_part("commit", s));
             }
             if progress {
                 let mut err = std::io::stderr().lock();
@@ -405,6 +520,13 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
             Err(_) => shared.consume.error("a bench thread panicked".to_owned()),
         }
     }
+    let group_result = shared.group.as_ref().map(|run| {
+        let (result, partition_verifiers) = run.finish_run();
+        verifiers.extend(partition_verifiers);
+        result
+    });
+    let commit_result =
+        (shared.config.mode == Mode::Commit).then(|| finish_commits(&shared, &layout, duration_s));
     let (mut bench_records, mut foreign_records, mut violations) = (0, 0, 0);
     for v in &verifiers {
         bench_records += v.bench_records;
@@ -456,28 +578,65 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
     let outcome = report::outcome(
         &shared,
         duration_s,
-        &produce_series,
-        &consume_series,
+        &series,
         report::Verification {
             bench_records,
             foreign_records,
             violations,
         },
+        group_result,
+        commit_result,
     );
     if let Some(path) = &shared.config.report {
         std::fs::write(path, serde_json::to_string_pretty(&outcome)?)
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     if let Some(path) = &shared.config.plot {
-        let primary = if shared.config.mode == Mode::Produce {
-            &produce_series
-        } else {
-            &consume_series
-        };
-        plot::write(path, &outcome, primary)
+        plot::write(path, &outcome, series.main(shared.config.mode))
             .with_context(|| format!("writing the plot to {}", path.display()))?;
     }
     Ok(outcome)
+}
+
+/// commit: the last commit and its read-back ([`commit::finish`]), and the figures.
+fn finish_commits(shared: &Shared, layout: &TopicLayout, duration_s: f64) -> commit::CommitResult {
+    let config = &shared.config;
+    let group = config.group.clone().unwrap_or_default();
+    let requests = shared.commit_requests.load(Ordering::Relaxed);
+    let final_offset = requests as i64;
+    let partitions: Vec<i32> = layout.partitions.iter().map(|p| p.partition).collect();
+    let finished = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(commit::finish(
+                &config.bootstrap,
+                &group,
+                &config.topic,
+                &partitions,
+                final_offset,
+            ))
+        });
+    let final_offset = match finished {
+        Ok(()) => Some(final_offset),
+        Err(e) => {
+            shared.commit.error(format!("the final commit: {e:#}"));
+            None
+        }
+    };
+    let d = duration_s.max(1e-9);
+    commit::CommitResult {
+        group,
+        partitions_per_commit: config.partitions_per_commit,
+        connections: config.connections,
+        max_in_flight: config.max_in_flight,
+        requests,
+        requests_per_s: requests as f64 / d,
+        partition_commits: shared.commit.records(),
+        partition_commits_per_s: shared.commit.records() as f64 / d,
+        final_offset,
+    }
 }
 
 /// Body of one bench thread: pin, connect every task, wait for the common start, run them all.
@@ -508,6 +667,8 @@ fn bench_thread(
     enum Ready {
         Produce(producer::Producer),
         Consume(consumer::Consumer),
+        Member(member::Member),
+        Commit(commit::Committer),
     }
     let ready: Vec<Ready> = runtime.block_on(async {
         let mut ready = Vec::new();
@@ -530,6 +691,22 @@ fn bench_thread(
                         Err(e) => shared.consume.error(format!("consumer of {addr}: {e:#}")),
                     }
                 }
+                Task::Member(spec) => {
+                    let index = spec.index;
+                    match member::connect(spec, &shared).await {
+                        Ok(m) => ready.push(Ready::Member(m)),
+                        Err(e) => shared.consume.error(format!("group member {index}: {e:#}")),
+                    }
+                }
+                Task::Commit(spec) => {
+                    let addr = spec.addr.clone();
+                    match commit::connect(spec).await {
+                        Ok(c) => ready.push(Ready::Commit(c)),
+                        Err(e) => shared
+                            .commit
+                            .error(format!("OffsetCommit connection to {addr}: {e:#}")),
+                    }
+                }
             }
         }
         ready
@@ -548,6 +725,14 @@ fn bench_thread(
                         None
                     }
                     Ready::Consume(c) => Some(consumer::run(c, shared, start_ns).await),
+                    Ready::Member(m) => {
+                        member::run(m, shared, start_ns).await;
+                        None
+                    }
+                    Ready::Commit(c) => {
+                        commit::run(c, shared, start_ns).await;
+                        None
+                    }
                 }
             }
         });

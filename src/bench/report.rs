@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
+use super::commit::CommitResult;
 use super::config::{BenchConfig, Mode};
+use super::group::GroupResult;
 use super::stats::{Meter, Percentiles, Sample, Series};
 use super::Shared;
 
@@ -32,7 +34,8 @@ pub struct Verification {
 }
 
 /// The report. The top-level throughput and latency are the mode's main stream: produce
-/// acknowledgements for `produce`, consumed records for `consume` and `e2e`.
+/// acknowledgements for `produce`, consumed records for `consume` and `e2e`, committed partition
+/// offsets for `commit` (whose `bytes` are 0).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub mode: Mode,
@@ -53,6 +56,12 @@ pub struct Outcome {
     pub consume: Option<StreamResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// consume --group: rebalances and commits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupResult>,
+    /// commit: requests and partition offsets per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitResult>,
     pub error_messages: Vec<String>,
     /// Per second, for the main stream.
     pub timeline: Vec<Sample>,
@@ -72,13 +81,34 @@ fn stream(meter: &Meter, series: &Series, duration_s: f64, latency: &'static str
     }
 }
 
+/// What the main thread sampled of each stream once a second.
+#[derive(Default)]
+pub struct AllSeries {
+    pub produce: Series,
+    pub consume: Series,
+    pub commit: Series,
+}
+
+impl AllSeries {
+    /// The mode's main stream.
+    pub fn main(&self, mode: Mode) -> &Series {
+        match mode {
+            Mode::Produce => &self.produce,
+            Mode::Consume | Mode::E2e => &self.consume,
+            Mode::Commit => &self.commit,
+        }
+    }
+}
+
 pub fn outcome(
     shared: &Shared,
     duration_s: f64,
-    produce_series: &Series,
-    consume_series: &Series,
+    series: &AllSeries,
     verification: Verification,
+    group: Option<GroupResult>,
+    commit: Option<CommitResult>,
 ) -> Outcome {
+    let (produce_series, consume_series) = (&series.produce, &series.consume);
     let config = &shared.config;
     let mode = config.mode;
     let produce = mode.produces().then(|| {
@@ -97,15 +127,19 @@ pub fn outcome(
         };
         stream(&shared.consume, consume_series, duration_s, latency)
     });
-    let (main, series) = match mode {
-        Mode::Produce => (
-            produce.clone().expect("produce mode measures produce"),
-            produce_series,
+    let main = match mode {
+        Mode::Produce => produce.clone().expect("produce mode measures produce"),
+        Mode::Consume | Mode::E2e => consume.clone().expect("this mode consumes"),
+        Mode::Commit => stream(
+            &shared.commit,
+            &series.commit,
+            duration_s,
+            "OffsetCommit round trip",
         ),
-        _ => (consume.clone().expect("this mode consumes"), consume_series),
     };
     let mut error_messages = shared.produce.messages();
     error_messages.extend(shared.consume.messages());
+    error_messages.extend(shared.commit.messages());
     Outcome {
         mode,
         topic: config.topic.clone(),
@@ -114,14 +148,16 @@ pub fn outcome(
         duration_s,
         records_per_s: main.records_per_s,
         mb_per_s: main.mb_per_s,
-        errors: shared.produce.errors() + shared.consume.errors(),
+        errors: shared.produce.errors() + shared.consume.errors() + shared.commit.errors(),
         latency: main.latency,
         latency_us: main.latency_us,
         produce,
         consume,
         verification: mode.consumes().then_some(verification),
+        group,
+        commit,
         error_messages,
-        timeline: series.samples.clone(),
+        timeline: series.main(mode).samples.clone(),
         config: config.clone(),
     }
 }
@@ -210,6 +246,22 @@ pub fn table(o: &Outcome) -> String {
         out.push_str(&row("consume", c));
         notes.push(format!("consume latency: {}", c.latency));
     }
+    if o.mode == Mode::Commit {
+        let main = StreamResult {
+            records: o.records,
+            bytes: o.bytes,
+            records_per_s: o.records_per_s,
+            mb_per_s: o.mb_per_s,
+            errors: o.errors,
+            latency: o.latency,
+            latency_us: o.latency_us,
+        };
+        out.push_str(&row("commit", &main));
+        notes.push(format!(
+            "commit: records are partition offsets committed; latency: {}",
+            o.latency
+        ));
+    }
     for n in notes {
         out.push_str(&format!("  {n}\n"));
     }
@@ -219,6 +271,34 @@ pub fn table(o: &Outcome) -> String {
             thousands(v.bench_records),
             thousands(v.foreign_records),
             v.violations
+        ));
+    }
+    if let Some(g) = &o.group {
+        let stable = g.rebalance_ms.map_or_else(
+            || "never stable".to_owned(),
+            |ms| format!("stable {ms:.1} ms after the first JoinGroup"),
+        );
+        out.push_str(&format!(
+            "group '{}': {} members, {stable}; {} rebalance(s), {} join(s), {} commit(s) \
+             ({} refused)\n",
+            g.group, g.members, g.rebalances, g.joins, g.commits, g.commits_refused
+        ));
+    }
+    if let Some(c) = &o.commit {
+        out.push_str(&format!(
+            "group '{}': {} OffsetCommit requests ({}/s) of {} partition(s) each over {} \
+             connection(s), {} in flight each: {} partition offsets/s; {}\n",
+            c.group,
+            thousands(c.requests),
+            thousands(c.requests_per_s as u64),
+            c.partitions_per_commit,
+            c.connections,
+            c.max_in_flight,
+            thousands(c.partition_commits_per_s as u64),
+            c.final_offset.map_or_else(
+                || "the final commit failed".to_owned(),
+                |o| format!("final offset {o} committed and read back")
+            )
         ));
     }
     if o.errors > 0 {

@@ -75,6 +75,11 @@ impl Meter {
         }
     }
 
+    /// Counts errors already described by an earlier message.
+    pub fn count_errors(&self, count: u64) {
+        self.errors.fetch_add(count, Ordering::Relaxed);
+    }
+
     pub fn error(&self, message: String) {
         self.errors_with(1, message);
     }

@@ -73,6 +73,29 @@ impl Verifier {
         }
     }
 
+    /// A partition handed from one reader to the next (a group rebalance) resumes at `offset`,
+    /// the group's committed position. Resuming anywhere but where the last reader stopped reads
+    /// records twice or skips them: a violation. Reading then goes on from `offset`.
+    pub fn resume_at(&mut self, partition: i32, offset: i64) {
+        let Some(stopped) = self.next_offset.insert(partition, offset) else {
+            return;
+        };
+        if offset < stopped {
+            self.violation(format!(
+                "partition {partition}: resumed at the committed offset {offset}, but offsets \
+                 up to {} were read already: {} record(s) read twice",
+                stopped - 1,
+                stopped - offset
+            ));
+        } else if offset > stopped {
+            self.violation(format!(
+                "partition {partition}: resumed at the committed offset {offset}, but reading \
+                 had stopped at {stopped}: {} record(s) skipped",
+                offset - stopped
+            ));
+        }
+    }
+
     /// A control batch (transaction marker): it occupies offsets but carries no data.
     pub fn observe_control(&mut self, partition: i32, base_offset: i64, last_offset: i64) {
         self.check_offset(partition, base_offset);
@@ -151,6 +174,30 @@ mod tests {
         assert_eq!(v.bench_records, 15);
         assert_eq!(v.foreign_records, 1);
         assert_eq!(v.next_offset(0), Some(offset + 2));
+    }
+
+    #[test]
+    fn resuming_anywhere_but_where_reading_stopped_is_a_violation() {
+        let mut v = Verifier::new([(3, 10)], false);
+        v.observe(3, 10, Some(&value(1, 0)));
+        v.observe(3, 11, Some(&value(1, 1)));
+        v.resume_at(3, 12);
+        assert_eq!(v.violations, 0, "{:?}", v.messages);
+        v.resume_at(3, 11);
+        assert_eq!(v.violations, 1);
+        assert!(
+            v.messages[0].contains("1 record(s) read twice"),
+            "{:?}",
+            v.messages
+        );
+        v.resume_at(3, 15);
+        assert_eq!(v.violations, 2);
+        assert!(
+            v.messages[1].contains("4 record(s) skipped"),
+            "{:?}",
+            v.messages
+        );
+        assert_eq!(v.next_offset(3), Some(15));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `skein bench produce|consume|e2e --bootstrap HOST:PORT[,...] --topic T ...`: the load generator.
+//! `skein bench produce|consume|e2e|commit --bootstrap HOST:PORT[,...] --topic T ...`: the load
+//! generator.
 //! This file holds the flags; the logic is in `src/bench/`.
 
 use std::path::PathBuf;
@@ -16,17 +17,27 @@ enum ModeArg {
     Consume,
     /// Produce and consume at once; measure produce-to-consume latency per record.
     E2e,
+    /// Commit offsets for --group as fast as its coordinator takes them (OffsetCommit
+    /// throughput and latency).
+    Commit,
 }
 
 #[derive(Args)]
 #[command(
-    about = "Load generator: produce, consume or both (e2e) against any Kafka-compatible broker",
-    long_about = "Load generator: produce, consume or both (e2e) against any Kafka-compatible broker.\n\n\
+    about = "Load generator: produce, consume, both (e2e) or commit offsets against any \
+             Kafka-compatible broker",
+    long_about = "Load generator: produce, consume, both (e2e) or commit offsets against any \
+        Kafka-compatible broker.\n\n\
         Every produced value starts with a 32-byte header (producer id, per-partition sequence, \
         due time); consumers check offsets are contiguous and sequences have no gaps, and count \
         violations as errors. Latency is measured from each record's scheduled (due) time, so a \
         stalled broker shows up as latency (no coordinated omission). Exits non-zero if there \
-        were errors."
+        were errors.\n\n\
+        consume --group G reads through Kafka's group protocol (JoinGroup, SyncGroup with a range \
+        assignment, committed offsets, heartbeats, commits, LeaveGroup) and reports the time to a \
+        stable group. commit --group G measures OffsetCommit throughput with commits from outside \
+        the group (generation -1), which the coordinator takes only while the group has no \
+        members."
 )]
 pub struct BenchArgs {
     /// What to run.
@@ -35,7 +46,7 @@ pub struct BenchArgs {
     /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
-    /// Topic to produce to / consume from.
+    /// Topic to produce to / consume from / commit offsets of.
     #[arg(long)]
     topic: String,
     /// Records to produce (produce, e2e) or to consume (consume). Consume without it reads up to
@@ -72,12 +83,41 @@ pub struct BenchArgs {
     /// Producer connections (each writes to every partition, one connection per leader broker).
     #[arg(long, value_name = "N", default_value_t = 1)]
     producers: usize,
-    /// Consumer connections (partitions are split among them).
+    /// Consumer connections (partitions are split among them); with --group, group members
+    /// (each with its own connections; the group's leader assigns the partitions).
     #[arg(long, value_name = "N", default_value_t = 1)]
     consumers: usize,
-    /// Produce requests in flight per producer connection.
+    /// Produce (commit: OffsetCommit) requests in flight per connection.
     #[arg(long, value_name = "N", default_value_t = 5)]
     max_in_flight: usize,
+    /// consume: read as members of this consumer group, from its committed offsets (the log
+    /// start where it has none). commit: the group to commit offsets for.
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
+    /// consume --group: members heartbeat this often.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// consume --group: the session timeout members join with.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    session_timeout_ms: i32,
+    /// consume --group: members commit their positions this often, and when they give
+    /// partitions up or stop.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    commit_interval_ms: u64,
+    /// consume --group: member i joins i times this long after the start (members trickling
+    /// in, as in a rolling restart); without it they all join at once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    join_stagger_ms: u64,
+    /// commit: partitions named in each OffsetCommit request (at most the topic's partitions;
+    /// requests take them in turn).
+    #[arg(long, value_name = "P", default_value_t = 1)]
+    partitions_per_commit: usize,
+    /// commit: connections to the group's coordinator.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    connections: usize,
+    /// commit: OffsetCommit requests to send in all (or run for --duration).
+    #[arg(long, value_name = "N")]
+    commits: Option<u64>,
     /// CPUs to run the bench's threads on, one pinned thread each: a list and/or ranges, e.g.
     /// "2,3" or "0-3". Without it: one unpinned thread per CPU (at most one per connection).
     #[arg(long, value_name = "LIST")]
@@ -154,6 +194,7 @@ impl BenchArgs {
                 ModeArg::Produce => Mode::Produce,
                 ModeArg::Consume => Mode::Consume,
                 ModeArg::E2e => Mode::E2e,
+                ModeArg::Commit => Mode::Commit,
             },
             bootstrap: self.bootstrap,
             topic: self.topic,
@@ -184,6 +225,14 @@ impl BenchArgs {
             quiet: self.quiet,
             report: self.report,
             plot: self.plot,
+            group: self.group,
+            heartbeat_ms: self.heartbeat_ms,
+            session_timeout_ms: self.session_timeout_ms,
+            commit_interval_ms: self.commit_interval_ms,
+            join_stagger_ms: self.join_stagger_ms,
+            partitions_per_commit: self.partitions_per_commit,
+            connections: self.connections,
+            commits: self.commits,
             debug_skip_sequence_at: self.debug_skip_sequence_at,
         })
     }

@@ -113,6 +113,18 @@ type Started = (
     u64,
 );
 
+/// Responses, and bytes of them, written together at most (see the writing loop in
+/// [`serve`]).
+const COALESCE_MAX_RESPONSES: usize = 64;
+const COALESCE_MAX_BYTES: usize = 1 << 20;
+
+/// A request the writer took from the queue while gathering answers to send together: still
+/// being handled, or handled with an answer that must not join them (a file piece, an error).
+enum Carried {
+    Running(Started),
+    Ready(Result<Option<Response>, HandleError>, Rc<Reservation>, u64),
+}
+
 /// Serves one connection until it closes. `slot` is its place under `max.connections(.per.ip)`:
 /// given back as soon as the peer closes, while requests already read finish (their answers go
 /// nowhere, but a produce a client sent before closing is still appended, as in Kafka).
@@ -202,9 +214,55 @@ pub async fn serve(
         }
     });
     let writing = async {
-        while let Some((handling, reservation, frame_bytes)) = in_order.next().await {
-            match handling.await {
-                Ok(Some(response)) => {
+        // A request taken from the queue behind a response being coalesced, not yet written.
+        let mut carried: Option<Carried> = None;
+        loop {
+            let (handled, reservation, frame_bytes) = match carried.take() {
+                Some(Carried::Ready(handled, reservation, frame_bytes)) => {
+                    (handled, reservation, frame_bytes)
+                }
+                Some(Carried::Running((handling, reservation, frame_bytes))) => {
+                    (handling.await, reservation, frame_bytes)
+                }
+                None => match in_order.next().await {
+                    Some((handling, reservation, frame_bytes)) => {
+                        (handling.await, reservation, frame_bytes)
+                    }
+                    None => break,
+                },
+            };
+            match handled {
+                Ok(Some(mut response)) => {
+                    // Answers already done behind this one leave with it, in one sendmsg: many
+                    // small pipelined requests (commits, acks) cost one system call, not one each.
+                    let mut answered = vec![(reservation, frame_bytes)];
+                    let mut bytes = response.in_memory_len();
+                    while bytes.is_some_and(|b| b < COALESCE_MAX_BYTES)
+                        && answered.len() < COALESCE_MAX_RESPONSES
+                    {
+                        let Some(Some((mut handling, reservation, frame_bytes))) =
+                            in_order.next().now_or_never()
+                        else {
+                            break;
+                        };
+                        match (&mut handling).now_or_never() {
+                            None => {
+                                carried =
+                                    Some(Carried::Running((handling, reservation, frame_bytes)));
+                                break;
+                            }
+                            Some(Ok(Some(more))) if more.in_memory_len().is_some() => {
+                                bytes = bytes.zip(more.in_memory_len()).map(|(a, b)| a + b);
+                                response.pieces.extend(more.pieces);
+                                answered.push((reservation, frame_bytes));
+                            }
+                            Some(Ok(None)) => answered.push((reservation, frame_bytes)),
+                            Some(other) => {
+                                carried = Some(Carried::Ready(other, reservation, frame_bytes));
+                                break;
+                            }
+                        }
+                    }
                     state.writing_since.set(Some(Instant::now()));
                     let written = response.write_to(&mut writer, socket).await;
                     state.writing_since.set(None);
@@ -212,6 +270,11 @@ pub async fn serve(
                         debug!("{peer}: writing a response failed: {e}");
                         return;
                     }
+                    for (reservation, frame_bytes) in answered {
+                        state.answered(frame_bytes);
+                        drop(reservation);
+                    }
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -30,6 +30,14 @@ impl Response {
         }
     }
 
+    /// The response's length if it is all in memory (no segment-file piece), else `None`.
+    pub fn in_memory_len(&self) -> Option<usize> {
+        self.pieces.iter().try_fold(0, |total, piece| match piece {
+            ResponsePiece::Bytes(bytes) => Some(total + bytes.len()),
+            ResponsePiece::File { .. } => None,
+        })
+    }
+
     /// Writes every piece in order to `stream`, whose descriptor is `socket` (for sendfile).
     pub async fn write_to<W: AsyncWrite + Unpin>(
         self,

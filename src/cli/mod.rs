@@ -26,7 +26,8 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// List, describe, reset the offsets of and delete consumer groups on a running cluster.
     Groups(groups::GroupsArgs),
-    /// Load generator: produce, consume or e2e against any Kafka-compatible broker.
+    /// Load generator: produce, consume (plain or in a group), e2e or commit against any
+    /// Kafka-compatible broker.
     Bench(Box<bench::BenchArgs>),
 }
 

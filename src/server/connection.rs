@@ -113,6 +113,10 @@ type Started = (
     u64,
 );
 
+/// Bytes a connection reads ahead of the frame it is on (its only memory outside the request
+/// budget besides the frame being announced).
+const READ_AHEAD_BYTES: usize = 16 * 1024;
+
 /// Responses, and bytes of them, written together at most (see the writing loop in
 /// [`serve`]).
 const COALESCE_MAX_RESPONSES: usize = 64;
@@ -144,7 +148,12 @@ pub async fn serve(
     shard.wait_ready().await;
     let socket = stream.as_raw_fd();
     let state = State::new(slot);
-    let (mut reader, mut writer) = stream.split();
+    let (reader, mut writer) = stream.split();
+    // Small pipelined requests (commits, heartbeats, small produces) arrive many to a packet:
+    // one recv takes up to READ_AHEAD_BYTES of them instead of two recvs per frame (length,
+    // body). A body at least that large is read straight into its own buffer (BufReader
+    // bypasses itself for large reads when empty), so large frames are not copied.
+    let mut reader = futures::io::BufReader::with_capacity(READ_AHEAD_BYTES, reader);
     // A futures channel holds its buffer plus one message per sender, and the writer holds the
     // request it is awaiting: PIPELINE_DEPTH in all.
     let (mut started, mut in_order) = mpsc::channel::<Started>(PIPELINE_DEPTH - 2);

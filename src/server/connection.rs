@@ -115,7 +115,7 @@ type Started = (
 
 /// Bytes a connection reads ahead of the frame it is on (its only memory outside the request
 /// budget besides the frame being announced).
-const READ_AHEAD_BYTES: usize = 16 * 1024;
+const READ_AHEAD_BYTES: usize = 4 * 1024;
 
 /// Responses, and bytes of them, written together at most (see the writing loop in
 /// [`serve`]).

@@ -170,6 +170,11 @@ pub async fn serve(
             // place is given back at once; requests already read still finish.
             let _give_back = GiveBackSlot(&state);
             loop {
+                // The writer may hold answers done but not yet written (to send them together),
+                // so the channel alone does not bound what is in flight: count them.
+                while state.in_flight.get() >= PIPELINE_DEPTH {
+                    state.wait_drained().await;
+                }
                 state.set_reading(Reading::Between);
                 let len = match read_length(&mut reader, limits.socket_request_max_bytes).await {
                     Ok(len) => len as u64,

@@ -73,7 +73,12 @@ impl GroupConfig {
                 self.offsets_retention_check_interval_ms = v.i64_at_least(1)?
             }
             "offset.metadata.max.bytes" => {
-                self.offset_metadata_max_bytes = v.i32_at_least(0)? as usize
+                let max = v.i32_at_least(0)?;
+                // Stored as an int16-length string in __consumer_offsets.
+                if max > i32::from(i16::MAX) {
+                    return Err(v.error("at most 32767 (the stored string's length is an int16)"));
+                }
+                self.offset_metadata_max_bytes = max as usize
             }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = v.i64_at_least(0)?

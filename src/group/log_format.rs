@@ -63,7 +63,14 @@ pub struct GroupValue {
 pub struct FormatError(pub &'static str);
 
 fn put_string(buf: &mut BytesMut, s: &str) {
-    // Names and metadata are bounded far below i16::MAX by the handlers that take them.
+    // Every string stored came off the wire as an int16-length string (group, topic, instance
+    // and client ids, protocol names), or is bounded below it: member ids cut their client id
+    // (`state::MAX_CLIENT_ID_IN_MEMBER_ID`), commit metadata by `offset.metadata.max.bytes`
+    // (at most 32767), client hosts are addresses.
+    assert!(
+        s.len() <= i16::MAX as usize,
+        "stored strings fit an int16 length"
+    );
     buf.put_i16(s.len() as i16);
     buf.put_slice(s.as_bytes());
 }

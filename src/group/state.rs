@@ -23,6 +23,9 @@ pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
 /// Bytes of protocol metadata one member may send with a JoinGroup (every protocol together).
 pub const MAX_MEMBER_METADATA_BYTES: usize = 1 << 20;
 
+/// Bytes of a client id kept in the member ids made from it.
+pub const MAX_CLIENT_ID_IN_MEMBER_ID: usize = 255;
+
 /// Protocols one member may offer.
 pub const MAX_PROTOCOLS_PER_MEMBER: usize = 64;
 
@@ -329,6 +332,11 @@ impl Group {
     }
 
     /// Whether [`Group::tick`] has anything to watch (members, pending ids, a rebalance).
+    /// Whether a write to `__consumer_offsets` is asked for (see [`Group::take_store`]).
+    pub fn wants_store(&self) -> bool {
+        self.store.is_some()
+    }
+
     pub fn is_active(&self) -> bool {
         !self.members.is_empty() || !self.pending.is_empty() || self.initial_delay.is_some()
     }
@@ -358,10 +366,11 @@ impl Group {
         if self.members.is_empty() {
             return true;
         }
-        self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols
-                .iter()
-                .any(|(name, _)| self.candidate_protocols().contains(name))
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        let candidates = self.candidate_protocols();
+        protocols.iter().any(|(name, _)| candidates.contains(name))
     }
 
     /// Protocols every member offers.
@@ -393,8 +402,15 @@ impl Group {
         votes.into_iter().find(|(_, n)| *n == best).map(|(c, _)| c)
     }
 
+    /// Kafka's `clientId-uuid`. The client id is cut to [`MAX_CLIENT_ID_IN_MEMBER_ID`] bytes:
+    /// it comes from the request header (up to 32,767 bytes), and the member id must fit the
+    /// int16-length string of the group's stored record.
     fn new_member_id(client_id: &str) -> String {
-        format!("{client_id}-{}", uuid::Uuid::new_v4())
+        let mut end = client_id.len().min(MAX_CLIENT_ID_IN_MEMBER_ID);
+        while !client_id.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}-{}", &client_id[..end], uuid::Uuid::new_v4())
     }
 
     /// JoinGroup. The answer goes out on `reply`, now or when the rebalance completes.

@@ -386,3 +386,21 @@ fn a_follower_waiting_for_the_assignment_outlives_its_session_until_the_leader_g
     );
     assert_eq!(group.member_count(), 1, "b stays: it was waiting");
 }
+
+#[test]
+fn a_huge_client_id_still_gives_a_member_id_the_stored_record_can_hold() {
+    let mut group = Group::new("g".into(), 0);
+    let mut request = join_request("", &[("range", b"r")]);
+    request.client_id = "é".repeat(16_000);
+    let mut joined = join(&mut group, request, 0);
+    let id = ready(&mut joined).member_id;
+    assert!(
+        id.len() <= MAX_CLIENT_ID_IN_MEMBER_ID + 37,
+        "{} bytes",
+        id.len()
+    );
+    let mut rejoined = join(&mut group, join_request(&id, &[("range", b"r")]), 0);
+    ready(&mut rejoined);
+    // Encoding the group for __consumer_offsets does not overflow an int16 length.
+    super::log_format::group_value(&group.stored_value());
+}

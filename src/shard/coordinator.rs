@@ -59,6 +59,17 @@ enum Slot {
     Loaded(HashMap<String, Group>),
 }
 
+/// Every group of every loaded partition.
+fn loaded_groups(partitions: &HashMap<i32, Slot>) -> impl Iterator<Item = &Group> {
+    partitions
+        .values()
+        .filter_map(|slot| match slot {
+            Slot::Loaded(groups) => Some(groups.values()),
+            Slot::Loading => None,
+        })
+        .flatten()
+}
+
 /// A record of `__consumer_offsets`: key, and value or tombstone.
 type Record = (Bytes, Option<Bytes>);
 
@@ -120,17 +131,6 @@ impl Coordinator {
         }
     }
 
-    fn group_count(&self) -> usize {
-        self.partitions
-            .borrow()
-            .values()
-            .map(|slot| match slot {
-                Slot::Loaded(groups) => groups.len(),
-                Slot::Loading => 0,
-            })
-            .sum()
-    }
-
     /// Runs `f` on group `id` of partition `partition`; `create` makes an Empty group when
     /// there is none (`Ok(None)` from `f`'s caller's view is "no such group" otherwise).
     fn with_group<R>(
@@ -140,13 +140,15 @@ impl Coordinator {
         create: bool,
         f: impl FnOnce(Option<&mut Group>) -> R,
     ) -> Result<R, NotHere> {
-        let full = create && self.group_count() >= self.config.group_max_count;
         let mut partitions = self.partitions.borrow_mut();
+        let inserting = create
+            && matches!(partitions.get(&partition), Some(Slot::Loaded(groups)) if !groups.contains_key(id));
+        let full = inserting && loaded_groups(&partitions).count() >= self.config.group_max_count;
         match partitions.get_mut(&partition) {
             None => Err(ResponseError::NotCoordinator),
             Some(Slot::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
             Some(Slot::Loaded(groups)) => {
-                if create && !groups.contains_key(id) {
+                if inserting {
                     if full {
                         let now = now_ms();
                         if now - self.last_refusal_logged_ms.get() >= 10_000 {
@@ -185,13 +187,7 @@ impl Coordinator {
     /// Groups of every loaded partition, for ListGroups.
     pub fn list(&self) -> Vec<ListedGroup> {
         let partitions = self.partitions.borrow();
-        partitions
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Loaded(groups) => Some(groups.values()),
-                Slot::Loading => None,
-            })
-            .flatten()
+        loaded_groups(&partitions)
             .filter(|g| g.state() != GroupState::Dead)
             .map(|g| {
                 (
@@ -206,13 +202,7 @@ impl Coordinator {
     /// Every group's gauges, for a metrics scrape.
     pub fn gauges(&self) -> Vec<GroupGauges> {
         let partitions = self.partitions.borrow();
-        partitions
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Loaded(groups) => Some(groups.values()),
-                Slot::Loading => None,
-            })
-            .flatten()
+        loaded_groups(&partitions)
             .map(|g| GroupGauges {
                 group: g.id.clone(),
                 state: g.state(),
@@ -865,16 +855,7 @@ pub async fn tick(shard: Rc<Shard>) {
         ticks += 1;
         let now = now_ms();
         if ticks.is_multiple_of(RECOUNT_TICKS) {
-            let counted: usize = shard
-                .coordinator
-                .partitions
-                .borrow()
-                .values()
-                .filter_map(|slot| match slot {
-                    Slot::Loaded(groups) => Some(groups.values()),
-                    Slot::Loading => None,
-                })
-                .flatten()
+            let counted: usize = loaded_groups(&shard.coordinator.partitions.borrow())
                 .map(Group::metadata_bytes)
                 .sum();
             shard.coordinator.metadata_bytes.set(counted);
@@ -898,7 +879,9 @@ pub async fn tick(shard: Rc<Shard>) {
                 let Slot::Loaded(groups) = slot else { continue };
                 for g in groups.values_mut().filter(|g| g.is_active()) {
                     g.tick(now);
-                    to_store.push((*partition, g.id.clone()));
+                    if g.wants_store() {
+                        to_store.push((*partition, g.id.clone()));
+                    }
                 }
             }
         }

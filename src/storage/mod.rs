@@ -19,6 +19,7 @@ mod atomic_file;
 pub mod batch_cache;
 pub mod error;
 mod index_file;
+pub mod leader_epoch;
 pub mod log;
 #[cfg(test)]
 mod log_model_tests;
@@ -35,8 +36,8 @@ pub mod time_index;
 
 pub use error::StorageError;
 pub use log::{
-    AppendOutcome, ColdRead, ColdReadDone, Log, LogConfig, LogOpened, PreparedAppends, ReadChunk,
-    ReadPlan, ReadSlice, SyncDone, SyncJob, TimestampLookup,
+    AppendOrigin, AppendOutcome, ColdRead, ColdReadDone, Log, LogConfig, LogOpened,
+    PreparedAppends, ReadChunk, ReadPlan, ReadSlice, SyncDone, SyncJob, TimestampLookup,
 };
 pub use producer_state::ProducerStateManager;
 pub use segment::SegmentWrite;

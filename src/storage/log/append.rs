@@ -29,6 +29,18 @@ pub enum AppendOutcome {
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
+/// Where an append comes from, which decides what [`Log::prepare`] checks and rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// Producers, through this replica as the partition's leader: offsets are assigned here,
+    /// every batch is stamped with `leader_epoch`, idempotent sequences are checked.
+    Leader { leader_epoch: i32 },
+    /// The leader's batches, fetched by this replica as a follower: kept byte for byte (the
+    /// leader's offsets and epochs), producer state updated without sequence checks, as Kafka's
+    /// `appendAsFollower`. Offsets must not go below the log end.
+    Replica,
+}
+
 /// Largest group write: enough to amortise the hand-off to the writer thread, small enough that
 /// one partition's write does not hold back the next group for long.
 const MAX_GROUP_WRITE_BYTES: u64 = 4 << 20;
@@ -86,7 +98,17 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        let mut prepared = self.prepare(&[batches], leader_epoch, now_ms);
+        self.append_from(batches, AppendOrigin::Leader { leader_epoch }, now_ms)
+    }
+
+    /// [`Log::append`] from any origin (a follower's appends: [`AppendOrigin::Replica`]).
+    pub fn append_from(
+        &mut self,
+        batches: &[Batch],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let mut prepared = self.prepare_from(&[batches], origin, now_ms);
         let written = prepared
             .take_write()
             .as_ref()
@@ -111,6 +133,16 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> PreparedAppends {
+        self.prepare_from(appends, AppendOrigin::Leader { leader_epoch }, now_ms)
+    }
+
+    /// [`Log::prepare`] for appends of any origin.
+    pub fn prepare_from(
+        &mut self,
+        appends: &[&[Batch]],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> PreparedAppends {
         assert!(!self.write_in_flight, "one group write at a time");
         let mut prepared = PreparedAppends {
             outcomes: Vec::with_capacity(appends.len()),
@@ -133,7 +165,7 @@ impl Log {
         let mut pieces = Vec::new();
         for batches in appends {
             let mut producers = prepared.producer_updates.clone();
-            let validated = self.validate(batches, &mut producers, next_offset, now_ms);
+            let validated = self.validate(batches, origin, &mut producers, next_offset, now_ms);
             let layout = match validated {
                 Err(e) => {
                     prepared.outcomes.push(Err(e));
@@ -164,7 +196,8 @@ impl Log {
                 break;
             }
             for (header, batch) in &layout.headers {
-                let prefix = patched_prefix(&batch.bytes, header.base_offset, leader_epoch);
+                let prefix =
+                    patched_prefix(&batch.bytes, header.base_offset, header.partition_leader_epoch);
                 let prefix = Bytes::copy_from_slice(&prefix);
                 let body = batch.bytes.slice(16..);
                 pieces.push(prefix.clone());
@@ -218,6 +251,15 @@ impl Log {
         }
         self.write_in_flight = false;
         let failure = written.map(|()| {
+            let mut epochs_changed = false;
+            for (header, _) in &stored {
+                epochs_changed |= self
+                    .epochs
+                    .assign(header.partition_leader_epoch, header.base_offset);
+            }
+            if epochs_changed {
+                self.epochs_changed();
+            }
             let interval = self.config.index_interval_bytes;
             self.active_mut().record_appended(
                 stored.iter().map(|(header, _)| header),
@@ -257,6 +299,7 @@ impl Log {
     fn validate<'b>(
         &self,
         batches: &'b [Batch],
+        origin: AppendOrigin,
         producers: &mut HashMap<i64, ProducerEntry>,
         mut next_offset: i64,
         now_ms: i64,
@@ -277,10 +320,29 @@ impl Log {
                     batch.header.total_bytes()
                 )));
             }
-            match self
-                .producer_state
-                .check(&self.dir, &batch.header, producers)?
-            {
+            let mut header = batch.header;
+            match origin {
+                AppendOrigin::Leader { leader_epoch } => {
+                    header.base_offset = next_offset;
+                    header.partition_leader_epoch = leader_epoch;
+                }
+                AppendOrigin::Replica if header.base_offset < next_offset => {
+                    return Err(self.invalid_append(format!(
+                        "replicated batch at offset {} is below the log end {next_offset}",
+                        header.base_offset
+                    )));
+                }
+                AppendOrigin::Replica => {}
+            }
+            let check = match origin {
+                AppendOrigin::Leader { .. } => {
+                    self.producer_state
+                        .check(&self.dir, &batch.header, producers)?
+                }
+                // The leader checked; a follower keeps what the leader kept.
+                AppendOrigin::Replica => SequenceCheck::Append,
+            };
+            match check {
                 SequenceCheck::Duplicate {
                     base_offset,
                     last_offset,
@@ -290,8 +352,6 @@ impl Log {
                 }
                 SequenceCheck::Append => {}
             }
-            let mut header = batch.header;
-            header.base_offset = next_offset;
             if header.has_producer_id() && !header.is_control() {
                 let before = producers
                     .get(&header.producer_id)

@@ -32,7 +32,7 @@ mod sync;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use append::{AppendOutcome, PreparedAppends};
+pub use append::{AppendOrigin, AppendOutcome, PreparedAppends};
 pub use read::{ColdRead, ColdReadDone, ReadChunk, ReadPlan, ReadSlice, TimestampLookup};
 pub use sync::{SyncDone, SyncJob};
 
@@ -43,6 +43,7 @@ use crate::clock::now_ms;
 use crate::storage::atomic_file::sync_dir;
 use crate::storage::batch_cache::BatchCache;
 use crate::storage::error::{io_error, StorageError};
+use crate::storage::leader_epoch::LeaderEpochCache;
 use crate::storage::producer_state::ProducerStateManager;
 use crate::storage::recovery::{load_segments, restore_producer_state, take_clean_shutdown_marker};
 use crate::storage::segment::Segment;
@@ -114,6 +115,8 @@ pub struct Log {
     opened: LogOpened,
     /// Between [`Log::prepare`] and [`Log::complete`] of a write.
     write_in_flight: bool,
+    /// Where each leader epoch starts (see [`crate::storage::leader_epoch`]).
+    epochs: LeaderEpochCache,
 }
 
 impl Log {
@@ -160,7 +163,16 @@ impl Log {
         if let Some(first) = loaded.segments.first() {
             producer_state.evict_below(first.base_offset);
         }
-        Ok(Log {
+        // Entries past what recovery kept (a torn tail) or below the log start go.
+        let mut epochs = LeaderEpochCache::load(dir)?;
+        let epochs_changed = match (loaded.segments.first(), loaded.segments.last()) {
+            (Some(first), Some(last)) => {
+                let end = epochs.truncate_from_end(last.next_offset);
+                epochs.truncate_from_start(first.base_offset) || end
+            }
+            _ => false,
+        };
+        let mut log = Log {
             dir: dir.to_path_buf(),
             cache: BatchCache::new(config.cache_bytes),
             config,
@@ -171,7 +183,22 @@ impl Log {
             sync: sync::SyncState::new(now_ms()),
             opened: loaded.opened,
             write_in_flight: false,
-        })
+            epochs,
+        };
+        if epochs_changed {
+            log.epochs_changed();
+        }
+        Ok(log)
+    }
+
+    /// The leader-epoch cache (for OffsetForLeaderEpoch).
+    pub fn epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// Kafka's `endOffsetFor` on this log (see [`LeaderEpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
     /// How [`Log::open`] brought the log up.

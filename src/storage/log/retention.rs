@@ -95,6 +95,9 @@ impl Log {
         }
         self.forget_snapshots(|offset| offset < log_start_offset);
         self.producer_state.evict_below(log_start_offset);
+        if self.epochs.truncate_from_start(log_start_offset) {
+            self.epochs_changed();
+        }
         count
     }
 
@@ -124,6 +127,9 @@ impl Log {
         }
         self.forget_snapshots(|offset| offset < log_start_offset);
         self.producer_state.evict_below(log_start_offset);
+        if self.epochs.truncate_from_start(log_start_offset) {
+            self.epochs_changed();
+        }
         count
     }
 
@@ -168,6 +174,9 @@ impl Log {
         }
         let (producer_state, _) = restore_producer_state(&self.dir, &self.segments)?;
         self.producer_state = producer_state;
+        if self.epochs.truncate_from_end(log_end_offset) {
+            self.epochs_changed();
+        }
         Ok(())
     }
 }

@@ -47,6 +47,8 @@ struct Pending {
     remove: Vec<PathBuf>,
     /// Directory entries changed (a segment created) since the directory's last fsync.
     dir: bool,
+    /// The leader-epoch checkpoint's new contents.
+    epochs: Option<Vec<u8>>,
 }
 
 impl Pending {
@@ -56,6 +58,7 @@ impl Pending {
             && self.doomed.is_empty()
             && self.remove.is_empty()
             && !self.dir
+            && self.epochs.is_none()
     }
 }
 
@@ -192,6 +195,11 @@ impl Log {
         self.sync.pending.dir = true;
     }
 
+    /// The leader-epoch cache changed: the next sync job writes its checkpoint.
+    pub(super) fn epochs_changed(&mut self) {
+        self.sync.pending.epochs = Some(self.epochs.to_bytes());
+    }
+
     /// Counts appended records against `flush.messages`.
     pub(super) fn count_appended(&mut self, records: u64, now_ms: i64) {
         let sync = &mut self.sync;
@@ -265,11 +273,14 @@ impl Log {
                 }
             }
         }
-        let snapshots: Vec<(PathBuf, Vec<u8>)> = pending
+        let mut snapshots: Vec<(PathBuf, Vec<u8>)> = pending
             .snapshots
             .into_iter()
             .map(|(offset, bytes)| (snapshot_path(&self.dir, offset), bytes))
             .collect();
+        if let Some(epochs) = pending.epochs {
+            snapshots.push((crate::storage::leader_epoch::path(&self.dir), epochs));
+        }
         let sync_dir = pending.dir
             || !snapshots.is_empty()
             || !pending.doomed.is_empty()

@@ -384,8 +384,14 @@ mod tests {
         // A new directory: its creation is made durable at once, nothing else is pending.
         assert_eq!(log.recovery_point(), 0);
         assert!(!log.has_sync_work());
-        // spec(0..2) hold 1 and 2 records: below flush.messages, nothing to sync.
+        // spec(0..2) hold 1 and 2 records: below flush.messages, nothing to sync but the
+        // leader-epoch checkpoint the first batch's epoch asks for.
         fill(&mut log, 2);
+        let job = log.take_sync().expect("the epoch checkpoint");
+        let recovery_point = log.recovery_point();
+        log.synced(job.run());
+        assert_eq!(log.recovery_point(), recovery_point, "no data made durable");
+        assert!(path.join(crate::storage::leader_epoch::FILE_NAME).exists());
         assert!(!log.has_sync_work());
         // A third batch (3 records) reaches it: the whole log is flushed.
         fill(&mut log, 3);

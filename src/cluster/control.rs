@@ -258,6 +258,9 @@ impl Control {
         let mut is_controller = false;
         let mut changed = Changed::everything();
         let mut next_full_read = tokio::time::Instant::now();
+        let rebalance_every =
+            Duration::from_secs(self.config.leader_imbalance_check_interval_seconds as u64);
+        let mut next_rebalance = tokio::time::Instant::now() + rebalance_every;
         loop {
             if !is_controller {
                 is_controller =
@@ -281,7 +284,17 @@ impl Control {
             }
             self.note_deletions(changed.deletions.iter());
             if is_controller {
-                let step = controller::step(zk, &self.config, changed.step_scope()).await?;
+                let rebalance = self.config.auto_leader_rebalance_enable
+                    && tokio::time::Instant::now() >= next_rebalance;
+                if rebalance {
+                    next_rebalance = tokio::time::Instant::now() + rebalance_every;
+                }
+                let scope = if rebalance {
+                    None
+                } else {
+                    changed.step_scope()
+                };
+                let step = controller::step(zk, &self.config, scope, rebalance).await?;
                 changed.topics.extend(step.changed);
                 changed.topics.extend(step.deleted.iter().cloned());
                 self.note_deletions(step.deleted.iter());
@@ -561,7 +574,8 @@ impl Control {
                         // means "ready to use" on this broker.
                         let changed = Changed::topic(&spec.name);
                         if is_controller {
-                            controller::step(zk, &self.config, Some(&changed.topics)).await?;
+                            controller::step(zk, &self.config, Some(&changed.topics), false)
+                                .await?;
                         }
                         self.refresh_changed(zk, &changed).await?;
                         Ok(())
@@ -580,6 +594,27 @@ impl Control {
                 let _ = reply.send(result);
             }
             ControlRequest::Shutdown { .. } => unreachable!("session() handles Shutdown itself"),
+            ControlRequest::AlterIsr {
+                tp,
+                leader_epoch,
+                isr,
+                reply,
+            } => {
+                let result = controller::write_isr(
+                    zk,
+                    self.config.broker_id,
+                    &tp.topic,
+                    tp.partition,
+                    leader_epoch,
+                    &isr,
+                )
+                .await;
+                if result.is_ok() {
+                    // This broker's shards see the new ISR now, not after the watch fires.
+                    self.refresh_changed(zk, &Changed::topic(&tp.topic)).await?;
+                }
+                let _ = reply.send(result);
+            }
             ControlRequest::AllocateProducerId { reply } => {
                 if self.producer_ids.is_empty() {
                     match controller::claim_producer_id_block(zk, self.config.broker_id).await {
@@ -626,7 +661,7 @@ impl Control {
             .map_err(zk_error)?;
         if is_controller {
             let mut changed = Changed::topic(name);
-            let step = controller::step(zk, &self.config, Some(&changed.topics))
+            let step = controller::step(zk, &self.config, Some(&changed.topics), false)
                 .await
                 .map_err(zk_error)?;
             changed.topics.extend(step.deleted.iter().cloned());

@@ -78,6 +78,7 @@ pub async fn step(
     zk: &Zk,
     config: &BrokerConfig,
     only: Option<&BTreeSet<String>>,
+    rebalance: bool,
 ) -> Result<StepOutcome, ZkError> {
     let mut outcome = StepOutcome::default();
     let deleted = &mut outcome.deleted;
@@ -89,6 +90,12 @@ pub async fn step(
             deleted.push(topic.clone());
         }
         zk.delete_recursive(&delete_topic_path(&topic)).await?;
+    }
+    // Every broker reads partition states from ZooKeeper directly, so the notifications only
+    // need clearing (Kafka's controller reads them to send UpdateMetadata, then deletes them).
+    for change in zk.children(ISR_CHANGE_NOTIFICATION).await? {
+        zk.delete_recursive(&format!("{ISR_CHANGE_NOTIFICATION}/{change}"))
+            .await?;
     }
 
     let live: Vec<i32> = zk
@@ -108,6 +115,7 @@ pub async fn step(
             continue;
         };
         let mut wrote = false;
+        let mut changed_meanwhile = false;
         if topic.topic_id.is_none() {
             // Topics created by tools that predate topic ids get one, as Kafka's controller does.
             topic.topic_id = Some(encode_topic_id(uuid::Uuid::new_v4()));
@@ -139,49 +147,205 @@ pub async fn step(
                     zk.create_json(&state_path, &state, &persistent()).await?;
                     wrote = true;
                 }
-                Some((state, version)) if state.leader == -1 || !live.contains(&state.leader) => {
-                    // Elect from the ISR only.
-                    let Some(&leader) = state.isr.iter().find(|r| live.contains(r)) else {
-                        if state.leader != -1 {
-                            let state = PartitionStateZnode {
-                                leader: -1,
-                                controller_epoch: epoch,
-                                ..state
-                            };
-                            zk.set_json(&state_path, &state, Some(version.version))
-                                .await?;
-                            wrote = true;
-                        }
+                Some((state, stat)) => {
+                    let Some(new_state) =
+                        next_state(zk, &name, replicas, &state, &live, epoch, config, rebalance)
+                            .await?
+                    else {
                         continue;
                     };
-                    let new_state = PartitionStateZnode {
-                        leader,
-                        leader_epoch: state.leader_epoch + 1,
-                        controller_epoch: epoch,
-                        isr: state
-                            .isr
-                            .iter()
-                            .copied()
-                            .filter(|r| live.contains(r))
-                            .collect(),
-                        version: 1,
-                    };
-                    info!(
-                        "{name}-{partition}: leader {} -> {leader} (epoch {})",
-                        state.leader, new_state.leader_epoch
-                    );
-                    zk.set_json(&state_path, &new_state, Some(version.version))
-                        .await?;
-                    wrote = true;
+                    if new_state.leader != state.leader {
+                        info!(
+                            "{name}-{partition}: leader {} -> {} (epoch {}, ISR {:?})",
+                            state.leader, new_state.leader, new_state.leader_epoch, new_state.isr
+                        );
+                    } else {
+                        info!(
+                            "{name}-{partition}: ISR {:?} -> {:?} (offline replicas removed, epoch {})",
+                            state.isr, new_state.isr, new_state.leader_epoch
+                        );
+                    }
+                    match zk
+                        .set_json(&state_path, &new_state, Some(stat.version))
+                        .await
+                    {
+                        Ok(_) => wrote = true,
+                        // A leader changed the ISR meanwhile: the next step sees its write.
+                        Err(ZkError::Op {
+                            source: zookeeper_client::Error::BadVersion,
+                            ..
+                        }) => changed_meanwhile = true,
+                        Err(e) => return Err(e),
+                    }
                 }
-                Some(_) => {}
             }
         }
-        if wrote {
+        if wrote || changed_meanwhile {
             outcome.changed.push(name);
         }
     }
     Ok(outcome)
+}
+
+/// What a partition's state should become, or `None` if it is right as it is:
+/// - its leader is offline: a new one from the live ISR (Kafka's OfflinePartitionLeaderElection),
+///   or with none, a live replica outside it if unclean election is on, else no leader (the ISR
+///   keeps its last members, so one of them can lead again when it returns);
+/// - its leader is live but the ISR names offline brokers: they leave it (Kafka's controller
+///   removes a failed broker's replicas from every ISR at once, not after the lag time);
+/// - `rebalance` and the preferred (first) replica is live, in the ISR, and not leading: it
+///   leads again (Kafka's preferred leader election).
+///
+/// Every change bumps the leader epoch, as Kafka's controller does.
+#[allow(clippy::too_many_arguments)]
+async fn next_state(
+    zk: &Zk,
+    topic: &str,
+    replicas: &[i32],
+    state: &PartitionStateZnode,
+    live: &[i32],
+    controller_epoch: i32,
+    config: &BrokerConfig,
+    rebalance: bool,
+) -> Result<Option<PartitionStateZnode>, ZkError> {
+    let live_isr: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| live.contains(r))
+        .collect();
+    let changed = |leader: i32, isr: Vec<i32>| {
+        Some(PartitionStateZnode {
+            controller_epoch,
+            leader,
+            version: 1,
+            leader_epoch: state.leader_epoch + 1,
+            isr,
+        })
+    };
+    let leader_live = state.leader != -1 && live.contains(&state.leader);
+    if !leader_live {
+        // The assignment's order decides among the ISR, as Kafka's election does.
+        if let Some(&leader) = replicas.iter().find(|r| live_isr.contains(r)) {
+            return Ok(changed(leader, live_isr));
+        }
+        if let Some(&leader) = replicas.iter().find(|r| live.contains(r)) {
+            if unclean_election_enabled(zk, topic, config).await? {
+                warn!(
+                    "{topic}: no in-sync replica is alive; electing {leader} UNCLEANLY (unclean.leader.election.enable), records only the old ISR had are lost"
+                );
+                return Ok(changed(leader, vec![leader]));
+            }
+        }
+        if state.leader == -1 {
+            return Ok(None);
+        }
+        return Ok(Some(PartitionStateZnode {
+            leader: -1,
+            controller_epoch,
+            ..state.clone()
+        }));
+    }
+    if live_isr.len() != state.isr.len() {
+        return Ok(changed(state.leader, live_isr));
+    }
+    if rebalance {
+        if let Some(&preferred) = replicas.first() {
+            if preferred != state.leader && live_isr.contains(&preferred) {
+                return Ok(changed(preferred, live_isr));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn unclean_election_enabled(
+    zk: &Zk,
+    topic: &str,
+    config: &BrokerConfig,
+) -> Result<bool, ZkError> {
+    let overrides = zk
+        .read_json::<TopicConfigZnode>(&topic_config_path(topic))
+        .await?
+        .map(|(c, _)| c.config)
+        .unwrap_or_default();
+    Ok(match overrides.get("unclean.leader.election.enable") {
+        Some(value) => value == "true",
+        None => config.unclean_leader_election_enable,
+    })
+}
+
+/// A leader's ISR change (Kafka's ZooKeeper-mode `updateIsr`): written only if the partition's
+/// state still names `broker_id` leader in `leader_epoch`, with a conditional write, so a leader
+/// that was replaced cannot overwrite its successor's state. Leaves an
+/// `/isr_change_notification` for the controller, as Kafka does.
+pub async fn write_isr(
+    zk: &Zk,
+    broker_id: i32,
+    topic: &str,
+    partition: i32,
+    leader_epoch: i32,
+    isr: &[i32],
+) -> Result<(), AdminError> {
+    let zk_error = |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
+    let path = partition_state_path(topic, partition);
+    let Some((state, stat)) = zk
+        .read_json::<PartitionStateZnode>(&path)
+        .await
+        .map_err(zk_error)?
+    else {
+        return Err(AdminError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{path} does not exist"),
+        ));
+    };
+    if state.leader != broker_id || state.leader_epoch != leader_epoch {
+        return Err(AdminError::new(
+            ResponseError::FencedLeaderEpoch,
+            format!(
+                "{path} names leader {} in epoch {}, not {broker_id} in {leader_epoch}",
+                state.leader, state.leader_epoch
+            ),
+        ));
+    }
+    if !isr.contains(&broker_id) {
+        return Err(AdminError::new(
+            ResponseError::InvalidRequest,
+            format!("an ISR {isr:?} without its leader {broker_id}"),
+        ));
+    }
+    let new_state = PartitionStateZnode {
+        isr: isr.to_vec(),
+        ..state
+    };
+    match zk.set_json(&path, &new_state, Some(stat.version)).await {
+        Ok(_) => {}
+        Err(ZkError::Op {
+            source: zookeeper_client::Error::BadVersion,
+            ..
+        }) => {
+            return Err(AdminError::new(
+                ResponseError::FencedLeaderEpoch,
+                format!("{path} changed while the ISR was written"),
+            ))
+        }
+        Err(e) => return Err(zk_error(e)),
+    }
+    let notification = IsrChangeNotification {
+        version: 1,
+        partitions: vec![IsrChangePartition {
+            topic: topic.to_owned(),
+            partition,
+        }],
+    };
+    zk.create_json(
+        &format!("{ISR_CHANGE_NOTIFICATION}/isr_change_"),
+        &notification,
+        &persistent_sequential(),
+    )
+    .await
+    .map_err(zk_error)?;
+    Ok(())
 }
 
 fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -251,14 +415,6 @@ pub async fn create_topic(
                 format!("{partitions} partitions: must be at least 1"),
             );
         }
-        // Followers do not replicate yet; accepting more replicas would advertise an ISR that
-        // holds nothing.
-        if replication > 1 {
-            return fail(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication}: skein does not replicate between brokers yet; use 1"),
-            );
-        }
         if replication < 1 || replication as usize > live.len() {
             return fail(
                 ResponseError::InvalidReplicationFactor,
@@ -270,13 +426,15 @@ pub async fn create_topic(
         }
         assign_replicas(&live, partitions, replication as usize)
     } else {
-        if let Some((p, replicas)) = spec.assignments.iter().find(|(_, r)| r.len() > 1) {
+        if let Some((p, replicas)) = spec.assignments.iter().find(|(_, r)| {
+            let mut unique = r.to_vec();
+            unique.sort_unstable();
+            unique.dedup();
+            unique.len() != r.len()
+        }) {
             return fail(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "partition {p}: {} replicas; skein does not replicate between brokers yet",
-                    replicas.len()
-                ),
+                ResponseError::InvalidReplicaAssignment,
+                format!("partition {p}: replicas {replicas:?} name a broker twice"),
             );
         }
         if let Some((p, replicas)) = spec

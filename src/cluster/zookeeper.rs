@@ -17,6 +17,7 @@ pub const CONTROLLER: &str = "/controller";
 pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
 pub const CLUSTER_ID: &str = "/cluster/id";
 pub const PRODUCER_ID_BLOCK: &str = "/latest_producer_id_block";
+pub const ISR_CHANGE_NOTIFICATION: &str = "/isr_change_notification";
 
 /// Persistent paths Kafka creates at start-up.
 pub const PERSISTENT_PATHS: &[&str] = &[
@@ -172,6 +173,10 @@ pub fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
 
+pub fn persistent_sequential() -> zk::CreateOptions<'static> {
+    zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())
+}
+
 pub fn ephemeral() -> zk::CreateOptions<'static> {
     zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
 }
@@ -276,6 +281,20 @@ impl Zk {
             .await
             .map_err(op("set", path))
     }
+}
+
+/// `/isr_change_notification/isr_change_<seq>`: partitions whose ISR a leader changed, for the
+/// controller (Kafka's IsrChangeNotification, version 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IsrChangeNotification {
+    pub version: i32,
+    pub partitions: Vec<IsrChangePartition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IsrChangePartition {
+    pub topic: String,
+    pub partition: i32,
 }
 
 #[cfg(test)]

@@ -161,6 +161,30 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Consumer groups: `offsets.*` and `group.*`.
     pub groups: super::GroupConfig,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for data.
+    pub replica_fetch_wait_max_ms: i64,
+    /// `replica.fetch.max.bytes`: per partition, per follower fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per follower fetch.
+    pub replica_fetch_response_max_bytes: i32,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
+    pub replica_fetch_backoff_ms: i64,
+    /// `replica.high.watermark.checkpoint.interval.ms`: how often the high watermarks are
+    /// written to `replication-offset-checkpoint`.
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
+    /// `unclean.leader.election.enable`: elect a replica outside the ISR when none in it is
+    /// alive (losing what only the ISR had).
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: the controller moves leadership back to each partition's
+    /// preferred (first) replica once it is in sync.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_seconds: i64,
+    /// `controlled.shutdown.enable`: a stopping broker asks the controller to move its
+    /// leaderships first.
+    pub controlled_shutdown_enable: bool,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
     /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
@@ -207,6 +231,16 @@ impl BrokerConfig {
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
             groups: super::GroupConfig::default(),
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_backoff_ms: 1_000,
+            replica_high_watermark_checkpoint_interval_ms: 5_000,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            controlled_shutdown_enable: true,
             num_shards: None,
             metrics_listener: None,
             tuning: Tuning::default(),
@@ -254,6 +288,28 @@ impl BrokerConfig {
                     config.default_replication_factor = v.i32_at_least(1)?
                 }
                 "auto.create.topics.enable" => config.auto_create_topics_enable = v.bool()?,
+                "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = v.i64_at_least(1)?,
+                "replica.fetch.wait.max.ms" => {
+                    config.replica_fetch_wait_max_ms = v.i64_at_least(0)?
+                }
+                "replica.fetch.max.bytes" => config.replica_fetch_max_bytes = v.i32_at_least(1)?,
+                "replica.fetch.response.max.bytes" => {
+                    config.replica_fetch_response_max_bytes = v.i32_at_least(1)?
+                }
+                "replica.fetch.backoff.ms" => {
+                    config.replica_fetch_backoff_ms = v.i64_at_least(0)?
+                }
+                "replica.high.watermark.checkpoint.interval.ms" => {
+                    config.replica_high_watermark_checkpoint_interval_ms = v.i64_at_least(1)? as u64
+                }
+                "unclean.leader.election.enable" => {
+                    config.unclean_leader_election_enable = v.bool()?
+                }
+                "auto.leader.rebalance.enable" => config.auto_leader_rebalance_enable = v.bool()?,
+                "leader.imbalance.check.interval.seconds" => {
+                    config.leader_imbalance_check_interval_seconds = v.i64_at_least(1)?
+                }
+                "controlled.shutdown.enable" => config.controlled_shutdown_enable = v.bool()?,
                 "delete.topic.enable" => config.delete_topic_enable = v.bool()?,
                 "log.retention.check.interval.ms" => {
                     config.log_retention_check_interval_ms = v.i64_at_least(1)?

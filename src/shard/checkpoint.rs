@@ -1,4 +1,5 @@
-//! The owner of the log directory's `recovery-point-offset-checkpoint`: a thread of its own
+//! The owner of the log directory's `recovery-point-offset-checkpoint` and
+//! `replication-offset-checkpoint` (high watermarks, written alongside): a thread of its own
 //! (`skein-checkpoint`), because writing the file is blocking I/O (fsync, rename, fsync the
 //! directory) and its content comes from every shard.
 //!
@@ -31,10 +32,13 @@ enum Command {
     WriteNow,
     /// Write once more with the recovery points of the partitions closed at shutdown, then end.
     Stop {
-        closed: Vec<(TopicPartition, i64)>,
+        closed: Vec<Reported>,
         done: flume::Sender<()>,
     },
 }
+
+/// What a shard reports of an open partition: its recovery point and high watermark.
+pub type Reported = (TopicPartition, i64, i64);
 
 fn key(tp: &TopicPartition) -> PartitionKey {
     (tp.topic.clone(), tp.partition)
@@ -45,6 +49,7 @@ fn key(tp: &TopicPartition) -> PartitionKey {
 #[derive(Clone)]
 pub struct RecoveryPoints {
     at_start: Arc<BTreeMap<PartitionKey, i64>>,
+    high_watermarks_at_start: Arc<BTreeMap<PartitionKey, i64>>,
     commands: flume::Sender<Command>,
 }
 
@@ -54,6 +59,7 @@ impl RecoveryPoints {
     pub fn none() -> RecoveryPoints {
         RecoveryPoints {
             at_start: Arc::new(BTreeMap::new()),
+            high_watermarks_at_start: Arc::new(BTreeMap::new()),
             commands: flume::bounded(COMMAND_QUEUE_DEPTH).0,
         }
     }
@@ -63,6 +69,11 @@ impl RecoveryPoints {
     /// clean-shutdown marker (so its recovery point does not matter) or was deleted.
     pub fn at_start(&self, tp: &TopicPartition) -> Option<i64> {
         self.at_start.get(&key(tp)).copied()
+    }
+
+    /// The partition's high watermark as the replication checkpoint had it at start.
+    pub fn high_watermark_at_start(&self, tp: &TopicPartition) -> Option<i64> {
+        self.high_watermarks_at_start.get(&key(tp)).copied()
     }
 
     /// Asks the checkpoint thread for a write soon (requests coalesce).
@@ -94,11 +105,20 @@ pub fn start(
         }
     };
     let at_start = Arc::new(at_start);
+    let high_watermarks_at_start = match recovery_point_checkpoint::read_high_watermarks(&log_dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            error!("{e}; high watermarks start at each log's start");
+            BTreeMap::new()
+        }
+    };
+    let high_watermarks_at_start = Arc::new(high_watermarks_at_start);
     let (commands, queue) = flume::bounded(COMMAND_QUEUE_DEPTH);
     let mut keeper = Keeper {
         log_dir,
         senders,
         at_start: Arc::clone(&at_start),
+        high_watermarks_at_start: Arc::clone(&high_watermarks_at_start),
         seen_open: HashSet::new(),
     };
     let thread = std::thread::Builder::new()
@@ -109,14 +129,18 @@ pub fn start(
             commands: commands.clone(),
             thread,
         },
-        RecoveryPoints { at_start, commands },
+        RecoveryPoints {
+            at_start,
+            high_watermarks_at_start,
+            commands,
+        },
     ))
 }
 
 impl Checkpointer {
     /// Writes the last checkpoint, with the recovery points of the partitions closed at
     /// shutdown, and ends the thread (waiting up to `timeout`).
-    pub fn stop(self, closed: Vec<(TopicPartition, i64)>, timeout: Duration) {
+    pub fn stop(self, closed: Vec<Reported>, timeout: Duration) {
         let (done, finished) = flume::bounded(1);
         if self
             .commands
@@ -135,6 +159,7 @@ struct Keeper {
     log_dir: PathBuf,
     senders: ShardSenders,
     at_start: Arc<BTreeMap<PartitionKey, i64>>,
+    high_watermarks_at_start: Arc<BTreeMap<PartitionKey, i64>>,
     /// Partitions a gather found open: from then on only their shard speaks for them.
     seen_open: HashSet<PartitionKey>,
 }
@@ -163,7 +188,7 @@ impl Keeper {
     /// Every open partition's recovery point, or `None` if a shard did not answer in time (a
     /// checkpoint missing partitions would only cost recovery time, but one missing a whole
     /// shard is not worth writing).
-    fn gather(&self) -> Option<Vec<(TopicPartition, i64)>> {
+    fn gather(&self) -> Option<Vec<Reported>> {
         let (reply, answers) = flume::bounded(self.senders.len());
         let mut asked = 0;
         for shard in 0..self.senders.len() {
@@ -194,19 +219,31 @@ impl Keeper {
         Some(open)
     }
 
-    fn write(&mut self, open: Vec<(TopicPartition, i64)>) {
-        let reported: BTreeMap<PartitionKey, i64> =
-            open.iter().map(|(tp, point)| (key(tp), *point)).collect();
-        let mut entries: BTreeMap<PartitionKey, i64> = self
-            .at_start
+    fn write(&mut self, open: Vec<Reported>) {
+        let reported: BTreeMap<PartitionKey, i64> = open
             .iter()
-            .filter(|(k, _)| !self.seen_open.contains(*k) && !reported.contains_key(*k))
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(tp, point, _)| (key(tp), *point))
             .collect();
+        let high_watermarks: BTreeMap<PartitionKey, i64> =
+            open.iter().map(|(tp, _, hw)| (key(tp), *hw)).collect();
+        let not_seen = |at_start: &BTreeMap<PartitionKey, i64>| -> BTreeMap<PartitionKey, i64> {
+            at_start
+                .iter()
+                .filter(|(k, _)| !self.seen_open.contains(*k) && !reported.contains_key(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let mut entries = not_seen(&self.at_start);
+        let mut hw_entries = not_seen(&self.high_watermarks_at_start);
         self.seen_open.extend(reported.keys().cloned());
         entries.extend(reported);
+        hw_entries.extend(high_watermarks);
         if let Err(e) = recovery_point_checkpoint::write(&self.log_dir, &entries) {
             error!("cannot write the recovery-point checkpoint: {e}");
+        }
+        if let Err(e) = recovery_point_checkpoint::write_high_watermarks(&self.log_dir, &hw_entries)
+        {
+            error!("cannot write the high-watermark checkpoint: {e}");
         }
     }
 }
@@ -233,10 +270,11 @@ mod tests {
             log_dir: dir.path().to_path_buf(),
             senders: crate::mesh::job_queues(0).0,
             at_start: Arc::new(at_start),
+            high_watermarks_at_start: Arc::new(BTreeMap::new()),
             seen_open: HashSet::new(),
         };
         let written = || recovery_point_checkpoint::read(dir.path()).expect("read");
-        keeper.write(vec![(tp("a", 0), 9), (tp("c", 1), 3)]);
+        keeper.write(vec![(tp("a", 0), 9, 8), (tp("c", 1), 3, 3)]);
         let expected: BTreeMap<PartitionKey, i64> = [
             (("a".to_string(), 0), 9),
             (("b".to_string(), 0), 7),

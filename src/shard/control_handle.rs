@@ -61,6 +61,14 @@ pub enum ControlRequest {
     AllocateProducerId {
         reply: oneshot::Sender<Result<i64, AdminError>>,
     },
+    /// A leader's new ISR for a partition, written to its state znode only if the znode still
+    /// names this broker leader in `leader_epoch` (Kafka's ZooKeeper-mode ISR update).
+    AlterIsr {
+        tp: crate::metadata::TopicPartition,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
     /// Clean shutdown: give up the registration and the controllership now instead of making the
     /// cluster wait a session timeout for them.
     Shutdown { reply: std::sync::mpsc::Sender<()> },
@@ -121,6 +129,21 @@ impl ControlHandle {
     pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
         self.ask(|reply| ControlRequest::AllocateProducerId { reply })
             .await
+    }
+
+    pub async fn alter_isr(
+        &self,
+        tp: crate::metadata::TopicPartition,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), AdminError> {
+        self.ask(|reply| ControlRequest::AlterIsr {
+            tp,
+            leader_epoch,
+            isr,
+            reply,
+        })
+        .await
     }
 
     /// Blocking: called from the main thread once the shards have closed their partitions.

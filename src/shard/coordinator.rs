@@ -18,6 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::storage::AppendOutcome;
+
 use bytes::Bytes;
 use futures::channel::oneshot;
 use kafka_protocol::records::Compression;
@@ -338,17 +340,39 @@ async fn append(
     }
     let coordinator = &shard.coordinator;
     coordinator.in_flight_change(partition, 1);
-    let appended = log.append(parsed).await;
-    coordinator.in_flight_change(partition, -1);
-    match appended {
-        Ok(_) => Ok(()),
+    let appended = match log.append(parsed).await {
+        // As Kafka's coordinator appends with acks=all: what it answers must survive the
+        // leader's failover.
+        Ok(outcome) => {
+            let (AppendOutcome::Appended { last_offset, .. }
+            | AppendOutcome::Duplicate { last_offset, .. }) = outcome;
+            let reached = log.wait_for_high_watermark(last_offset + 1);
+            futures::select! {
+                r = futures::FutureExt::fuse(reached) => match r {
+                    Ok(Ok(())) | Ok(Err(ResponseError::NotEnoughReplicasAfterAppend)) => Ok(()),
+                    _ => Err(ResponseError::NotCoordinator),
+                },
+                _ = futures::FutureExt::fuse(glommio::timer::sleep(REPLICATION_WAIT)) => {
+                    Err(ResponseError::RequestTimedOut)
+                }
+            }
+        }
         Err(e) => {
             warn!("{OFFSETS_TOPIC}-{partition}: cannot write: {e}");
-            // Kafka's mapping for a failed write of the coordinator: find it again.
             Err(ResponseError::NotCoordinator)
         }
+    };
+    coordinator.in_flight_change(partition, -1);
+    match appended {
+        Ok(()) => Ok(()),
+        // Kafka's mapping for a failed write of the coordinator: find it again.
+        Err(e) => Err(e),
     }
 }
+
+/// How long a coordinator write waits for the offsets topic's ISR (Kafka's
+/// `offsets.commit.timeout.ms`).
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps a `__consumer_offsets` partition bounded until log compaction exists: once it holds
 /// at least three segments and four times what its last rewrite wrote, every live group and
@@ -710,10 +734,12 @@ pub async fn load(shard: Rc<Shard>, log: Rc<Partition>) {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut tombstoned: BTreeSet<String> = BTreeSet::new();
     let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
+    // To the log end, as Kafka's loader reads: a new leader's high watermark catches up with
+    // its log only once the followers fetch again.
+    let end = log.log_end_offset();
     let mut records = 0u64;
     while offset < end {
-        let slice = match log.read(offset, LOAD_CHUNK_BYTES, true).await {
+        let slice = match log.read_upto(offset, LOAD_CHUNK_BYTES, true, end).await {
             Ok(slice) if !slice.is_empty() => slice,
             Ok(_) => break,
             Err(e) => {

@@ -9,13 +9,15 @@
 pub mod checkpoint;
 mod control_handle;
 pub mod coordinator;
+mod fetcher;
 pub mod metrics;
 mod partition;
+pub mod replica;
 mod writer;
 
 pub use checkpoint::RecoveryPoints;
 pub use control_handle::{AdminError, ControlHandle, ControlRequest, CreateTopicSpec};
-pub use partition::Partition;
+pub use partition::{Partition, RoleChange};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// The consumer groups this shard coordinates.
     pub coordinator: coordinator::Coordinator,
+    /// The replica fetchers of the partitions this shard follows.
+    fetchers: fetcher::Fetchers,
     metadata: RefCell<Arc<Metadata>>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Set when the first metadata snapshot arrives; requests wait for it.
@@ -84,6 +88,7 @@ impl Shard {
             control,
             metrics: ShardMetrics::default(),
             coordinator,
+            fetchers: fetcher::Fetchers::default(),
             metadata: RefCell::new(Arc::new(Metadata::default())),
             partitions: RefCell::new(HashMap::new()),
             ready: RefCell::new(Some(Vec::new())),
@@ -120,12 +125,13 @@ impl Shard {
         self.partitions.borrow().values().cloned().collect()
     }
 
-    /// Every open partition's recovery point, for the log directory's checkpoint.
-    pub fn recovery_points(&self) -> Vec<(TopicPartition, i64)> {
+    /// Every open partition's recovery point and high watermark, for the log directory's
+    /// checkpoints.
+    pub fn recovery_points(&self) -> Vec<(TopicPartition, i64, i64)> {
         self.partitions
             .borrow()
             .iter()
-            .filter_map(|(tp, p)| Some((tp.clone(), p.recovery_point()?)))
+            .filter_map(|(tp, p)| Some((tp.clone(), p.recovery_point()?, p.high_watermark())))
             .collect()
     }
 
@@ -212,25 +218,40 @@ impl Shard {
                 continue;
             };
             if let Some(partition) = self.partition(tp) {
-                partition.update_state(state, &topic.config, &self.tuning);
+                let change = partition.update_state(state, &topic.config, &self.tuning);
+                if tp.topic == crate::group::OFFSETS_TOPIC {
+                    // Groups are served where their offsets partition is led.
+                    match change {
+                        RoleChange::BecameLeader => {
+                            glommio::spawn_local(coordinator::load(self.clone(), partition))
+                                .detach();
+                        }
+                        RoleChange::LostLeadership => self.coordinator.unload(tp.partition),
+                        RoleChange::Unchanged | RoleChange::NewLeader => {}
+                    }
+                }
                 continue;
             }
-            let (config, tuning, writer) = (
+            let (config, tuning, writer, control) = (
                 self.config.clone(),
                 self.tuning.clone(),
                 self.writer.clone(),
+                self.control.clone(),
             );
             let recovery_point = self.recovery_points.at_start(tp);
+            let high_watermark = self.recovery_points.high_watermark_at_start(tp);
             let (tp, topic, state) = (tp.clone(), topic.clone(), state.clone());
             opening.push(glommio::executor().spawn_blocking(move || {
                 let opened = Partition::open(
                     &config,
                     &tuning,
                     writer,
+                    control,
                     tp.clone(),
                     &topic,
                     &state,
                     recovery_point,
+                    high_watermark,
                 );
                 (tp, opened)
             }));
@@ -243,7 +264,7 @@ impl Shard {
                     self.partitions
                         .borrow_mut()
                         .insert(tp.clone(), partition.clone());
-                    if tp.topic == crate::group::OFFSETS_TOPIC {
+                    if tp.topic == crate::group::OFFSETS_TOPIC && partition.is_leader() {
                         glommio::spawn_local(coordinator::load(self.clone(), partition)).detach();
                     }
                 }
@@ -257,6 +278,7 @@ impl Shard {
             // away rather than at the next interval: a stale entry must not outlive its log.
             self.recovery_points.request_write();
         }
+        self.fetchers.reconcile(self, &metadata);
         *self.metadata.borrow_mut() = metadata;
         if let Some(waiters) = self.ready.borrow_mut().take() {
             info!("shard {} has its first cluster metadata", self.id);
@@ -270,11 +292,12 @@ impl Shard {
     /// produce requests find no partition from the start; writes already under way get up to
     /// `grace` to land first. Returns the recovery points of the partitions closed, for the log
     /// directory's final checkpoint.
-    pub async fn shut_down(&self, grace: std::time::Duration) -> Vec<(TopicPartition, i64)> {
+    pub async fn shut_down(&self, grace: std::time::Duration) -> Vec<(TopicPartition, i64, i64)> {
         // A snapshot being applied finishes first, so the partitions it opens are closed too, and
         // none applied later reopens anything.
         let _last_snapshot = self.applying.lock().await;
         self.stopped.set(true);
+        self.fetchers.stop_all();
         let partitions: Vec<Rc<Partition>> = self
             .partitions
             .borrow_mut()
@@ -296,7 +319,7 @@ impl Shard {
         partitions
             .iter()
             .zip(closed)
-            .filter_map(|(p, point)| Some((p.tp.clone(), point?)))
+            .filter_map(|(p, point)| Some((p.tp.clone(), point?, p.high_watermark())))
             .collect()
     }
 }

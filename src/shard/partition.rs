@@ -16,21 +16,49 @@
 //! ([`Log::plan_read`]). Opening (recovery) and closing run there as well.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
+use super::replica::Leadership;
 use super::writer::SegmentWriter;
+use super::ControlHandle;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, ShardTuning, TopicConfig};
 use crate::metadata::TopicPartition;
 use crate::metadata::{PartitionState, TopicMetadata};
 use crate::record::Batch;
 use crate::storage::partition_metadata;
-use crate::storage::{AppendOutcome, Log, LogConfig, ReadPlan, ReadSlice, StorageError};
+use crate::storage::{
+    AppendOrigin, AppendOutcome, Log, LogConfig, ReadPlan, ReadSlice, StorageError,
+};
+
+/// What this broker is for the partition, as the latest metadata snapshot says.
+pub enum Role {
+    Leader(Leadership),
+    /// Replicates from `leader` (-1: none now).
+    Follower {
+        leader: i32,
+    },
+}
+
+/// How a snapshot changed this broker's role for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    Unchanged,
+    BecameLeader,
+    /// Was leader, now follows (or nobody leads).
+    LostLeadership,
+    /// Follows another leader, or the same one in a new epoch.
+    NewLeader,
+}
+
+/// acks=all appends waiting for the high watermark, by the offset it must reach.
+type HighWatermarkWaiters = BTreeMap<i64, Vec<oneshot::Sender<Result<(), ResponseError>>>>;
 
 pub struct Partition {
     pub tp: TopicPartition,
@@ -38,7 +66,19 @@ pub struct Partition {
     log: RefCell<Option<Log>>,
     leader_epoch: Cell<i32>,
     high_watermark: Cell<i64>,
-    /// Long-polling fetches waiting for the next append.
+    /// This broker's id.
+    me: i32,
+    role: RefCell<Role>,
+    /// The topic's `min.insync.replicas`.
+    min_insync_replicas: Cell<i64>,
+    replica_lag_time_max_ms: i64,
+    /// Where ISR changes are asked for.
+    control: ControlHandle,
+    /// acks=all appends waiting for the high watermark to pass them.
+    hw_waiters: RefCell<HighWatermarkWaiters>,
+    /// Followers' fetches waiting for the log to grow.
+    append_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Long-polling consumer fetches waiting for the high watermark to move.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Appends waiting for the writer, in arrival order.
     queue: RefCell<VecDeque<QueuedAppend>>,
@@ -61,7 +101,16 @@ pub struct Partition {
 
 struct QueuedAppend {
     batches: Vec<Batch>,
+    /// A producer's append (as leader) or the leader's batches (as follower).
+    replicated: bool,
     done: oneshot::Sender<Result<AppendOutcome, StorageError>>,
+}
+
+fn not_leader_error(tp: &TopicPartition) -> StorageError {
+    StorageError::Io {
+        path: PathBuf::from(tp.to_string()),
+        source: std::io::Error::other("this replica's role changed"),
+    }
 }
 
 fn closed_error(tp: &TopicPartition) -> StorageError {
@@ -103,14 +152,17 @@ impl Partition {
     /// checkpoint. A directory whose `partition.metadata` names another topic id (data of a
     /// deleted topic of the same name, or a directory copied from elsewhere) is left untouched and
     /// the partition is not opened, as Kafka refuses with InconsistentTopicIdException.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         config: &BrokerConfig,
         tuning: &ShardTuning,
         writer: SegmentWriter,
+        control: ControlHandle,
         tp: TopicPartition,
         topic: &TopicMetadata,
         state: &PartitionState,
         recovery_point: Option<i64>,
+        high_watermark: Option<i64>,
     ) -> Result<Partition, StorageError> {
         let dir = Self::dir(config, &tp);
         let wanted = crate::metadata::encode_topic_id(topic.topic_id);
@@ -140,12 +192,34 @@ impl Partition {
             log.segment_count(),
             log.recovery_point()
         );
+        // The high watermark from the replication checkpoint, within the log; none (a new
+        // partition, or one from before replication) is the log start, as Kafka does. A leader
+        // that is the only in-sync replica moves it to its log end at once.
+        let high_watermark = high_watermark
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log.log_end_offset());
+        let me = config.broker_id;
+        let now = now_ms();
+        let role = if state.leader == me {
+            Role::Leader(Leadership::new(me, &state.replicas, &state.isr, now))
+        } else {
+            Role::Follower {
+                leader: state.leader,
+            }
+        };
         let partition = Partition {
             tp,
             topic_id: topic.topic_id,
-            high_watermark: Cell::new(log.log_end_offset()),
+            high_watermark: Cell::new(high_watermark),
             log: RefCell::new(Some(log)),
             leader_epoch: Cell::new(state.leader_epoch),
+            me,
+            role: RefCell::new(role),
+            min_insync_replicas: Cell::new(topic.config.values.min_insync_replicas),
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms,
+            control,
+            hw_waiters: RefCell::new(BTreeMap::new()),
+            append_waiters: RefCell::new(Vec::new()),
             waiters: RefCell::new(Vec::new()),
             queue: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
@@ -156,12 +230,61 @@ impl Partition {
             syncing: Cell::new(false),
             sync_lane: futures::lock::Mutex::new(()),
         };
+        partition.advance_high_watermark();
         Ok(partition)
     }
 
-    /// Takes a new snapshot's leader epoch and topic settings (a changed `/config/topics/<t>`).
-    pub fn update_state(&self, state: &PartitionState, config: &TopicConfig, tuning: &ShardTuning) {
+    /// Takes a new snapshot's leader, ISR and epoch, and topic settings (a changed
+    /// `/config/topics/<t>`). Says how this broker's role changed.
+    pub fn update_state(
+        &self,
+        state: &PartitionState,
+        config: &TopicConfig,
+        tuning: &ShardTuning,
+    ) -> RoleChange {
+        let new_epoch = state.leader_epoch != self.leader_epoch.get();
         self.leader_epoch.set(state.leader_epoch);
+        self.min_insync_replicas
+            .set(config.values.min_insync_replicas);
+        let now = now_ms();
+        let change = {
+            let mut role = self.role.borrow_mut();
+            match (&mut *role, state.leader == self.me) {
+                (Role::Leader(leadership), true) if !new_epoch => {
+                    leadership.update(&state.replicas, &state.isr, now);
+                    RoleChange::Unchanged
+                }
+                (_, true) => {
+                    *role =
+                        Role::Leader(Leadership::new(self.me, &state.replicas, &state.isr, now));
+                    RoleChange::BecameLeader
+                }
+                (Role::Leader(_), false) => {
+                    *role = Role::Follower {
+                        leader: state.leader,
+                    };
+                    RoleChange::LostLeadership
+                }
+                (Role::Follower { leader }, false) => {
+                    let changed = *leader != state.leader || new_epoch;
+                    *leader = state.leader;
+                    if changed {
+                        RoleChange::NewLeader
+                    } else {
+                        RoleChange::Unchanged
+                    }
+                }
+            }
+        };
+        if change == RoleChange::LostLeadership {
+            // acks=all appends still waiting cannot be answered by this broker any more.
+            for (_, waiters) in std::mem::take(&mut *self.hw_waiters.borrow_mut()) {
+                for waiter in waiters {
+                    let _ = waiter.send(Err(ResponseError::NotLeaderOrFollower));
+                }
+            }
+        }
+        self.advance_high_watermark();
         let wanted = log_config(config, tuning);
         let _ = self.with_log(|log| {
             if log.config() != &wanted {
@@ -170,6 +293,7 @@ impl Partition {
             }
             Ok(())
         });
+        change
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -178,6 +302,210 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.get()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader(_))
+    }
+
+    /// The ISR's size as ZooKeeper holds it while this broker leads; `None` as a follower.
+    pub fn isr_len(&self) -> Option<usize> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some(l.isr().len()),
+            Role::Follower { .. } => None,
+        }
+    }
+
+    pub fn min_insync_replicas(&self) -> i64 {
+        self.min_insync_replicas.get()
+    }
+
+    /// Each follower's log end offset as this leader last heard it (empty as a follower).
+    pub fn follower_log_ends(&self) -> Vec<(i32, i64)> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => l
+                .followers()
+                .iter()
+                .map(|(r, f)| (*r, f.log_end_offset))
+                .collect(),
+            Role::Follower { .. } => Vec::new(),
+        }
+    }
+
+    /// Moves the high watermark up to what the ISR holds (as leader), never down, and wakes
+    /// what waits for it: consumers' long polls and acks=all appends now covered.
+    fn advance_high_watermark(&self) {
+        let log_end = self.log_end_offset();
+        let (bound, isr_len) = match &*self.role.borrow() {
+            Role::Leader(l) => (l.high_watermark_bound(log_end), l.isr().len() as i64),
+            Role::Follower { .. } => return,
+        };
+        if bound <= self.high_watermark.get() {
+            return;
+        }
+        self.set_high_watermark(bound);
+        let covered = {
+            let mut waiters = self.hw_waiters.borrow_mut();
+            let later = waiters.split_off(&(bound + 1));
+            std::mem::replace(&mut *waiters, later)
+        };
+        // Kafka's DelayedProduce: reached, but the ISR that has it is below
+        // min.insync.replicas.
+        let outcome = if isr_len < self.min_insync_replicas.get() {
+            Err(ResponseError::NotEnoughReplicasAfterAppend)
+        } else {
+            Ok(())
+        };
+        for waiter in covered.into_values().flatten() {
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.set(offset);
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Resolves once the high watermark reaches `offset` (the end of an acks=all append):
+    /// `Err` if this broker stops leading first, or the ISR that reached it is smaller than
+    /// `min.insync.replicas`. Closing the partition drops the wait.
+    pub fn wait_for_high_watermark(
+        &self,
+        offset: i64,
+    ) -> oneshot::Receiver<Result<(), ResponseError>> {
+        let (tx, rx) = oneshot::channel();
+        if self.high_watermark.get() >= offset {
+            let _ = tx.send(Ok(()));
+        } else if !self.is_leader() {
+            let _ = tx.send(Err(ResponseError::NotLeaderOrFollower));
+        } else {
+            self.hw_waiters
+                .borrow_mut()
+                .entry(offset)
+                .or_default()
+                .push(tx);
+        }
+        rx
+    }
+
+    /// A follower's fetch at `fetch_offset` (its log end), as leader: records its progress,
+    /// moves the high watermark, and asks for its return to the ISR if it caught up.
+    pub fn follower_fetched(
+        self: &Rc<Self>,
+        replica: i32,
+        fetch_offset: i64,
+    ) -> Result<(), ResponseError> {
+        let now = now_ms();
+        let log_end = self.log_end_offset();
+        let expansion = {
+            let mut role = self.role.borrow_mut();
+            let Role::Leader(l) = &mut *role else {
+                return Err(ResponseError::NotLeaderOrFollower);
+            };
+            if !l.fetched(replica, fetch_offset, log_end, now) {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            l.expansion(replica, self.high_watermark.get(), now)
+        };
+        self.advance_high_watermark();
+        if let Some(isr) = expansion {
+            self.ask_isr(isr, now);
+        }
+        Ok(())
+    }
+
+    /// Asks ZooKeeper (through the control thread) for a new ISR, fenced by this leader's epoch.
+    fn ask_isr(self: &Rc<Self>, isr: Vec<i32>, now: i64) {
+        let Role::Leader(l) = &mut *self.role.borrow_mut() else {
+            return;
+        };
+        l.asked(isr.clone(), now);
+        let epoch = self.leader_epoch.get();
+        let partition = Rc::clone(self);
+        glommio::spawn_local(async move {
+            let result = partition
+                .control
+                .alter_isr(partition.tp.clone(), epoch, isr.clone())
+                .await;
+            if let Role::Leader(l) = &mut *partition.role.borrow_mut() {
+                match &result {
+                    Ok(()) => l.written(&isr),
+                    Err(e) => {
+                        warn!(
+                            "{}: ISR change to {isr:?} refused: {}",
+                            partition.tp, e.message
+                        );
+                        l.refused(&isr);
+                    }
+                }
+            }
+            if result.is_ok() {
+                info!("{}: ISR is now {isr:?}", partition.tp);
+            }
+            partition.advance_high_watermark();
+        })
+        .detach();
+    }
+
+    /// The leader's high watermark, as a follower heard it: ours follows, within our log.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let wanted = leader_high_watermark.min(self.log_end_offset());
+        if wanted > self.high_watermark.get() {
+            self.set_high_watermark(wanted);
+        }
+    }
+
+    /// The leader this broker follows for the partition (`None` as leader or with no leader).
+    pub fn following(&self) -> Option<i32> {
+        match &*self.role.borrow() {
+            Role::Follower { leader } if *leader >= 0 => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// Kafka's OffsetForLeaderEpoch on this replica: where `epoch` ends in its log.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), StorageError> {
+        self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
+    }
+
+    /// The newest leader epoch in this replica's log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.with_log(|log| Ok(log.epochs().latest_epoch()))
+            .ok()
+            .flatten()
+    }
+
+    /// Cuts the log at `offset` (a follower's divergent tail), on the blocking pool, once no
+    /// write or sync job is under way; the high watermark comes down with it if it must.
+    pub async fn truncate_to(self: &Rc<Self>, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let _lane = self.sync_lane.lock().await;
+        while self.writing.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut log = self
+            .log
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| closed_error(&self.tp))?;
+        let (log, result) = glommio::executor()
+            .spawn_blocking(move || {
+                let result = log.truncate_to(offset);
+                (log, result)
+            })
+            .await;
+        let log_end = log.log_end_offset();
+        *self.log.borrow_mut() = Some(log);
+        if self.high_watermark.get() > log_end {
+            self.high_watermark.set(log_end);
+        }
+        info!("{}: truncated to offset {log_end}", self.tp);
+        self.kick_sync();
+        result
     }
 
     fn with_log<R>(
@@ -237,13 +565,34 @@ impl Partition {
         self: &Rc<Self>,
         batches: Vec<Batch>,
     ) -> Result<AppendOutcome, StorageError> {
+        self.enqueue(batches, false).await
+    }
+
+    /// Appends the leader's batches as they are (offsets, epochs), as a follower.
+    pub async fn append_replicated(
+        self: &Rc<Self>,
+        batches: Vec<Batch>,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.enqueue(batches, true).await
+    }
+
+    async fn enqueue(
+        self: &Rc<Self>,
+        batches: Vec<Batch>,
+        replicated: bool,
+    ) -> Result<AppendOutcome, StorageError> {
         let (done, outcome) = oneshot::channel();
         if self.log.borrow().is_none() {
             return Err(closed_error(&self.tp));
         }
-        self.queue
-            .borrow_mut()
-            .push_back(QueuedAppend { batches, done });
+        if self.is_leader() == replicated {
+            return Err(not_leader_error(&self.tp));
+        }
+        self.queue.borrow_mut().push_back(QueuedAppend {
+            batches,
+            replicated,
+            done,
+        });
         if !self.writing.replace(true) {
             glommio::spawn_local(Rc::clone(self).write_queued()).detach();
         }
@@ -255,15 +604,39 @@ impl Partition {
     /// The writer: group after group until the queue is empty.
     async fn write_queued(self: Rc<Self>) {
         loop {
-            let mut queued: Vec<QueuedAppend> = self.queue.borrow_mut().drain(..).collect();
-            if queued.is_empty() {
-                self.writing.set(false);
-                return;
+            // One group holds appends of one origin: a role change between them splits it.
+            let mut queued: Vec<QueuedAppend> = {
+                let mut queue = self.queue.borrow_mut();
+                let Some(first) = queue.front() else {
+                    self.writing.set(false);
+                    return;
+                };
+                let replicated = first.replicated;
+                let same = queue
+                    .iter()
+                    .take_while(|q| q.replicated == replicated)
+                    .count();
+                queue.drain(..same).collect()
+            };
+            let replicated = queued[0].replicated;
+            if self.is_leader() == replicated {
+                // Queued before the role changed: a producer's append must not reach a
+                // follower's log, nor a fetched batch a leader's.
+                for q in queued {
+                    let _ = q.done.send(Err(not_leader_error(&self.tp)));
+                }
+                continue;
             }
-            let epoch = self.leader_epoch.get();
+            let origin = if replicated {
+                AppendOrigin::Replica
+            } else {
+                AppendOrigin::Leader {
+                    leader_epoch: self.leader_epoch.get(),
+                }
+            };
             let prepared = self.with_log(|log| {
                 let appends: Vec<&[Batch]> = queued.iter().map(|q| &q.batches[..]).collect();
-                Ok(log.prepare(&appends, epoch, now_ms()))
+                Ok(log.prepare_from(&appends, origin, now_ms()))
             });
             let mut prepared = match prepared {
                 Ok(prepared) => prepared,
@@ -306,12 +679,10 @@ impl Partition {
             let outcomes = match completed {
                 Ok((outcomes, log_end)) => {
                     assert!(log_end >= self.high_watermark.get(), "offsets only grow");
-                    if log_end > self.high_watermark.get() {
-                        self.high_watermark.set(log_end);
-                        for waiter in self.waiters.borrow_mut().drain(..) {
-                            let _ = waiter.send(());
-                        }
+                    for waiter in self.append_waiters.borrow_mut().drain(..) {
+                        let _ = waiter.send(());
                     }
+                    self.advance_high_watermark();
                     outcomes
                 }
                 Err(_) => queued.iter().map(|_| Err(closed_error(&self.tp))).collect(),
@@ -345,9 +716,19 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadSlice, StorageError> {
-        let high_watermark = self.high_watermark.get();
-        let plan =
-            self.with_log(|log| log.plan_read(offset, max_bytes, high_watermark, min_one))?;
+        self.read_upto(offset, max_bytes, min_one, self.high_watermark.get())
+            .await
+    }
+
+    /// Batches from `offset` below `upto` (a follower's fetch reads up to the log end).
+    pub async fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        upto: i64,
+    ) -> Result<ReadSlice, StorageError> {
+        let plan = self.with_log(|log| log.plan_read(offset, max_bytes, upto, min_one))?;
         match plan {
             ReadPlan::Ready(slice) => Ok(slice),
             ReadPlan::Cold(cold) => {
@@ -371,7 +752,18 @@ impl Partition {
             .await
     }
 
-    /// Resolves on the next append (or when the partition closes).
+    /// Resolves on the next append to the log (or when the partition closes): followers'
+    /// fetches wait on this.
+    pub fn wait_for_log_growth(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.append_waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        rx
+    }
+
+    /// Resolves when the high watermark moves (or the partition closes): consumers' long
+    /// polls wait on this.
     pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let mut waiters = self.waiters.borrow_mut();
@@ -383,6 +775,16 @@ impl Partition {
     /// Background upkeep: time-based roll, flush.ms, retention. Decided here, in memory; the
     /// fsyncs and deletions they call for run as the log's next sync job.
     pub fn maintain(self: &Rc<Self>, now_ms: i64, retention_due: bool) {
+        // Kafka's isr-expiration task: followers that stopped keeping up leave the ISR.
+        let shrink = match &*self.role.borrow() {
+            Role::Leader(l) => {
+                l.shrink(self.log_end_offset(), now_ms, self.replica_lag_time_max_ms)
+            }
+            Role::Follower { .. } => None,
+        };
+        if let Some(isr) = shrink {
+            self.ask_isr(isr, now_ms);
+        }
         let result = self.with_log(|log| {
             log.roll_if_due(now_ms)?;
             log.flush_if_due(now_ms);
@@ -438,6 +840,8 @@ impl Partition {
     /// durable before it (`None` if it was closed already or deleted).
     pub async fn shut_down(&self, delete: bool) -> Option<i64> {
         self.waiters.borrow_mut().clear();
+        self.append_waiters.borrow_mut().clear();
+        self.hw_waiters.borrow_mut().clear();
         for q in self.queue.borrow_mut().drain(..) {
             let _ = q.done.send(Err(closed_error(&self.tp)));
         }

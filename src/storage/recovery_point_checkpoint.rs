@@ -38,7 +38,31 @@ pub fn path(log_dir: &Path) -> PathBuf {
 /// format is an error naming the file and line (the caller decides what to do; the broker then
 /// starts with no recovery points, which recovers every log, as Kafka does).
 pub fn read(log_dir: &Path) -> Result<BTreeMap<PartitionKey, i64>, StorageError> {
-    let path = path(log_dir);
+    read_file(&path(log_dir))
+}
+
+/// `replication-offset-checkpoint`: the same format, holding each partition's high watermark
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms` file), so that a restarted broker
+/// neither exposes records the ISR never had nor hides ones it had.
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+
+pub fn high_watermark_path(log_dir: &Path) -> PathBuf {
+    log_dir.join(HIGH_WATERMARK_CHECKPOINT_FILE)
+}
+
+pub fn read_high_watermarks(log_dir: &Path) -> Result<BTreeMap<PartitionKey, i64>, StorageError> {
+    read_file(&high_watermark_path(log_dir))
+}
+
+pub fn write_high_watermarks(
+    log_dir: &Path,
+    entries: &BTreeMap<PartitionKey, i64>,
+) -> Result<(), StorageError> {
+    write_file(&high_watermark_path(log_dir), entries)
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<PartitionKey, i64>, StorageError> {
+    let path = path.to_path_buf();
     let corrupt = |line: usize, reason: String| StorageError::Corrupt {
         path: path.clone(),
         position: line as u64,
@@ -94,11 +118,15 @@ pub fn read(log_dir: &Path) -> Result<BTreeMap<PartitionKey, i64>, StorageError>
 
 /// Replaces `log_dir`'s checkpoint with `entries`, atomically and durably.
 pub fn write(log_dir: &Path, entries: &BTreeMap<PartitionKey, i64>) -> Result<(), StorageError> {
+    write_file(&path(log_dir), entries)
+}
+
+fn write_file(path: &Path, entries: &BTreeMap<PartitionKey, i64>) -> Result<(), StorageError> {
     let mut text = format!("0\n{}\n", entries.len());
     for ((topic, partition), offset) in entries {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    write_atomically(&path(log_dir), text.as_bytes())
+    write_atomically(path, text.as_bytes())
 }
 
 #[cfg(test)]

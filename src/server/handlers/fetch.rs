@@ -56,6 +56,8 @@ struct Wanted {
     owner: Result<usize, ResponseError>,
     offset: i64,
     max_bytes: usize,
+    /// The leader epoch the fetcher believes current (-1: not checked).
+    current_leader_epoch: i32,
 }
 
 /// The longest a fetch waits for data (`max_wait_ms` beyond it is cut short, and an empty answer
@@ -80,6 +82,19 @@ pub async fn handle(
         request.max_bytes as usize
     };
     let metadata = shard.metadata();
+    // A follower's fetch (Kafka: replica id >= 0) reads up to the log end rather than the high
+    // watermark and reports the follower's progress; only brokers of the cluster may send one.
+    let replica = match request.replica_id.0 {
+        id if id < 0 => None,
+        id if metadata.brokers.contains_key(&id) && id != shard.config.broker_id => Some(id),
+        id => {
+            return Err(HandleError::Malformed {
+                api: ApiKey::Fetch,
+                version: header.request_api_version,
+                message: format!("replica id {id} is not another live broker of the cluster"),
+            })
+        }
+    };
     // A partition named twice is fetched and answered once, as Kafka's fetch map collapses it,
     // so a request cannot multiply the work it asks for by repeating itself.
     let mut seen = HashSet::new();
@@ -106,6 +121,7 @@ pub async fn handle(
                 owner,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
     }
@@ -120,7 +136,7 @@ pub async fn handle(
     drop(request);
     release_frame();
 
-    let mut reads = read_all(shard, &wanted, max_bytes).await;
+    let mut reads = read_all(shard, &wanted, max_bytes, replica).await;
     loop {
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads.iter().any(|r| r.error.is_some());
@@ -128,8 +144,8 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
             break;
         }
-        wait_for_any_append(shard, &wanted, max_wait - elapsed).await;
-        reads = read_all(shard, &wanted, max_bytes).await;
+        wait_for_any_append(shard, &wanted, max_wait - elapsed, replica.is_some()).await;
+        reads = read_all(shard, &wanted, max_bytes, replica).await;
     }
     // Counted here, on the connection's shard, because only here is it known which of the reads
     // go out: long polling reads again, and the response's max_bytes drops data already read.
@@ -151,9 +167,15 @@ pub async fn handle(
     encode(header, &names, wanted, reads)
 }
 
-async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionRead> {
+async fn read_all(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    replica: Option<i32>,
+) -> Vec<PartitionRead> {
     let reads = wanted.iter().map(|w| {
         let (tp, offset, limit) = (w.tp.clone(), w.offset, w.max_bytes.min(max_bytes));
+        let current_leader_epoch = w.current_leader_epoch;
         async move {
             let owner = match w.owner {
                 Ok(owner) => owner,
@@ -164,9 +186,31 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
                     let Some(partition) = owner_shard.partition(&tp) else {
                         return PartitionRead::error(ResponseError::NotLeaderOrFollower);
                     };
+                    // KIP-320: a fetcher behind or ahead of this leader's epoch is told so.
+                    if current_leader_epoch >= 0 {
+                        let epoch = partition.leader_epoch();
+                        if current_leader_epoch < epoch {
+                            return PartitionRead::error(ResponseError::FencedLeaderEpoch);
+                        }
+                        if current_leader_epoch > epoch {
+                            return PartitionRead::error(ResponseError::UnknownLeaderEpoch);
+                        }
+                    }
                     let (log_start, log_end) =
                         (partition.log_start_offset(), partition.log_end_offset());
+                    if let Some(replica) = replica {
+                        if offset <= log_end {
+                            if let Err(error) = partition.follower_fetched(replica, offset) {
+                                return PartitionRead::error(error);
+                            }
+                        }
+                    }
                     let high_watermark = partition.high_watermark();
+                    let upto = if replica.is_some() {
+                        log_end
+                    } else {
+                        high_watermark
+                    };
                     if offset < log_start || offset > log_end {
                         return PartitionRead {
                             high_watermark,
@@ -176,7 +220,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
                     }
                     // Kafka returns at least one whole batch even if larger than the limit, so a
                     // consumer can never get stuck behind a big batch.
-                    match partition.read(offset, limit, true).await {
+                    match partition.read_upto(offset, limit, true, upto).await {
                         Ok(slice) => PartitionRead {
                             error: None,
                             high_watermark,
@@ -215,8 +259,14 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: usize) -> Vec
     reads
 }
 
-/// Waits until any wanted partition gets an append, or `timeout`.
-async fn wait_for_any_append(shard: &Rc<Shard>, wanted: &[Wanted], timeout: Duration) {
+/// Waits until any wanted partition gets an append (for a follower) or a higher high watermark
+/// (for a consumer), or `timeout`.
+async fn wait_for_any_append(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    timeout: Duration,
+    replica: bool,
+) {
     let waits = wanted.iter().filter_map(|w| {
         let owner = w.owner.ok()?;
         let tp = w.tp.clone();
@@ -225,8 +275,13 @@ async fn wait_for_any_append(shard: &Rc<Shard>, wanted: &[Wanted], timeout: Dura
                 .invoke_on(owner, move |owner_shard| async move {
                     // Bounded here too, so an abandoned wait ends by itself on the owner shard.
                     if let Some(partition) = owner_shard.partition(&tp) {
+                        let wait = if replica {
+                            partition.wait_for_log_growth()
+                        } else {
+                            partition.wait_for_append()
+                        };
                         futures::select! {
-                            _ = partition.wait_for_append().fuse() => {},
+                            _ = wait.fuse() => {},
                             _ = glommio::timer::sleep(timeout).fuse() => {},
                         }
                     }

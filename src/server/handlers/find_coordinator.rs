@@ -106,19 +106,17 @@ pub async fn handle(
 }
 
 /// Creates `__consumer_offsets` with Kafka's settings for it. With fewer live brokers than
-/// `offsets.topic.replication.factor` (and until skein replicates) it gets what it can, with
-/// a warning, where Kafka would refuse until enough brokers are up.
+/// `offsets.topic.replication.factor` it gets what it can, with a warning, where Kafka would
+/// refuse until enough brokers are up (so a single broker serves groups out of the box).
 async fn create_offsets_topic(shard: &Rc<Shard>) {
     let groups = &shard.config.groups;
     let live = shard.metadata().brokers.len().max(1) as i32;
     let wanted = groups.offsets_topic_replication_factor;
-    // Followers do not replicate yet: one replica until they do.
-    let factor = wanted.min(live).min(1);
+    let factor = wanted.min(live);
     if factor < wanted {
         warn!(
             "creating {OFFSETS_TOPIC} with replication factor {factor}: \
-             offsets.topic.replication.factor is {wanted}, {live} broker(s) are alive and skein \
-             does not replicate yet"
+             offsets.topic.replication.factor is {wanted} but {live} broker(s) are alive"
         );
     }
     let configs = BTreeMap::from([

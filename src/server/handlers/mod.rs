@@ -22,6 +22,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
@@ -36,8 +37,9 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseKind, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
+    ProduceRequest, RequestHeader, ResponseKind, SyncGroupRequest, TopicName,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{decode_allowance, Decodable};
 
@@ -152,6 +154,19 @@ pub const APIS: &[Api] = &[
                 fetch::handle(shard, &request.header, body, || request.release_frame())
                     .await
                     .map(Some)
+            })
+        },
+    },
+    Api {
+        key: ApiKey::OffsetForLeaderEpoch,
+        min_version: 2,
+        max_version: 4,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: OffsetForLeaderEpochRequest = request.decode()?;
+                request.charge(body.topics.iter().map(|t| 1 + t.partitions.len()).sum())?;
+                let response = offset_for_leader_epoch::handle(shard, body).await;
+                request.reply(ResponseKind::OffsetForLeaderEpoch(response))
             })
         },
     },

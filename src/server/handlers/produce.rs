@@ -67,6 +67,10 @@ pub async fn handle(
     frame_bytes: usize,
 ) -> Produced {
     let acks = request.acks;
+    // How long an acks=all append may wait for the ISR (Kafka's DelayedProduce timeout).
+    let replication_timeout = std::time::Duration::from_millis(
+        request.timeout_ms.clamp(0, MAX_REPLICATION_WAIT_MS) as u64,
+    );
     let metadata = shard.metadata();
     let me = shard.config.broker_id;
     // A partition named more than once is appended once, from its last entry, as Kafka's map of
@@ -169,10 +173,24 @@ pub async fn handle(
                                 format!("{tp} is not open on this broker"),
                             ));
                         };
-                        match partition.append(batches).await {
-                            Ok(outcome) => Ok((outcome, partition.log_start_offset())),
-                            Err(e) => Err((storage_error_code(&e), format!("{tp}: {e}"))),
+                        let outcome = match partition.append(batches).await {
+                            Ok(outcome) => outcome,
+                            Err(_) if !partition.is_leader() => {
+                                return Err((
+                                    ResponseError::NotLeaderOrFollower,
+                                    format!("{tp}: this broker stopped leading it"),
+                                ))
+                            }
+                            Err(e) => return Err((storage_error_code(&e), format!("{tp}: {e}"))),
+                        };
+                        if acks == -1 {
+                            let (AppendOutcome::Appended { last_offset, .. }
+                            | AppendOutcome::Duplicate { last_offset, .. }) = outcome;
+                            wait_for_replicas(&partition, last_offset + 1, replication_timeout)
+                                .await
+                                .map_err(|code| (code, format!("{tp}: {code:?}")))?;
                         }
+                        Ok((outcome, partition.log_start_offset()))
                     })
                     .await;
                 match appended {
@@ -241,6 +259,23 @@ pub async fn handle(
             "an acks=0 produce failed with error code {} on partition {}",
             p.error_code, p.index
         )),
+    }
+}
+
+/// The longest an acks=all append waits for its replicas, whatever the request's timeout says.
+const MAX_REPLICATION_WAIT_MS: i32 = 300_000;
+
+/// Waits until the ISR has everything below `offset` (the high watermark reached it).
+async fn wait_for_replicas(
+    partition: &crate::shard::Partition,
+    offset: i64,
+    timeout: std::time::Duration,
+) -> Result<(), ResponseError> {
+    use futures::FutureExt;
+    let reached = partition.wait_for_high_watermark(offset);
+    futures::select! {
+        result = reached.fuse() => result.unwrap_or(Err(ResponseError::NotLeaderOrFollower)),
+        _ = glommio::timer::sleep(timeout).fuse() => Err(ResponseError::RequestTimedOut),
     }
 }
 

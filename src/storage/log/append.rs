@@ -196,8 +196,11 @@ impl Log {
                 break;
             }
             for (header, batch) in &layout.headers {
-                let prefix =
-                    patched_prefix(&batch.bytes, header.base_offset, header.partition_leader_epoch);
+                let prefix = patched_prefix(
+                    &batch.bytes,
+                    header.base_offset,
+                    header.partition_leader_epoch,
+                );
                 let prefix = Bytes::copy_from_slice(&prefix);
                 let body = batch.bytes.slice(16..);
                 pieces.push(prefix.clone());

@@ -185,7 +185,8 @@ impl LeaderConnection {
             self.stream.read_exact(&mut frame).await?;
             let frame: Bytes = frame.freeze();
             // Bounded like a request: a peer's answer is still bytes off the network.
-            let (decoded, _) = decode_allowance::with(frame.len().saturating_mul(4), || {
+            let allowance = frame.len().saturating_mul(8).saturating_add(1 << 20);
+            let (decoded, _) = decode_allowance::with(allowance, || {
                 decode_response::<R>(frame, correlation_id, version)
             });
             decoded

@@ -377,6 +377,21 @@ fn seed_frames() -> Vec<(String, Vec<u8>)> {
                         .with_member_id(StrBytes::from_static_str("fuzz-member")),
                     version,
                 ),
+                ApiKey::OffsetForLeaderEpoch => encode(
+                    &kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                        .with_topics(vec![
+                            kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                                .with_topic(topic_name("t"))
+                                .with_partitions(vec![
+                                    kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                        .with_partition(0)
+                                        .with_current_leader_epoch(-1)
+                                        .with_leader_epoch(0),
+                                ]),
+                        ]),
+                    version,
+                ),
                 ApiKey::LeaveGroup => encode(
                     &if version >= 3 {
                         LeaveGroupRequest::default()

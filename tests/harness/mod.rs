@@ -5,6 +5,9 @@
 //! - [`Broker`]: a `skein broker` from a generated TOML config, ready once a Kafka ApiVersions round
 //!   trip succeeds.
 //! - [`python`], [`kcat`], [`skein_cli`]: real clients, each run with a time limit.
+//! - [`cluster::Cluster`]: three brokers and one ZooKeeper, with the leaders and ISRs ZooKeeper
+//!   holds; [`acked`]: producing with every acknowledgement written down, and checking a topic
+//!   read back against them (the replication tests).
 //!
 //! Every process is started by this module, remembered as a `std::process::Child`, and stopped by
 //! its pid on `Drop` (SIGTERM, then SIGKILL), so a failing test (a panic unwinds through the drops)
@@ -23,7 +26,9 @@
 //! Use it from a test file as `mod harness;`.
 #![allow(dead_code)]
 
+pub mod acked;
 pub mod batches;
+pub mod cluster;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

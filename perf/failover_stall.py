@@ -14,7 +14,7 @@ import sys
 import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 
 def main():
@@ -34,6 +34,10 @@ def main():
         "topic.metadata.refresh.interval.ms": 1000,
     })
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic not in admin.list_topics(timeout=10).topics:
+        for future in admin.create_topics([NewTopic(topic, 6, 3)]).values():
+            future.result(timeout=30)
+        time.sleep(1)
     latencies = []
     p0_deliveries = []
     failed = [0]

@@ -62,8 +62,6 @@ section "End to end at 100 k records/s, replication factor 3, acks=all"
 bench rf3-e2e e2e --topic rf3e --create-topic 6:3 --records 2000000 --rate 100000 --acks all
 
 section "Longest produce stall when a leader is SIGKILLed (session timeout 2 s)"
-"$SKEIN" topics create --bootstrap "$BOOT" --topic stall --partitions 6 --replication-factor 3 >/dev/null 2>&1 || true
-sleep 1
 skein_setup_venv
 .venv/bin/python perf/failover_stall.py "$BOOT" stall 20000 20 6 \
     1="${BROKER_PID[1]}" 2="${BROKER_PID[2]}" 3="${BROKER_PID[3]}" --json "$OUT/failover-stall.json"

@@ -50,7 +50,12 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     // Read before any shard opens a partition: it says where each log's recovery starts.
     let (checkpointer, recovery_points) = checkpoint::start(
         config.log_dir.clone(),
-        Duration::from_millis(config.log_flush_offset_checkpoint_interval_ms),
+        // One thread writes both checkpoints, as often as the more frequent one asks.
+        Duration::from_millis(
+            config
+                .log_flush_offset_checkpoint_interval_ms
+                .min(config.replica_high_watermark_checkpoint_interval_ms),
+        ),
         senders.clone(),
     )
     .map_err(|e| anyhow::anyhow!("cannot start the checkpoint thread: {e}"))?;

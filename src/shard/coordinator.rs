@@ -352,8 +352,9 @@ async fn append(
                     Ok(Ok(())) | Ok(Err(ResponseError::NotEnoughReplicasAfterAppend)) => Ok(()),
                     _ => Err(ResponseError::NotCoordinator),
                 },
+                // Kafka's coordinator answers a write its replicas did not take in time so.
                 _ = futures::FutureExt::fuse(glommio::timer::sleep(REPLICATION_WAIT)) => {
-                    Err(ResponseError::RequestTimedOut)
+                    Err(ResponseError::CoordinatorNotAvailable)
                 }
             }
         }

@@ -231,7 +231,7 @@ async fn run(shard: Rc<Shard>, fetcher: Rc<Fetcher>) {
             }
         }
         let conn = connection.as_mut().expect("connected above");
-        let unchecked: Vec<(TopicPartition, i32)> = fetcher
+        let unchecked: HashMap<TopicPartition, i32> = fetcher
             .partitions
             .borrow()
             .iter()
@@ -285,7 +285,7 @@ async fn truncate(
     shard: &Rc<Shard>,
     fetcher: &Rc<Fetcher>,
     conn: &mut LeaderConnection,
-    unchecked: Vec<(TopicPartition, i32)>,
+    unchecked: HashMap<TopicPartition, i32>,
 ) -> anyhow::Result<bool> {
     let mut topics: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
     let mut by_high_watermark = Vec::new();
@@ -335,7 +335,7 @@ async fn truncate(
                 topic: topic.topic.0.to_string(),
                 partition: p.partition,
             };
-            let Some(&(_, epoch)) = unchecked.iter().find(|(t, _)| *t == tp) else {
+            let Some(&epoch) = unchecked.get(&tp) else {
                 continue;
             };
             let Some(partition) = shard.partition(&tp) else {
@@ -390,7 +390,7 @@ async fn fetch(
     conn: &mut LeaderConnection,
 ) -> anyhow::Result<bool> {
     let config = &shard.config;
-    let followed: Vec<(TopicPartition, i32)> = fetcher
+    let followed: HashMap<TopicPartition, i32> = fetcher
         .partitions
         .borrow()
         .iter()
@@ -446,7 +446,7 @@ async fn fetch(
                 topic: topic.topic.0.to_string(),
                 partition: p.partition_index,
             };
-            let Some(&(_, epoch)) = followed.iter().find(|(t, _)| *t == tp) else {
+            let Some(&epoch) = followed.get(&tp) else {
                 continue;
             };
             let Some(partition) = shard.partition(&tp) else {

@@ -74,7 +74,8 @@ pub struct Partition {
     replica_lag_time_max_ms: i64,
     /// Where ISR changes are asked for.
     control: ControlHandle,
-    /// acks=all appends waiting for the high watermark to pass them.
+    /// acks=all appends waiting for the high watermark to pass them: one per partition of a
+    /// produce request in flight, so bounded by the request budget and the pipeline depth.
     hw_waiters: RefCell<HighWatermarkWaiters>,
     /// Followers' fetches waiting for the log to grow.
     append_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -306,30 +307,6 @@ impl Partition {
 
     pub fn is_leader(&self) -> bool {
         matches!(*self.role.borrow(), Role::Leader(_))
-    }
-
-    /// The ISR's size as ZooKeeper holds it while this broker leads; `None` as a follower.
-    pub fn isr_len(&self) -> Option<usize> {
-        match &*self.role.borrow() {
-            Role::Leader(l) => Some(l.isr().len()),
-            Role::Follower { .. } => None,
-        }
-    }
-
-    pub fn min_insync_replicas(&self) -> i64 {
-        self.min_insync_replicas.get()
-    }
-
-    /// Each follower's log end offset as this leader last heard it (empty as a follower).
-    pub fn follower_log_ends(&self) -> Vec<(i32, i64)> {
-        match &*self.role.borrow() {
-            Role::Leader(l) => l
-                .followers()
-                .iter()
-                .map(|(r, f)| (*r, f.log_end_offset))
-                .collect(),
-            Role::Follower { .. } => Vec::new(),
-        }
     }
 
     /// Moves the high watermark up to what the ISR holds (as leader), never down, and wakes

@@ -94,10 +94,6 @@ impl Leadership {
         &self.isr
     }
 
-    pub fn followers(&self) -> &BTreeMap<i32, FollowerProgress> {
-        &self.followers
-    }
-
     /// The ISR the high watermark waits for: ZooKeeper's, joined with a pending change.
     fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
         let pending = self.pending.iter().flat_map(|(p, _)| p.iter().copied());

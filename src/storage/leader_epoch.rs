@@ -157,7 +157,15 @@ impl LeaderEpochCache {
     /// by its high watermark, as Kafka before KIP-101).
     pub fn load(dir: &Path) -> Result<LeaderEpochCache, StorageError> {
         let path = path(dir);
-        match std::fs::read_to_string(&path) {
+        // Read no more than the largest valid file (every line fits in 32 bytes), so a damaged
+        // one cannot take memory by its size.
+        let limit = (MAX_ENTRIES as u64 + 2) * 32;
+        let read = std::fs::File::open(&path).and_then(|file| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, limit), &mut text)?;
+            Ok(text)
+        });
+        match read {
             Ok(text) => Ok(LeaderEpochCache::parse(&text).unwrap_or_else(|reason| {
                 tracing::warn!("{}: {reason}; starting with no epochs", path.display());
                 LeaderEpochCache::default()

@@ -29,6 +29,33 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// acked_producer.py's arguments: the common ones, then `extra` (which add or override).
+fn producer_args(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    acked: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions.to_string(),
+        "--acked",
+        &acked.display().to_string(),
+        "--flush-seconds",
+        &FLUSH_SECS.to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Starts acked_producer.py in the background; `extra` adds or overrides its options.
 pub fn start_producer(
     name: &str,
@@ -38,24 +65,8 @@ pub fn start_producer(
     acked: &Path,
     extra: &[&str],
 ) -> BackgroundClient {
-    let (partitions, acked, flush) = (
-        partitions.to_string(),
-        acked.display().to_string(),
-        FLUSH_SECS.to_string(),
-    );
-    let mut args = vec![
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--partitions",
-        &partitions,
-        "--acked",
-        &acked,
-        "--flush-seconds",
-        &flush,
-    ];
-    args.extend_from_slice(extra);
+    let args = producer_args(bootstrap, topic, partitions, acked, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     BackgroundClient::python(name, "acked_producer.py", &args)
 }
 
@@ -68,24 +79,8 @@ pub fn produce(
     extra: &[&str],
 ) -> Value {
     // Bounded by the harness's client time limit (120 s): keep --seconds + --flush-seconds below.
-    let (partitions, acked, flush) = (
-        partitions.to_string(),
-        acked.display().to_string(),
-        FLUSH_SECS.to_string(),
-    );
-    let mut args = vec![
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--partitions",
-        &partitions,
-        "--acked",
-        &acked,
-        "--flush-seconds",
-        &flush,
-    ];
-    args.extend_from_slice(extra);
+    let args = producer_args(bootstrap, topic, partitions, acked, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     python_json("acked_producer.py", &args)
 }
 

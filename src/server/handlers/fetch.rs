@@ -136,7 +136,9 @@ pub async fn handle(
     drop(request);
     release_frame();
 
-    let mut reads = read_all(shard, &wanted, max_bytes, replica).await;
+    // A follower's progress (its fetch offsets) is recorded by the first read only: the
+    // re-reads of a long poll ask for the same offsets.
+    let mut reads = read_all(shard, &wanted, max_bytes, replica, true).await;
     loop {
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads.iter().any(|r| r.error.is_some());
@@ -145,7 +147,7 @@ pub async fn handle(
             break;
         }
         wait_for_any_append(shard, &wanted, max_wait - elapsed, replica.is_some()).await;
-        reads = read_all(shard, &wanted, max_bytes, replica).await;
+        reads = read_all(shard, &wanted, max_bytes, replica, false).await;
     }
     // Counted here, on the connection's shard, because only here is it known which of the reads
     // go out: long polling reads again, and the response's max_bytes drops data already read.
@@ -172,6 +174,7 @@ async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     replica: Option<i32>,
+    record_progress: bool,
 ) -> Vec<PartitionRead> {
     let reads = wanted.iter().map(|w| {
         let (tp, offset, limit) = (w.tp.clone(), w.offset, w.max_bytes.min(max_bytes));
@@ -198,7 +201,7 @@ async fn read_all(
                     }
                     let (log_start, log_end) =
                         (partition.log_start_offset(), partition.log_end_offset());
-                    if let Some(replica) = replica {
+                    if let Some(replica) = replica.filter(|_| record_progress) {
                         if offset <= log_end {
                             if let Err(error) = partition.follower_fetched(replica, offset) {
                                 return PartitionRead::error(error);

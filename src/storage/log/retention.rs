@@ -85,6 +85,13 @@ impl Log {
             tracing::info!(segment = %segment.log_path.display(), "segment past retention");
         }
         self.doom(dropped);
+        self.log_start_moved();
+        count
+    }
+
+    /// After segments were dropped from the front: what refers to offsets below the new log
+    /// start goes (cached batches, producer snapshots and producers, leader epochs).
+    fn log_start_moved(&mut self) {
         let log_start_offset = self.log_start_offset();
         if self
             .cache
@@ -98,7 +105,6 @@ impl Log {
         if self.epochs.truncate_from_start(log_start_offset) {
             self.epochs_changed();
         }
-        count
     }
 
     /// Drops the rolled segments that lie wholly below `offset` (the next segment starts at or
@@ -117,19 +123,7 @@ impl Log {
         }
         let dropped: Vec<Segment> = self.segments.drain(..count).collect();
         self.doom(dropped);
-        let log_start_offset = self.log_start_offset();
-        if self
-            .cache
-            .start_offset()
-            .is_some_and(|s| s < log_start_offset)
-        {
-            self.cache.clear();
-        }
-        self.forget_snapshots(|offset| offset < log_start_offset);
-        self.producer_state.evict_below(log_start_offset);
-        if self.epochs.truncate_from_start(log_start_offset) {
-            self.epochs_changed();
-        }
+        self.log_start_moved();
         count
     }
 

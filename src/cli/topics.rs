@@ -1,4 +1,4 @@
-//! `skein topics create|list|describe|delete --bootstrap HOST:PORT`.
+//! `skein topics create|list|describe|delete --bootstrap HOST:PORT[,HOST:PORT...]`.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +14,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::client::Connection;
+use crate::client::cluster::connect_bootstrap;
 
 #[derive(Args)]
 pub struct TopicsArgs {
-    /// A broker to talk to.
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...]: the first that answers is used.
     #[arg(long, default_value = "127.0.0.1:9092", global = true)]
     bootstrap: String,
     #[command(subcommand)]
@@ -44,7 +44,7 @@ enum TopicsCommand {
     },
     /// List topics.
     List,
-    /// Show a topic's partitions, leaders, ISRs and settings.
+    /// Show a topic's partitions, leaders, replicas, ISRs (under-replicated ones marked) and settings.
     Describe {
         /// Name of the topic to describe.
         #[arg(long)]
@@ -80,7 +80,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut conn = Connection::connect(&args.bootstrap).await?;
+        let mut conn = connect_bootstrap(&args.bootstrap).await?;
         match args.command {
             TopicsCommand::Create {
                 topic,
@@ -152,6 +152,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                         t.topic_id,
                         t.partitions.len()
                     );
+                    let mut under_replicated = 0usize;
                     for p in &t.partitions {
                         let ids = |v: &[kafka_protocol::messages::BrokerId]| {
                             v.iter()
@@ -159,15 +160,20 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                                 .collect::<Vec<_>>()
                                 .join(",")
                         };
+                        // Kafka's definition: fewer in-sync replicas than assigned ones.
+                        let under = p.isr_nodes.len() < p.replica_nodes.len();
+                        under_replicated += usize::from(under);
                         println!(
-                            "  partition {:>3}  leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]",
+                            "  partition {:>3}  leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]{}",
                             p.partition_index,
                             p.leader_id.0,
                             p.leader_epoch,
                             ids(&p.replica_nodes),
-                            ids(&p.isr_nodes)
+                            ids(&p.isr_nodes),
+                            if under { "  UNDER-REPLICATED" } else { "" }
                         );
                     }
+                    println!("  under-replicated partitions: {under_replicated}");
                 }
                 let request = DescribeConfigsRequest::default().with_resources(vec![
                     DescribeConfigsResource::default()

@@ -122,7 +122,14 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let control_handle = control;
 
     let signal = wait_for_signal(&signals);
-    info!("received {signal}; closing partitions");
+    if config.controlled_shutdown_enable {
+        info!("received {signal}; asking the controller to move this broker's leaderships");
+        // Each attempt is bounded (10 s) and followed by the backoff.
+        let attempts = config.controlled_shutdown_max_retries.clamp(1, 100) as u32;
+        let backoff = Duration::from_millis(config.controlled_shutdown_retry_backoff_ms as u64);
+        control_handle.controlled_shutdown((Duration::from_secs(10) + backoff) * attempts);
+    }
+    info!("closing partitions");
     let (ack_tx, ack_rx) = flume::unbounded();
     let mut asked = 0;
     for shard in 0..senders.len() {

@@ -25,11 +25,18 @@ pub fn decode_topic_id(text: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::from_slice(&bytes).ok()
 }
 
+/// The most partitions a topic may have: CreateTopics refuses more, and a broker takes no
+/// partition state beyond it.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: i32,
     pub host: String,
     pub port: u16,
+    /// Kafka's broker epoch: the creation zxid of its registration, new with every start (and
+    /// every new ZooKeeper session), so requests meant for an earlier run can be told apart.
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +46,28 @@ pub struct PartitionState {
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// The version of the partition's state znode (Kafka's zkVersion, the partition epoch): it
+    /// grows with every write, so of two states of one leader epoch the higher is newer.
+    pub version: i32,
+}
+
+impl PartitionState {
+    /// A state not known yet: no replicas, no leader, older than any written one.
+    pub fn unknown() -> PartitionState {
+        PartitionState {
+            replicas: Vec::new(),
+            leader: -1,
+            leader_epoch: -1,
+            isr: Vec::new(),
+            version: -1,
+        }
+    }
+
+    /// Whether `self` is a later state of the partition than `other`: a higher leader epoch, or
+    /// the same with a later znode version (an ISR change).
+    pub fn newer_than(&self, other: &PartitionState) -> bool {
+        (self.leader_epoch, self.version) > (other.leader_epoch, other.version)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -160,6 +160,7 @@ fn metadata(config: &BrokerConfig) -> Metadata {
             id: 1,
             host: "127.0.0.1".to_owned(),
             port: 1,
+            epoch: 1,
         },
     );
     for (name, overrides) in [
@@ -182,6 +183,7 @@ fn metadata(config: &BrokerConfig) -> Metadata {
             leader: 1,
             leader_epoch: 0,
             isr: vec![1],
+            version: 0,
         };
         metadata.topics.insert(
             name.to_owned(),

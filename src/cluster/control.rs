@@ -22,10 +22,24 @@ use super::controller;
 use super::zookeeper::*;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, Ignored, TopicConfig};
+use kafka_protocol::messages::controlled_shutdown_response::RemainingPartition;
+use kafka_protocol::messages::leader_and_isr_response::{
+    LeaderAndIsrPartitionError, LeaderAndIsrTopicError,
+};
+use kafka_protocol::messages::stop_replica_response::StopReplicaPartitionError;
+use kafka_protocol::messages::{
+    BrokerId, ControlledShutdownRequest, ControlledShutdownResponse, LeaderAndIsrResponse,
+    StopReplicaResponse, TopicName, UpdateMetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::apply::{self, StateUpdate};
+use super::propagate::{self, Propagator};
 use crate::metadata::{
     decode_topic_id, encode_topic_id, place_partitions, BrokerInfo, Metadata, PartitionState,
     TopicMetadata, TopicPartition,
 };
+use crate::shard::control_handle::{InterBroker, InterBrokerAnswer};
 use crate::shard::{AdminError, ControlRequest, Job, ShardSenders};
 
 /// How long the control thread lets ZooKeeper events gather after the first before it re-reads:
@@ -47,8 +61,6 @@ struct Changed {
     /// Brokers, cluster id or controller.
     cluster: bool,
     topics: BTreeSet<String>,
-    /// Topics whose deletion was asked for.
-    deletions: BTreeSet<String>,
 }
 
 impl Changed {
@@ -80,11 +92,9 @@ impl Changed {
             self.topics.insert(name);
         } else if path.starts_with("/brokers/ids") || path == CONTROLLER || path == CLUSTER_ID {
             self.cluster = true;
-        } else if let Some(name) = topic_under("/admin/delete_topics/") {
-            self.deletions.insert(name);
         } else if !path.starts_with("/admin") {
-            // Deletion requests under /admin are the controller step's; anything else unknown
-            // is read in full.
+            // Deletion requests under /admin are the controller step's (it reads them all on
+            // every pass); anything else unknown is read in full.
             self.everything = true;
         }
     }
@@ -101,19 +111,66 @@ struct Control {
     config: Arc<BrokerConfig>,
     shards: ShardSenders,
     requests: flume::Receiver<ControlRequest>,
+    /// This broker's view of the cluster: built from the controller's requests (and its own ISR
+    /// writes as a leader), never from ZooKeeper's partition states directly.
     metadata: Arc<Metadata>,
+    /// The same, for answers that wait for a change to arrive (a new topic's leaders).
+    published: tokio::sync::watch::Sender<Arc<Metadata>>,
     producer_ids: std::ops::Range<i64>,
-    /// Topics whose deletion was asked for (`/admin/delete_topics/<t>`), with the id they had:
-    /// once a topic is gone from the metadata, this broker removes its data of that topic id.
+    /// Topics dropped from this broker (StopReplica with delete, or replaced under a new id) with
+    /// the id they had: their data is removed once no shard holds them open.
     pending_deletions: BTreeMap<String, uuid::Uuid>,
     /// Acknowledgements of the last snapshot a shard had not sent within 30 s: until they come,
     /// a partition of a deleted topic may still be open, and its data is not touched.
     unapplied: Vec<oneshot::Receiver<()>>,
+    /// The highest controller epoch a request carried; requests of older ones are refused
+    /// (STALE_CONTROLLER_EPOCH), so a deposed controller cannot undo its successor's decisions.
+    controller_epoch: i32,
+    /// This run's broker epoch: the creation zxid of its registration.
+    broker_epoch: i64,
+    /// A full LeaderAndIsr named every partition this broker should hold: once the shards have
+    /// applied it, local partitions it did not name (a topic deleted while this broker was down)
+    /// are removed.
+    check_strays: bool,
+    /// Controller duties, while this broker holds `/controller`.
+    controller: Option<ControllerDuties>,
 }
 
-/// Deletions a broker remembers at once; more (a flood of requests for topics whose deletion
-/// never completes) are dropped with a warning, leaving their data on disk.
+/// What the controller keeps for one controllership.
+struct ControllerDuties {
+    fence: Fence,
+    /// The cluster as ZooKeeper has it (brokers, assignments, partition states), which only the
+    /// controller reads.
+    view: Arc<Metadata>,
+    propagator: Propagator,
+    /// Brokers in controlled shutdown, with the broker epoch they asked in: never elected.
+    shutting_down: BTreeMap<i32, i64>,
+    /// Watches only the controller keeps: brokers, topics and partition states, admin requests.
+    watches: Vec<zk::PersistentWatcher>,
+}
+
+impl ControllerDuties {
+    fn shutting_down(&self) -> BTreeSet<i32> {
+        self.shutting_down.keys().copied().collect()
+    }
+}
+
+/// Deletions a broker remembers at once; more are dropped with a warning, leaving their data
+/// on disk.
 const MAX_PENDING_DELETIONS: usize = 10_000;
+
+/// What woke the control loop.
+enum Woke {
+    Event(zk::WatchedEvent),
+    /// `None`: every sender is gone (the broker is stopping).
+    Request(Option<ControlRequest>),
+    Session(zk::SessionState),
+    Timer,
+}
+
+/// How long a CreateTopics or DeleteTopics waits for the controller's word to reach this broker
+/// before answering anyway.
+const PROPAGATION_WAIT: Duration = Duration::from_secs(10);
 
 /// Starts the control thread. It runs until the process exits, and serves `/metrics` on
 /// `metrics_listener` alongside its ZooKeeper work.
@@ -147,14 +204,23 @@ pub fn spawn(
                     shards.clone(),
                 ));
             }
+            let metadata = Arc::new(Metadata {
+                controller_id: -1,
+                ..Metadata::default()
+            });
             let mut control = Control {
                 config,
                 shards,
                 requests,
-                metadata: Arc::new(Metadata::default()),
+                published: tokio::sync::watch::Sender::new(metadata.clone()),
+                metadata,
                 producer_ids: 0..0,
                 pending_deletions: BTreeMap::new(),
                 unapplied: Vec::new(),
+                controller_epoch: 0,
+                broker_epoch: -1,
+                check_strays: false,
+                controller: None,
             };
             let run = std::panic::AssertUnwindSafe(|| runtime.block_on(control.run()));
             if std::panic::catch_unwind(run).is_err() {
@@ -164,6 +230,14 @@ pub fn spawn(
                 std::process::exit(1);
             }
         })
+}
+
+fn watch_error(path: &str) -> impl FnOnce(zk::Error) -> ZkError + '_ {
+    move |source| ZkError::Op {
+        op: "watch",
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl Control {
@@ -234,38 +308,40 @@ impl Control {
         };
         zk.create_json(CLUSTER_ID, &cluster_id, &persistent())
             .await?;
+        // A controllership ends with the session that held it.
+        self.controller = None;
         self.register(zk).await?;
-        let mut state_watcher = zk.client.state_watcher();
-        // One persistent recursive watch per subtree skein reads; every event just means "read again".
-        let mut watches = Vec::new();
-        for path in ["/brokers", "/admin", "/config/topics", CONTROLLER] {
-            let mode = if path == CONTROLLER {
-                zk::AddWatchMode::Persistent
-            } else {
-                zk::AddWatchMode::PersistentRecursive
-            };
-            watches.push(
-                zk.client
-                    .watch(path, mode)
-                    .await
-                    .map_err(|source| ZkError::Op {
-                        op: "watch",
-                        path: path.to_owned(),
-                        source,
-                    })?,
-            );
+        if let Some((cluster, _)) = zk.read_json::<ClusterIdZnode>(CLUSTER_ID).await? {
+            if cluster.id != self.metadata.cluster_id {
+                let mut metadata = Metadata::clone(&self.metadata);
+                metadata.cluster_id = cluster.id;
+                self.publish(metadata).await;
+            }
         }
-        let mut is_controller = false;
+        let mut state_watcher = zk.client.state_watcher();
+        // Every broker watches topic configs and the controller; the controller alone watches
+        // brokers and topics (see `take_office`). Every event just means "read again".
+        let mut watches = vec![
+            zk.client
+                .watch(CONFIG_TOPICS, zk::AddWatchMode::PersistentRecursive)
+                .await
+                .map_err(watch_error(CONFIG_TOPICS))?,
+            zk.client
+                .watch(CONTROLLER, zk::AddWatchMode::Persistent)
+                .await
+                .map_err(watch_error(CONTROLLER))?,
+        ];
         let mut changed = Changed::everything();
         let mut next_full_read = tokio::time::Instant::now();
         let rebalance_every =
             Duration::from_secs(self.config.leader_imbalance_check_interval_seconds as u64);
         let mut next_rebalance = tokio::time::Instant::now() + rebalance_every;
         loop {
-            if !is_controller {
-                is_controller =
-                    controller::try_become_controller(zk, self.config.broker_id).await?;
-                if is_controller {
+            if self.controller.is_none() {
+                if let Some(fence) =
+                    controller::try_become_controller(zk, self.config.broker_id).await?
+                {
+                    self.take_office(zk, fence).await?;
                     // A new controller looks at every topic once.
                     changed.everything = true;
                 }
@@ -274,7 +350,7 @@ impl Control {
                     "broker {} is no longer the controller",
                     self.config.broker_id
                 );
-                is_controller = false;
+                self.controller = None;
             }
             if tokio::time::Instant::now() >= next_full_read {
                 changed.everything = true;
@@ -282,65 +358,72 @@ impl Control {
             if changed.everything {
                 next_full_read = tokio::time::Instant::now() + FULL_READ_EVERY;
             }
-            self.note_deletions(changed.deletions.iter());
-            if is_controller {
+            if self.controller.is_some() {
                 let rebalance = self.config.auto_leader_rebalance_enable
                     && tokio::time::Instant::now() >= next_rebalance;
                 if rebalance {
                     next_rebalance = tokio::time::Instant::now() + rebalance_every;
                 }
-                let scope = if rebalance {
-                    None
-                } else {
-                    changed.step_scope()
-                };
-                let step = controller::step(zk, &self.config, scope, rebalance).await?;
-                changed.topics.extend(step.changed);
-                changed.topics.extend(step.deleted.iter().cloned());
-                self.note_deletions(step.deleted.iter());
+                self.controller_pass(zk, &changed, rebalance).await?;
             }
-            self.refresh_changed(zk, &changed).await?;
+            self.refresh_configs(zk, &changed).await?;
             changed = Changed::default();
             self.finish_deletions();
 
             let mut coalesce = false;
+            let all_watches = watches.iter_mut().chain(
+                self.controller
+                    .iter_mut()
+                    .flat_map(|duties| duties.watches.iter_mut()),
+            );
             let watch_fired =
-                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            tokio::select! {
-                (event, _, _) = watch_fired => {
-                    // A session event may be the last one: the watchers close after it, and
-                    // polling a closed watcher panics, so only node events are gathered.
-                    if event.event_type == zk::EventType::Session {
-                        changed.everything = true;
-                    } else {
-                        changed.note(&event.path);
-                        coalesce = true;
-                    }
-                }
-                request = self.requests.recv_async() => match request {
-                    Ok(ControlRequest::Shutdown { reply }) => {
-                        self.deregister(zk, is_controller).await;
-                        let _ = reply.send(());
-                        return Ok(());
-                    }
-                    Ok(request) => self.serve(zk, request, is_controller).await?,
-                    Err(_) => return Ok(()),
-                },
-                state = state_watcher.changed() => {
-                    if state.is_terminated() {
-                        return Err(ZkError::Op { op: "session", path: "/".to_owned(), source: zk::Error::SessionExpired });
-                    }
-                    // Reconnected (or about to): events of the time between may be lost.
+                futures::future::select_all(all_watches.map(|w| Box::pin(w.changed())));
+            // The select only says what woke the loop; acting on it needs `self` whole again.
+            let woke = tokio::select! {
+                (event, _, _) = watch_fired => Woke::Event(event),
+                request = self.requests.recv_async() => Woke::Request(request.ok()),
+                state = state_watcher.changed() => Woke::Session(state),
+                // Watches report every change; this re-read only bounds the damage of a missed one.
+                _ = tokio::time::sleep_until(next_full_read) => Woke::Timer,
+            };
+            match woke {
+                // A session event may be the last one: the watchers close after it, and polling
+                // a closed watcher panics, so only node events are gathered.
+                Woke::Event(event) if event.event_type == zk::EventType::Session => {
                     changed.everything = true;
                 }
-                // Watches report every change; this re-read only bounds the damage of a missed one.
-                _ = tokio::time::sleep_until(next_full_read) => {}
+                Woke::Event(event) => {
+                    changed.note(&event.path);
+                    coalesce = true;
+                }
+                Woke::Request(Some(ControlRequest::Shutdown { reply })) => {
+                    self.deregister(zk).await;
+                    let _ = reply.send(());
+                    return Ok(());
+                }
+                Woke::Request(Some(request)) => self.serve(zk, request).await?,
+                Woke::Request(None) => return Ok(()),
+                Woke::Session(state) if state.is_terminated() => {
+                    return Err(ZkError::Op {
+                        op: "session",
+                        path: "/".to_owned(),
+                        source: zk::Error::SessionExpired,
+                    });
+                }
+                // Reconnected (or about to): events of the time between may be lost.
+                Woke::Session(_) => changed.everything = true,
+                Woke::Timer => {}
             }
             if coalesce {
                 // One change fires several events within milliseconds (a new topic: its znode,
                 // each partition's state, its config): let them arrive and read once for all.
                 tokio::time::sleep(COALESCE_EVENTS).await;
-                'drain: for watch in &mut watches {
+                let all_watches = watches.iter_mut().chain(
+                    self.controller
+                        .iter_mut()
+                        .flat_map(|duties| duties.watches.iter_mut()),
+                );
+                'drain: for watch in all_watches {
                     for _ in 0..10_000 {
                         match watch.changed().now_or_never() {
                             None => break,
@@ -356,10 +439,124 @@ impl Control {
         }
     }
 
+    /// Starts a controllership: the controller's watches, a first read of everything, and a
+    /// propagator that will send every live broker its full state.
+    async fn take_office(&mut self, zk: &Zk, fence: Fence) -> Result<(), ZkError> {
+        let mut watches = Vec::new();
+        for path in ["/brokers", "/admin"] {
+            watches.push(
+                zk.client
+                    .watch(path, zk::AddWatchMode::PersistentRecursive)
+                    .await
+                    .map_err(watch_error(path))?,
+            );
+        }
+        self.controller = Some(ControllerDuties {
+            fence,
+            view: Arc::new(Metadata::default()),
+            propagator: Propagator::new(self.config.broker_id, fence),
+            shutting_down: BTreeMap::new(),
+            watches,
+        });
+        Ok(())
+    }
+
+    /// The controller's work for what `changed` names: a controller step (deletions, new topics'
+    /// states, elections), a fresh read of the view, and the requests that carry the difference
+    /// to every broker.
+    async fn controller_pass(
+        &mut self,
+        zk: &Zk,
+        changed: &Changed,
+        rebalance: bool,
+    ) -> Result<(), ZkError> {
+        let Some(duties) = self.controller.as_mut() else {
+            return Ok(());
+        };
+        let scope = if rebalance {
+            None
+        } else {
+            changed.step_scope()
+        };
+        let shutting_down = duties.shutting_down();
+        let mut bounced = BTreeSet::new();
+        if changed.cluster || changed.everything {
+            let mut now = Metadata::default();
+            read_cluster(zk, &mut now).await?;
+            bounced = now
+                .brokers
+                .values()
+                .filter(|b| {
+                    duties
+                        .view
+                        .brokers
+                        .get(&b.id)
+                        .is_some_and(|before| before.epoch != b.epoch)
+                })
+                .map(|b| b.id)
+                .collect();
+            if !bounced.is_empty() {
+                info!("broker(s) {bounced:?} registered anew: handled as failed, then as started");
+            }
+        }
+        let scope = if bounced.is_empty() { scope } else { None };
+        let step = controller::step(
+            zk,
+            &self.config,
+            duties.fence,
+            scope,
+            rebalance,
+            &shutting_down,
+            &bounced,
+        )
+        .await;
+        let step = match step {
+            Ok(step) => step,
+            Err(ZkError::Fenced { epoch }) => {
+                warn!("controller epoch {epoch} was fenced off: another broker is the controller");
+                self.controller = None;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut reread = Changed {
+            everything: changed.everything,
+            cluster: changed.cluster,
+            topics: changed.topics.clone(),
+        };
+        reread.topics.extend(step.changed);
+        reread.topics.extend(step.deleted);
+        let mut ignored = BTreeMap::new();
+        let view = if reread.everything {
+            read_metadata(zk, &self.config, &mut ignored).await?
+        } else {
+            let mut view = Metadata::clone(&duties.view);
+            if reread.cluster {
+                read_cluster(zk, &mut view).await?;
+            }
+            let names = reread.topics.iter().cloned().collect();
+            for (name, topic) in read_topics(zk, &self.config, names).await? {
+                match topic {
+                    Some((topic, _)) => view.topics.insert(name, Arc::new(topic)),
+                    None => view.topics.remove(&name),
+                };
+            }
+            view
+        };
+        // A broker that left (or registered anew) is no longer shutting down.
+        duties
+            .shutting_down
+            .retain(|id, epoch| view.brokers.get(id).is_some_and(|b| b.epoch == *epoch));
+        let view = Arc::new(view);
+        duties.propagator.propagate(&view);
+        duties.view = view;
+        Ok(())
+    }
+
     /// Writes `/brokers/ids/<id>`. A registration left by this broker's previous (killed) process
     /// lingers until ZooKeeper expires that session, so wait for it rather than fail, as long as
     /// one session timeout (plus slack) allows.
-    async fn register(&self, zk: &Zk) -> Result<(), ZkError> {
+    async fn register(&mut self, zk: &Zk) -> Result<(), ZkError> {
         let id = self.config.broker_id;
         let listener = self.config.advertised();
         let path = broker_path(id);
@@ -377,7 +574,6 @@ impl Control {
                     "registered broker {id} at {path} ({}:{})",
                     listener.host, listener.port
                 );
-                break;
             }
             let owner = zk
                 .client
@@ -389,7 +585,10 @@ impl Control {
                     source,
                 })?;
             match owner {
-                Some(stat) if stat.ephemeral_owner == session => break, // registered earlier
+                Some(stat) if stat.ephemeral_owner == session => {
+                    self.broker_epoch = stat.czxid;
+                    break;
+                }
                 Some(stat) if Some(stat.ephemeral_owner) == previous => {
                     warn!(
                         "{path} is left from this broker's previous run (session {:#x}); replacing it",
@@ -433,9 +632,9 @@ impl Control {
         Ok(())
     }
 
-    async fn deregister(&self, zk: &Zk, is_controller: bool) {
+    async fn deregister(&mut self, zk: &Zk) {
         let id = self.config.broker_id;
-        if is_controller {
+        if self.controller.take().is_some() {
             if let Err(e) = zk.client.delete(CONTROLLER, None).await {
                 warn!("cannot resign as controller: {e}");
             }
@@ -446,31 +645,9 @@ impl Control {
         }
     }
 
-    /// Reads ZooKeeper into a new snapshot and hands it to every shard if anything changed.
-    /// Re-reads what `changed` names (everything, or the cluster's brokers and controller and
-    /// some topics) and sends the shards a new snapshot if anything differs.
-    async fn refresh_changed(&mut self, zk: &Zk, changed: &Changed) -> Result<(), ZkError> {
-        let mut ignored = BTreeMap::new();
-        let mut metadata = if changed.everything {
-            read_metadata(zk, &self.config, &mut ignored).await?
-        } else {
-            let mut metadata = Metadata::clone(&self.metadata);
-            if changed.cluster {
-                read_cluster(zk, &mut metadata).await?;
-            }
-            let names = changed.topics.iter().cloned().collect();
-            for (name, topic) in read_topics(zk, &self.config, names).await? {
-                match topic {
-                    Some((topic, topic_ignored)) => {
-                        ignored.insert(name.clone(), topic_ignored);
-                        metadata.topics.insert(name, Arc::new(topic))
-                    }
-                    None => metadata.topics.remove(&name),
-                };
-            }
-            metadata
-        };
-        self.log_topic_configs(&metadata, &ignored);
+    /// Hands `metadata` (with placement worked out) to every shard if it differs from what they
+    /// have, and waits (bounded) until each has applied it.
+    async fn publish(&mut self, mut metadata: Metadata) {
         let me = self.config.broker_id;
         let hosted = metadata.topics.values().flat_map(|topic| {
             topic
@@ -490,24 +667,56 @@ impl Control {
             && metadata.topics == self.metadata.topics
             && metadata.placement == self.metadata.placement;
         if unchanged {
-            return Ok(());
+            return;
         }
         metadata.version = self.metadata.version + 1;
+        self.log_topic_configs(&metadata);
         let metadata = Arc::new(metadata);
         self.metadata = metadata.clone();
+        self.published.send_replace(metadata.clone());
         self.unapplied = broadcast_metadata(&self.shards, metadata).await;
+    }
+
+    /// Re-reads the stored configs of the topics `changed` names (all this broker knows, if it
+    /// says everything) and publishes them.
+    async fn refresh_configs(&mut self, zk: &Zk, changed: &Changed) -> Result<(), ZkError> {
+        let names: Vec<String> = if changed.everything {
+            self.metadata.topics.keys().cloned().collect()
+        } else {
+            changed
+                .topics
+                .iter()
+                .filter(|name| self.metadata.topics.contains_key(*name))
+                .cloned()
+                .collect()
+        };
+        if names.is_empty() {
+            return Ok(());
+        }
+        let configs = read_configs(zk, &self.config, names).await?;
+        let mut metadata = Metadata::clone(&self.metadata);
+        for (name, (config, _)) in configs {
+            if let Some(topic) = metadata.topics.get_mut(&name) {
+                if topic.config != config {
+                    Arc::make_mut(topic).config = config;
+                }
+            }
+        }
+        self.publish(metadata).await;
         Ok(())
     }
 
-    /// Says, once per change of a topic's stored config, which of its overrides skein leaves
+    /// Says, once per change of a topic's config, which of its stored overrides skein leaves
     /// aside: unknown or invalid ones (each other key still applies), and ones it only stores.
-    fn log_topic_configs(&self, metadata: &Metadata, ignored: &BTreeMap<String, Vec<Ignored>>) {
+    fn log_topic_configs(&self, metadata: &Metadata) {
         for (name, topic) in &metadata.topics {
             let before = self.metadata.topic(name);
             if before.is_some_and(|b| b.config.overrides == topic.config.overrides) {
                 continue;
             }
-            for i in ignored.get(name).into_iter().flatten() {
+            let (_, ignored) =
+                TopicConfig::resolve(&self.config.topic_defaults, &topic.config.overrides);
+            for i in ignored {
                 warn!(
                     "topic '{name}': ignoring config '{}' ({})",
                     i.name, i.reason
@@ -523,24 +732,20 @@ impl Control {
         }
     }
 
-    /// Remembers the ids of topics whose deletion was asked for, as the metadata has them now.
-    fn note_deletions<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
-        for name in names {
-            let Some(topic) = self.metadata.topic(name) else {
-                continue;
-            };
+    /// Remembers topics dropped from this broker, with their ids, for `finish_deletions`.
+    fn note_deletions(&mut self, dropped: impl IntoIterator<Item = (String, uuid::Uuid)>) {
+        for (name, id) in dropped {
             if self.pending_deletions.len() >= MAX_PENDING_DELETIONS {
                 warn!("too many topic deletions pending; the data of '{name}' stays on disk");
                 continue;
             }
-            self.pending_deletions.insert(name.clone(), topic.topic_id);
+            self.pending_deletions.insert(name, id);
         }
     }
 
-    /// Removes this broker's data of every pending deletion whose topic is gone from the
-    /// metadata (or lives on under a new id). Every broker does this for itself, the controller
-    /// included: the deletion request in ZooKeeper is what tells a deleted topic from one that
-    /// is merely missing (a ZooKeeper that lost its data must not make brokers erase theirs).
+    /// Once every shard has applied the latest snapshot (closed the partitions it dropped):
+    /// removes this broker's data of every dropped topic still gone, and, after a full
+    /// LeaderAndIsr, of every local partition it did not name.
     fn finish_deletions(&mut self) {
         // Still pending (Ok(None)) means a shard may still hold the partitions open.
         self.unapplied
@@ -556,43 +761,44 @@ impl Control {
             }
             !gone
         });
+        if std::mem::take(&mut self.check_strays) {
+            remove_strays(&self.config.log_dir, &metadata);
+        }
     }
 
-    async fn serve(
-        &mut self,
-        zk: &Zk,
-        request: ControlRequest,
-        is_controller: bool,
-    ) -> Result<(), ZkError> {
+    async fn serve(&mut self, zk: &Zk, request: ControlRequest) -> Result<(), ZkError> {
         match request {
             ControlRequest::CreateTopic { spec, reply } => {
-                let result =
-                    controller::create_topic(zk, &self.config, &self.metadata, &spec).await;
-                let result = match result {
+                let result = controller::create_topic(zk, &self.config, &spec).await;
+                match result {
                     Ok(()) if !spec.validate_only => {
-                        // Give the new topic its partition states and leaders now, so the reply
-                        // means "ready to use" on this broker.
-                        let changed = Changed::topic(&spec.name);
-                        if is_controller {
-                            controller::step(zk, &self.config, Some(&changed.topics), false)
-                                .await?;
-                        }
-                        self.refresh_changed(zk, &changed).await?;
-                        Ok(())
+                        // Give the new topic its partition states and leaders now, and answer
+                        // once they reached this broker, so the reply means "ready to use".
+                        self.controller_pass(zk, &Changed::topic(&spec.name), false)
+                            .await?;
+                        let name = spec.name.clone();
+                        self.answer_when(reply, move |m| {
+                            m.topic(&name)
+                                .is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
+                        });
                     }
-                    other => other,
-                };
-                let _ = reply.send(result.map_err(|e| match e {
-                    CreateFailure::Admin(e) => e,
-                    CreateFailure::Zk(e) => {
-                        AdminError::new(ResponseError::UnknownServerError, e.to_string())
+                    other => {
+                        let _ = reply.send(other.map_err(|e| match e {
+                            CreateFailure::Admin(e) => e,
+                            CreateFailure::Zk(e) => {
+                                AdminError::new(ResponseError::UnknownServerError, e.to_string())
+                            }
+                        }));
                     }
-                }));
+                }
             }
-            ControlRequest::DeleteTopic { name, reply } => {
-                let result = self.delete_topic(zk, &name, is_controller).await;
-                let _ = reply.send(result);
-            }
+            ControlRequest::DeleteTopic { name, reply } => match self.delete_topic(zk, &name).await
+            {
+                Ok(()) => self.answer_when(reply, move |m| m.topic(&name).is_none()),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             ControlRequest::Shutdown { .. } => unreachable!("session() handles Shutdown itself"),
             ControlRequest::AlterIsr {
                 tp,
@@ -609,10 +815,15 @@ impl Control {
                     &isr,
                 )
                 .await;
-                if result.is_ok() {
-                    // This broker's shards see the new ISR now, not after the watch fires.
-                    self.refresh_changed(zk, &Changed::topic(&tp.topic)).await?;
-                }
+                let result = match result {
+                    Ok((state, version)) => {
+                        // This broker's shards see the new ISR now, not after the controller
+                        // has passed it round.
+                        self.apply_own_write(&tp, state, version).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(result);
             }
             ControlRequest::AllocateProducerId { reply } => {
@@ -632,16 +843,39 @@ impl Control {
                 self.producer_ids.start += 1;
                 let _ = reply.send(Ok(id));
             }
+            ControlRequest::InterBroker { request, reply } => {
+                let answer = self.inter_broker(zk, request).await?;
+                let _ = reply.send(Ok(answer));
+            }
+            ControlRequest::ControlledShutdown { reply } => {
+                self.begin_controlled_shutdown(zk, reply).await?;
+            }
         }
         Ok(())
     }
 
-    async fn delete_topic(
-        &mut self,
-        zk: &Zk,
-        name: &str,
-        is_controller: bool,
-    ) -> Result<(), AdminError> {
+    /// Answers `reply` with Ok once this broker's metadata satisfies `ready`, or after
+    /// [`PROPAGATION_WAIT`] regardless (the change is in ZooKeeper; it reaches this broker when
+    /// the controller gets to it). Waits on its own task, so the control loop goes on applying
+    /// the requests that bring the change.
+    fn answer_when(
+        &self,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+        ready: impl Fn(&Metadata) -> bool + Send + Sync + 'static,
+    ) {
+        let mut published = self.published.subscribe();
+        tokio::spawn(async move {
+            let waited = tokio::time::timeout(PROPAGATION_WAIT, published.wait_for(|m| ready(m)));
+            if waited.await.is_err() {
+                warn!(
+                    "the controller's update did not reach this broker within {PROPAGATION_WAIT:?}; answering anyway"
+                );
+            }
+            let _ = reply.send(Ok(()));
+        });
+    }
+
+    async fn delete_topic(&mut self, zk: &Zk, name: &str) -> Result<(), AdminError> {
         let zk_error =
             |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
         if !self.config.delete_topic_enable {
@@ -659,18 +893,367 @@ impl Control {
         zk.create(&delete_topic_path(name), b"", &persistent())
             .await
             .map_err(zk_error)?;
-        if is_controller {
-            let mut changed = Changed::topic(name);
-            let step = controller::step(zk, &self.config, Some(&changed.topics), false)
-                .await
-                .map_err(zk_error)?;
-            changed.topics.extend(step.deleted.iter().cloned());
-            self.note_deletions(step.deleted.iter());
-            self.refresh_changed(zk, &changed).await.map_err(zk_error)?;
-            self.finish_deletions();
-        }
+        self.controller_pass(zk, &Changed::topic(name), false)
+            .await
+            .map_err(zk_error)?;
         Ok(())
     }
+
+    /// A leader's own ISR write, applied to this broker's metadata at once.
+    async fn apply_own_write(
+        &mut self,
+        tp: &TopicPartition,
+        state: PartitionStateZnode,
+        version: i32,
+    ) {
+        let Some(topic) = self.metadata.topic(&tp.topic) else {
+            return;
+        };
+        let Some(current) = topic.partitions.get(tp.partition as usize) else {
+            return;
+        };
+        let update = StateUpdate {
+            topic: tp.topic.clone(),
+            topic_id: topic.topic_id,
+            partition: tp.partition,
+            state: PartitionState {
+                replicas: current.replicas.clone(),
+                leader: state.leader,
+                leader_epoch: state.leader_epoch,
+                isr: state.isr,
+                version,
+            },
+        };
+        let mut metadata = Metadata::clone(&self.metadata);
+        apply::fold(&mut metadata, vec![update], &mut |_| {
+            unreachable!("the topic is known")
+        });
+        self.publish(metadata).await;
+    }
+
+    /// Serves a controller's request (or, at the controller, a broker's ControlledShutdown).
+    async fn inter_broker(
+        &mut self,
+        zk: &Zk,
+        request: InterBroker,
+    ) -> Result<InterBrokerAnswer, ZkError> {
+        let stale_epoch = ResponseError::StaleControllerEpoch.code();
+        let stale_broker = ResponseError::StaleBrokerEpoch.code();
+        match request {
+            InterBroker::LeaderAndIsr(request) => {
+                let refused = self.refuse(request.controller_epoch, request.broker_epoch);
+                if let Some(code) = refused {
+                    return Ok(InterBrokerAnswer::LeaderAndIsr(
+                        LeaderAndIsrResponse::default().with_error_code(code),
+                    ));
+                }
+                self.follow_controller(request.controller_id.0, request.controller_epoch);
+                let updates = apply::leader_and_isr_updates(&request);
+                let folded = self.fold_and_publish(zk, updates, None).await?;
+                if request._type == propagate::LEADER_AND_ISR_FULL {
+                    self.check_strays = true;
+                }
+                let topics = request
+                    .topic_states
+                    .iter()
+                    .map(|t| {
+                        LeaderAndIsrTopicError::default()
+                            .with_topic_id(t.topic_id)
+                            .with_partition_errors(
+                                t.partition_states
+                                    .iter()
+                                    .map(|p| {
+                                        let stale = folded.stale.iter().any(|(name, index)| {
+                                            *index == p.partition_index
+                                                && name.as_str() == t.topic_name.0.as_str()
+                                        });
+                                        LeaderAndIsrPartitionError::default()
+                                            .with_topic_name(t.topic_name.clone())
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(if stale { stale_epoch } else { 0 })
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                Ok(InterBrokerAnswer::LeaderAndIsr(
+                    LeaderAndIsrResponse::default().with_topics(topics),
+                ))
+            }
+            InterBroker::UpdateMetadata(request) => {
+                if let Some(code) = self.refuse(request.controller_epoch, request.broker_epoch) {
+                    return Ok(InterBrokerAnswer::UpdateMetadata(
+                        UpdateMetadataResponse::default().with_error_code(code),
+                    ));
+                }
+                self.follow_controller(request.controller_id.0, request.controller_epoch);
+                let updates = apply::update_metadata_updates(&request);
+                let brokers = apply::live_brokers(&request);
+                self.fold_and_publish(zk, updates, Some((request.controller_id.0, brokers)))
+                    .await?;
+                Ok(InterBrokerAnswer::UpdateMetadata(
+                    UpdateMetadataResponse::default(),
+                ))
+            }
+            InterBroker::StopReplica(request) => {
+                if let Some(code) = self.refuse(request.controller_epoch, request.broker_epoch) {
+                    return Ok(InterBrokerAnswer::StopReplica(
+                        StopReplicaResponse::default().with_error_code(code),
+                    ));
+                }
+                self.follow_controller(request.controller_id.0, request.controller_epoch);
+                // skein stops replicas only to delete them: whole topics, so a topic any of
+                // whose partitions is named for deletion goes.
+                let mut metadata = Metadata::clone(&self.metadata);
+                let mut dropped = Vec::new();
+                let mut errors = Vec::new();
+                for t in &request.topic_states {
+                    let name = t.topic_name.0.to_string();
+                    let deleting = t.partition_states.iter().any(|p| p.delete_partition);
+                    if deleting {
+                        if let Some(topic) = metadata.topics.remove(&name) {
+                            dropped.push((name, topic.topic_id));
+                        }
+                    }
+                    errors.extend(t.partition_states.iter().map(|p| {
+                        StopReplicaPartitionError::default()
+                            .with_topic_name(t.topic_name.clone())
+                            .with_partition_index(p.partition_index)
+                    }));
+                }
+                for (name, _) in &dropped {
+                    info!("topic '{name}' deleted by the controller; removing its partitions here");
+                }
+                self.note_deletions(dropped);
+                self.publish(metadata).await;
+                self.finish_deletions();
+                Ok(InterBrokerAnswer::StopReplica(
+                    StopReplicaResponse::default().with_partition_errors(errors),
+                ))
+            }
+            InterBroker::ControlledShutdown(request) => {
+                let broker = request.broker_id.0;
+                let answer = |code: i16, remaining: Vec<TopicPartition>| {
+                    InterBrokerAnswer::ControlledShutdown(
+                        ControlledShutdownResponse::default()
+                            .with_error_code(code)
+                            .with_remaining_partitions(
+                                remaining
+                                    .into_iter()
+                                    .map(|tp| {
+                                        RemainingPartition::default()
+                                            .with_topic_name(TopicName(StrBytes::from_string(
+                                                tp.topic,
+                                            )))
+                                            .with_partition_index(tp.partition)
+                                    })
+                                    .collect(),
+                            ),
+                    )
+                };
+                let Some(duties) = self.controller.as_ref() else {
+                    return Ok(answer(ResponseError::NotController.code(), Vec::new()));
+                };
+                let registered = duties.view.brokers.get(&broker).map(|b| b.epoch);
+                if registered != Some(request.broker_epoch) {
+                    warn!(
+                        "controlled shutdown of broker {broker} (epoch {}) refused: it is registered with {registered:?}",
+                        request.broker_epoch
+                    );
+                    return Ok(answer(stale_broker, Vec::new()));
+                }
+                let remaining = self
+                    .controlled_shutdown_of(zk, broker, request.broker_epoch)
+                    .await?;
+                Ok(answer(0, remaining))
+            }
+        }
+    }
+
+    /// The error code for a request from controller epoch `epoch` addressed to broker epoch
+    /// `broker_epoch`, if it must be refused: an older controller's, or one meant for an earlier
+    /// run of this broker.
+    fn refuse(&self, epoch: i32, broker_epoch: i64) -> Option<i16> {
+        if epoch < self.controller_epoch {
+            warn!(
+                "refusing a request of controller epoch {epoch}: epoch {} is current",
+                self.controller_epoch
+            );
+            return Some(ResponseError::StaleControllerEpoch.code());
+        }
+        if broker_epoch != -1 && broker_epoch < self.broker_epoch {
+            warn!(
+                "refusing a controller request for broker epoch {broker_epoch}: this run is {}",
+                self.broker_epoch
+            );
+            return Some(ResponseError::StaleBrokerEpoch.code());
+        }
+        None
+    }
+
+    fn follow_controller(&mut self, controller_id: i32, epoch: i32) {
+        if epoch > self.controller_epoch {
+            info!("following controller {controller_id} (epoch {epoch})");
+            self.controller_epoch = epoch;
+        }
+    }
+
+    /// Folds partition states (and, from an UpdateMetadata, the controller and live brokers)
+    /// into this broker's metadata and publishes it. Topics new here get their stored config.
+    async fn fold_and_publish(
+        &mut self,
+        zk: &Zk,
+        updates: Vec<StateUpdate>,
+        cluster: Option<(i32, Vec<BrokerInfo>)>,
+    ) -> Result<apply::Folded, ZkError> {
+        let new_topics: BTreeSet<String> = updates
+            .iter()
+            .filter(|u| {
+                self.metadata
+                    .topic(&u.topic)
+                    .is_none_or(|t| t.topic_id != u.topic_id)
+            })
+            .map(|u| u.topic.clone())
+            .collect();
+        let mut configs = read_configs(zk, &self.config, new_topics.into_iter().collect()).await?;
+        let defaults = &self.config.topic_defaults;
+        let mut metadata = Metadata::clone(&self.metadata);
+        if let Some((controller_id, brokers)) = cluster {
+            metadata.controller_id = controller_id;
+            metadata.brokers = brokers.into_iter().map(|b| (b.id, b)).collect();
+        }
+        let folded = apply::fold(&mut metadata, updates, &mut |name| {
+            configs
+                .remove(name)
+                .map(|(config, _)| config)
+                .unwrap_or_else(|| TopicConfig::resolve(defaults, &BTreeMap::new()).0)
+        });
+        self.note_deletions(folded.dropped.iter().cloned());
+        self.publish(metadata).await;
+        Ok(folded)
+    }
+
+    /// At the controller: moves `broker`'s leaderships away and takes it out of ISRs, and sends
+    /// the brokers the result. Returns the partitions it still leads.
+    async fn controlled_shutdown_of(
+        &mut self,
+        zk: &Zk,
+        broker: i32,
+        broker_epoch: i64,
+    ) -> Result<Vec<TopicPartition>, ZkError> {
+        let Some(duties) = self.controller.as_mut() else {
+            return Ok(Vec::new());
+        };
+        duties.shutting_down.insert(broker, broker_epoch);
+        let shutting_down = duties.shutting_down();
+        let moved =
+            controller::controlled_shutdown(zk, duties.fence, &duties.view, broker, &shutting_down)
+                .await;
+        let (remaining, topics) = match moved {
+            Ok(moved) => moved,
+            Err(ZkError::Fenced { .. }) => {
+                self.controller = None;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        info!(
+            "controlled shutdown of broker {broker}: {} partition(s) it leads could not move yet",
+            remaining.len()
+        );
+        let changed = Changed {
+            topics,
+            ..Changed::default()
+        };
+        self.controller_pass(zk, &changed, false).await?;
+        Ok(remaining)
+    }
+
+    /// This broker's controlled shutdown, on a stop signal: done in place when it is the
+    /// controller, otherwise asked of the controller on a task of its own (the control loop must
+    /// go on applying the requests that move the leaderships). `reply` is answered when the
+    /// leaderships moved or the attempts ran out.
+    async fn begin_controlled_shutdown(
+        &mut self,
+        zk: &Zk,
+        reply: std::sync::mpsc::Sender<()>,
+    ) -> Result<(), ZkError> {
+        if !self.config.controlled_shutdown_enable {
+            let _ = reply.send(());
+            return Ok(());
+        }
+        let me = self.config.broker_id;
+        if self.controller.is_some() {
+            let remaining = self
+                .controlled_shutdown_of(zk, me, self.broker_epoch)
+                .await?;
+            if !remaining.is_empty() {
+                warn!(
+                    "controlled shutdown: {} partition(s) have no other in-sync replica to lead them",
+                    remaining.len()
+                );
+            }
+            let _ = reply.send(());
+            return Ok(());
+        }
+        let metadata = self.metadata.clone();
+        let broker_epoch = self.broker_epoch;
+        let attempts = self.config.controlled_shutdown_max_retries;
+        let backoff =
+            Duration::from_millis(self.config.controlled_shutdown_retry_backoff_ms as u64);
+        tokio::spawn(async move {
+            for attempt in 1..=attempts {
+                let controller = metadata.brokers.get(&metadata.controller_id);
+                let outcome = match controller {
+                    None => Err(anyhow::anyhow!("no controller is known")),
+                    Some(c) => ask_controlled_shutdown(c, me, broker_epoch).await,
+                };
+                match outcome {
+                    Ok(0) => {
+                        info!("controlled shutdown: the controller moved every leadership away");
+                        break;
+                    }
+                    Ok(left) => warn!(
+                        "controlled shutdown attempt {attempt}/{attempts}: {left} partition(s) not moved yet"
+                    ),
+                    Err(e) => warn!("controlled shutdown attempt {attempt}/{attempts}: {e:#}"),
+                }
+                if attempt < attempts {
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+            let _ = reply.send(());
+        });
+        Ok(())
+    }
+}
+
+/// How long one ControlledShutdown exchange with the controller may take.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the controller to move this broker's leaderships; returns how many partitions it could
+/// not move yet.
+async fn ask_controlled_shutdown(
+    controller: &BrokerInfo,
+    me: i32,
+    broker_epoch: i64,
+) -> anyhow::Result<usize> {
+    let addr = format!("{}:{}", controller.host, controller.port);
+    let exchange = async {
+        let mut conn = crate::client::Connection::connect(&addr).await?;
+        let request = ControlledShutdownRequest::default()
+            .with_broker_id(BrokerId(me))
+            .with_broker_epoch(broker_epoch);
+        conn.send_version(request, propagate::CONTROLLED_SHUTDOWN_VERSION)
+            .await
+    };
+    let response = tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("the controller at {addr} did not answer in time"))??;
+    if let Some(error) = ResponseError::try_from_code(response.error_code) {
+        anyhow::bail!("the controller at {addr} answered {error:?}");
+    }
+    Ok(response.remaining_partitions.len())
 }
 
 pub enum CreateFailure {
@@ -764,6 +1347,44 @@ fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
     }
 }
 
+/// After a full LeaderAndIsr: removes the local partitions of topics this broker does not host
+/// (any more) under the id on disk: a topic deleted, or moved away, while the broker was down.
+/// Only directories with a `partition.metadata` (a topic id) are touched, and nothing at all
+/// while the broker knows no topic (a ZooKeeper that lost its data must not make brokers erase
+/// theirs).
+fn remove_strays(log_dir: &std::path::Path, metadata: &Metadata) {
+    if metadata.topics.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir_name = entry.file_name().to_string_lossy().into_owned();
+        let Some((topic, partition)) = dir_name
+            .rsplit_once('-')
+            .and_then(|(t, p)| Some((t.to_owned(), p.parse::<i32>().ok()?)))
+        else {
+            continue;
+        };
+        let Ok(Some(id_text)) = crate::storage::partition_metadata::read(&entry.path()) else {
+            continue;
+        };
+        let Some(id) = decode_topic_id(&id_text) else {
+            continue;
+        };
+        let tp = TopicPartition { topic, partition };
+        let hosted = metadata.shard_of(&tp).is_some()
+            && metadata.topic(&tp.topic).is_some_and(|t| t.topic_id == id);
+        if !hosted {
+            warn!("{tp} (topic id {id_text}) is not this broker's any more (deleted or moved while it was down); removing it");
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                warn!("cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
 /// Deletes `path` if it still has `version`; gone already is fine.
 async fn remove_if_unchanged(zk: &Zk, path: &str, version: i32) -> Result<(), ZkError> {
     match zk.client.delete(path, Some(version)).await {
@@ -802,7 +1423,7 @@ async fn read_cluster(zk: &Zk, metadata: &mut Metadata) -> Result<(), ZkError> {
         let Ok(id) = child.parse::<i32>() else {
             continue;
         };
-        if let Some((registration, _)) =
+        if let Some((registration, stat)) =
             zk.read_json::<BrokerRegistration>(&broker_path(id)).await?
         {
             metadata.brokers.insert(
@@ -811,6 +1432,7 @@ async fn read_cluster(zk: &Zk, metadata: &mut Metadata) -> Result<(), ZkError> {
                     id,
                     host: registration.host,
                     port: registration.port,
+                    epoch: stat.czxid,
                 },
             );
         }
@@ -843,6 +1465,37 @@ async fn read_topics(
         .await
 }
 
+/// A topic's stored config (`/config/topics/<t>`) over the broker's defaults, with the overrides
+/// that could not be applied.
+async fn read_config(
+    zk: &Zk,
+    config: &BrokerConfig,
+    name: &str,
+) -> Result<(TopicConfig, Vec<Ignored>), ZkError> {
+    let overrides = zk
+        .read_json::<TopicConfigZnode>(&topic_config_path(name))
+        .await?
+        .map(|(c, _)| c.config)
+        .unwrap_or_default();
+    Ok(TopicConfig::resolve(&config.topic_defaults, &overrides))
+}
+
+/// The named topics' configs, read many at once (see [`read_topics`]).
+async fn read_configs(
+    zk: &Zk,
+    config: &BrokerConfig,
+    names: Vec<String>,
+) -> Result<BTreeMap<String, (TopicConfig, Vec<Ignored>)>, ZkError> {
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let read = read_config(zk, config, &name).await?;
+            Ok::<_, ZkError>((name, read))
+        })
+        .buffered(TOPICS_READ_AT_ONCE)
+        .try_collect()
+        .await
+}
+
 /// One topic's metadata from its znodes, with the config overrides that could not be applied;
 /// `None` while the controller has not given it an id yet.
 async fn read_topic(
@@ -857,12 +1510,7 @@ async fn read_topic(
         // The controller gives every topic an id before its partitions get states.
         return Ok(None);
     };
-    let overrides = zk
-        .read_json::<TopicConfigZnode>(&topic_config_path(&name))
-        .await?
-        .map(|(c, _)| c.config)
-        .unwrap_or_default();
-    let (topic_config, ignored) = TopicConfig::resolve(&config.topic_defaults, &overrides);
+    let (topic_config, ignored) = read_config(zk, config, &name).await?;
     let states = futures::future::try_join_all((0..topic.partitions.len() as i32).map(|index| {
         let path = partition_state_path(&name, index);
         async move { zk.read_json::<PartitionStateZnode>(&path).await }
@@ -877,15 +1525,16 @@ async fn read_topic(
                 .get(&index.to_string())
                 .cloned()
                 .unwrap_or_default();
-            let (leader, leader_epoch, isr) = match state {
-                Some((s, _)) => (s.leader, s.leader_epoch, s.isr),
-                None => (-1, -1, Vec::new()),
+            let (leader, leader_epoch, isr, version) = match state {
+                Some((s, stat)) => (s.leader, s.leader_epoch, s.isr, stat.version),
+                None => (-1, -1, Vec::new(), -1),
             };
             PartitionState {
                 replicas,
                 leader,
                 leader_epoch,
                 isr,
+                version,
             }
         })
         .collect();

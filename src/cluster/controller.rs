@@ -14,7 +14,7 @@ use super::control::CreateFailure;
 use super::zookeeper::*;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, TopicConfig};
-use crate::metadata::{encode_topic_id, Metadata};
+use crate::metadata::{encode_topic_id, Metadata, TopicPartition, MAX_PARTITIONS_PER_TOPIC};
 use crate::shard::{AdminError, CreateTopicSpec};
 
 /// Kafka's limit, so a topic's folder name (`<topic>-<partition>`) fits in 255 bytes.
@@ -22,29 +22,40 @@ const MAX_TOPIC_NAME_BYTES: usize = 249;
 /// Producer ids are handed to brokers in blocks, as Kafka's ZK-mode ProducerIdManager does.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// Tries to create `/controller`; on success bumps `/controller_epoch`.
-pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
+/// Tries to create `/controller`; on success bumps `/controller_epoch` and returns the fence every
+/// later partition-state write of this controllership checks.
+pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<Option<Fence>, ZkError> {
     let znode = ControllerZnode {
         version: 1,
         brokerid: broker_id,
         timestamp: now_ms().to_string(),
     };
     if !zk.create_json(CONTROLLER, &znode, &ephemeral()).await? {
-        return Ok(false);
+        return Ok(None);
     }
-    let epoch = match zk.read_json::<i32>(CONTROLLER_EPOCH).await? {
+    let fence = match zk.read_json::<i32>(CONTROLLER_EPOCH).await? {
         Some((epoch, stat)) => {
-            zk.set_json(CONTROLLER_EPOCH, &(epoch + 1), Some(stat.version))
+            let stat = zk
+                .set_json(CONTROLLER_EPOCH, &(epoch + 1), Some(stat.version))
                 .await?;
-            epoch + 1
+            Fence {
+                epoch: epoch + 1,
+                epoch_zk_version: stat.version,
+            }
         }
         None => {
             zk.create_json(CONTROLLER_EPOCH, &1, &persistent()).await?;
-            1
+            Fence {
+                epoch: 1,
+                epoch_zk_version: 0,
+            }
         }
     };
-    info!("broker {broker_id} is the controller (controller epoch {epoch})");
-    Ok(true)
+    info!(
+        "broker {broker_id} is the controller (controller epoch {})",
+        fence.epoch
+    );
+    Ok(Some(fence))
 }
 
 pub async fn still_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> {
@@ -52,14 +63,6 @@ pub async fn still_controller(zk: &Zk, broker_id: i32) -> Result<bool, ZkError> 
         .read_json::<ControllerZnode>(CONTROLLER)
         .await?
         .is_some_and(|(c, _)| c.brokerid == broker_id))
-}
-
-async fn controller_epoch(zk: &Zk) -> Result<i32, ZkError> {
-    Ok(zk
-        .read_json::<i32>(CONTROLLER_EPOCH)
-        .await?
-        .map(|(e, _)| e)
-        .unwrap_or(0))
 }
 
 /// What one pass of controller duties did.
@@ -74,11 +77,18 @@ pub struct StepOutcome {
 /// One pass of controller duties: pending deletions, then topic ids, partition states and leaders
 /// of the topics in `only` (every topic if `None`: at start, and when brokers or the controller
 /// changed, since any leader may need electing).
+/// Brokers in `shutting_down` (controlled shutdown) are not elected; brokers in `bounced`
+/// (registered anew since the last pass: restarted before their session expired) count as
+/// failed for this pass, as Kafka's controller treats them, so their leaderships and ISR places
+/// are taken away and they rejoin as followers.
 pub async fn step(
     zk: &Zk,
     config: &BrokerConfig,
+    fence: Fence,
     only: Option<&BTreeSet<String>>,
     rebalance: bool,
+    shutting_down: &BTreeSet<i32>,
+    bounced: &BTreeSet<i32>,
 ) -> Result<StepOutcome, ZkError> {
     let mut outcome = StepOutcome::default();
     let deleted = &mut outcome.deleted;
@@ -103,8 +113,14 @@ pub async fn step(
         .await?
         .iter()
         .filter_map(|id| id.parse().ok())
+        .filter(|id| !bounced.contains(id))
         .collect();
-    let epoch = controller_epoch(zk).await?;
+    let epoch = fence.epoch;
+    let eligible: Vec<i32> = live
+        .iter()
+        .copied()
+        .filter(|b| !shutting_down.contains(b))
+        .collect();
     let names = match only {
         None => zk.children(BROKER_TOPICS).await?,
         Some(names) => names.iter().cloned().collect(),
@@ -135,7 +151,11 @@ pub async fn step(
                         .copied()
                         .filter(|r| live.contains(r))
                         .collect();
-                    let leader = isr.first().copied().unwrap_or(-1);
+                    let leader = isr
+                        .iter()
+                        .copied()
+                        .find(|r| eligible.contains(r))
+                        .unwrap_or(-1);
                     let state = PartitionStateZnode {
                         controller_epoch: epoch,
                         leader,
@@ -144,13 +164,20 @@ pub async fn step(
                         isr,
                     };
                     zk.ensure_path(&partition_path(&name, partition)).await?;
-                    zk.create_json(&state_path, &state, &persistent()).await?;
-                    wrote = true;
+                    match zk.write_json_fenced(fence, &state_path, &state, None).await {
+                        Ok(_) => wrote = true,
+                        Err(ZkError::Op {
+                            source: zookeeper_client::Error::NodeExists,
+                            ..
+                        }) => changed_meanwhile = true,
+                        Err(e) => return Err(e),
+                    }
                 }
                 Some((state, stat)) => {
-                    let Some(new_state) =
-                        next_state(zk, &name, replicas, &state, &live, epoch, config, rebalance)
-                            .await?
+                    let Some(new_state) = next_state(
+                        zk, &name, replicas, &state, &live, &eligible, epoch, config, rebalance,
+                    )
+                    .await?
                     else {
                         continue;
                     };
@@ -166,7 +193,7 @@ pub async fn step(
                         );
                     }
                     match zk
-                        .set_json(&state_path, &new_state, Some(stat.version))
+                        .write_json_fenced(fence, &state_path, &new_state, Some(stat.version))
                         .await
                     {
                         Ok(_) => wrote = true,
@@ -204,6 +231,7 @@ async fn next_state(
     replicas: &[i32],
     state: &PartitionStateZnode,
     live: &[i32],
+    eligible: &[i32],
     controller_epoch: i32,
     config: &BrokerConfig,
     rebalance: bool,
@@ -226,10 +254,13 @@ async fn next_state(
     let leader_live = state.leader != -1 && live.contains(&state.leader);
     if !leader_live {
         // The assignment's order decides among the ISR, as Kafka's election does.
-        if let Some(&leader) = replicas.iter().find(|r| live_isr.contains(r)) {
+        if let Some(&leader) = replicas
+            .iter()
+            .find(|r| live_isr.contains(r) && eligible.contains(r))
+        {
             return Ok(changed(leader, live_isr));
         }
-        if let Some(&leader) = replicas.iter().find(|r| live.contains(r)) {
+        if let Some(&leader) = replicas.iter().find(|r| eligible.contains(r)) {
             if unclean_election_enabled(zk, topic, config).await? {
                 warn!(
                     "{topic}: no in-sync replica is alive; electing {leader} UNCLEANLY (unclean.leader.election.enable), records only the old ISR had are lost"
@@ -251,7 +282,10 @@ async fn next_state(
     }
     if rebalance {
         if let Some(&preferred) = replicas.first() {
-            if preferred != state.leader && live_isr.contains(&preferred) {
+            if preferred != state.leader
+                && live_isr.contains(&preferred)
+                && eligible.contains(&preferred)
+            {
                 return Ok(changed(preferred, live_isr));
             }
         }
@@ -286,7 +320,7 @@ pub async fn write_isr(
     partition: i32,
     leader_epoch: i32,
     isr: &[i32],
-) -> Result<(), AdminError> {
+) -> Result<(PartitionStateZnode, i32), AdminError> {
     let zk_error = |e: ZkError| AdminError::new(ResponseError::UnknownServerError, e.to_string());
     let path = partition_state_path(topic, partition);
     let Some((state, stat)) = zk
@@ -318,8 +352,8 @@ pub async fn write_isr(
         isr: isr.to_vec(),
         ..state
     };
-    match zk.set_json(&path, &new_state, Some(stat.version)).await {
-        Ok(_) => {}
+    let version = match zk.set_json(&path, &new_state, Some(stat.version)).await {
+        Ok(stat) => stat.version,
         Err(ZkError::Op {
             source: zookeeper_client::Error::BadVersion,
             ..
@@ -330,7 +364,7 @@ pub async fn write_isr(
             ))
         }
         Err(e) => return Err(zk_error(e)),
-    }
+    };
     let notification = IsrChangeNotification {
         version: 1,
         partitions: vec![IsrChangePartition {
@@ -345,7 +379,85 @@ pub async fn write_isr(
     )
     .await
     .map_err(zk_error)?;
-    Ok(())
+    Ok((new_state, version))
+}
+
+/// Kafka's controlled shutdown of `broker`, done by the controller from its `view`: every
+/// partition `broker` leads gets a new leader from the rest of its live ISR (Kafka's
+/// ControlledShutdownLeaderElection), and every ISR it follows in loses it, each with an epoch
+/// bump so leaders and followers act at once. Returns the partitions it still leads (no other
+/// in-sync replica: replication factor 1, or an ISR of one; they move only when it stops) and the
+/// topics whose states were written.
+pub async fn controlled_shutdown(
+    zk: &Zk,
+    fence: Fence,
+    view: &Metadata,
+    broker: i32,
+    shutting_down: &BTreeSet<i32>,
+) -> Result<(Vec<TopicPartition>, BTreeSet<String>), ZkError> {
+    let mut remaining = Vec::new();
+    let mut changed = BTreeSet::new();
+    for (name, topic) in &view.topics {
+        for (index, state) in topic.partitions.iter().enumerate() {
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: index as i32,
+            };
+            if !state.isr.contains(&broker) {
+                continue;
+            }
+            let isr: Vec<i32> = state.isr.iter().copied().filter(|&r| r != broker).collect();
+            let leader = if state.leader == broker {
+                let successor = state.replicas.iter().copied().find(|r| {
+                    isr.contains(r) && view.brokers.contains_key(r) && !shutting_down.contains(r)
+                });
+                match successor {
+                    Some(successor) => successor,
+                    None => {
+                        remaining.push(tp);
+                        continue;
+                    }
+                }
+            } else if isr.is_empty() {
+                continue;
+            } else {
+                state.leader
+            };
+            let new_state = PartitionStateZnode {
+                controller_epoch: fence.epoch,
+                leader,
+                version: 1,
+                leader_epoch: state.leader_epoch + 1,
+                isr,
+            };
+            let path = partition_state_path(name, tp.partition);
+            match zk
+                .write_json_fenced(fence, &path, &new_state, Some(state.version))
+                .await
+            {
+                Ok(_) => {
+                    info!(
+                        "{tp}: controlled shutdown of broker {broker}: leader {} -> {leader}, ISR {:?} (epoch {})",
+                        state.leader, new_state.isr, new_state.leader_epoch
+                    );
+                    changed.insert(name.clone());
+                }
+                // Changed meanwhile (an ISR update): the broker asks again and the next pass
+                // starts from the new state.
+                Err(ZkError::Op {
+                    source: zookeeper_client::Error::BadVersion,
+                    ..
+                }) => {
+                    changed.insert(name.clone());
+                    if state.leader == broker {
+                        remaining.push(tp);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((remaining, changed))
 }
 
 fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -372,7 +484,6 @@ fn validate_topic_name(name: &str) -> Result<(), String> {
 pub async fn create_topic(
     zk: &Zk,
     config: &BrokerConfig,
-    metadata: &Metadata,
     spec: &CreateTopicSpec,
 ) -> Result<(), CreateFailure> {
     let fail = |code, message: String| Err(CreateFailure::Admin(AdminError::new(code, message)));
@@ -397,7 +508,14 @@ pub async fn create_topic(
     if let Err(message) = TopicConfig::validate(&config.topic_defaults, &configs) {
         return fail(ResponseError::InvalidConfig, message);
     }
-    let live: Vec<i32> = metadata.brokers.keys().copied().collect();
+    // Live brokers as ZooKeeper has them: this broker's metadata may not have heard of them yet.
+    let mut live: Vec<i32> = zk
+        .children(BROKER_IDS)
+        .await?
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    live.sort_unstable();
     let assignment: BTreeMap<i32, Vec<i32>> = if spec.assignments.is_empty() {
         let partitions = if spec.num_partitions == -1 {
             config.num_partitions
@@ -409,10 +527,10 @@ pub async fn create_topic(
         } else {
             spec.replication_factor as i32
         };
-        if partitions < 1 {
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
             return fail(
                 ResponseError::InvalidPartitions,
-                format!("{partitions} partitions: must be at least 1"),
+                format!("{partitions} partitions: must be 1 to {MAX_PARTITIONS_PER_TOPIC}"),
             );
         }
         if replication < 1 || replication as usize > live.len() {

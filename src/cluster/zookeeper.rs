@@ -150,6 +150,9 @@ pub enum ZkError {
     },
     #[error("znode {path} holds invalid JSON: {message}")]
     Json { path: String, message: String },
+    /// A fenced write found `/controller_epoch` moved on: another broker is controller now.
+    #[error("controller epoch {epoch} is over: another broker is the controller")]
+    Fenced { epoch: i32 },
 }
 
 impl ZkError {
@@ -162,6 +165,16 @@ impl ZkError {
             }
         )
     }
+}
+
+/// A controller's proof of office: the epoch it took and the version of `/controller_epoch` it
+/// wrote. Every partition state the controller writes checks that version in the same multi-op
+/// (Kafka's controller-epoch zkVersion check), so a controller that was replaced while it worked
+/// cannot overwrite its successor's decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub epoch: i32,
+    pub epoch_zk_version: i32,
 }
 
 /// The ZooKeeper session and the operations skein makes on Kafka's layout.
@@ -267,6 +280,39 @@ impl Zk {
             }
         }
         Ok(())
+    }
+
+    /// Sets (with `expected_version`) or creates (`None`) `path` only while `fence` holds.
+    /// Returns the znode's new version.
+    pub async fn write_json_fenced<T: Serialize>(
+        &self,
+        fence: Fence,
+        path: &str,
+        value: &T,
+        expected_version: Option<i32>,
+    ) -> Result<i32, ZkError> {
+        let data = serde_json::to_vec(value).expect("znode types serialize");
+        let mut multi = self.client.new_multi_writer();
+        let built = multi
+            .add_check_version(CONTROLLER_EPOCH, fence.epoch_zk_version)
+            .and_then(|()| match expected_version {
+                Some(version) => multi.add_set_data(path, &data, Some(version)),
+                None => multi.add_create(path, &data, &persistent()),
+            });
+        built.map_err(op("multi", path))?;
+        match multi.commit().await {
+            Ok(results) => Ok(match results.last() {
+                Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+                _ => 0,
+            }),
+            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
+                Err(ZkError::Fenced { epoch: fence.epoch })
+            }
+            Err(zk::MultiWriteError::OperationFailed { source, .. }) => {
+                Err(op("multi", path)(source))
+            }
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(op("multi", path)(source)),
+        }
     }
 
     pub async fn set_json<T: Serialize>(

@@ -182,6 +182,13 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`.
     pub leader_imbalance_check_interval_seconds: i64,
+    /// `controlled.shutdown.enable`: on SIGTERM, ask the controller to move this broker's
+    /// leaderships (and take it out of ISRs) before closing.
+    pub controlled_shutdown_enable: bool,
+    /// `controlled.shutdown.max.retries`: attempts while partitions are left to move.
+    pub controlled_shutdown_max_retries: i64,
+    /// `controlled.shutdown.retry.backoff.ms`.
+    pub controlled_shutdown_retry_backoff_ms: i64,
     /// How many shards (one pinned glommio executor each); defaults to every core.
     pub num_shards: Option<usize>,
     /// `metrics.listener`: where the control thread serves Prometheus text at `/metrics`; `None`
@@ -237,6 +244,9 @@ impl BrokerConfig {
             unclean_leader_election_enable: false,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
+            controlled_shutdown_enable: true,
+            controlled_shutdown_max_retries: 3,
+            controlled_shutdown_retry_backoff_ms: 5_000,
             num_shards: None,
             metrics_listener: None,
             tuning: Tuning::default(),
@@ -305,10 +315,12 @@ impl BrokerConfig {
                 "leader.imbalance.check.interval.seconds" => {
                     config.leader_imbalance_check_interval_seconds = v.i64_at_least(1)?
                 }
-                // Accepted so Kafka configs load; controlled shutdown is not built yet (a
-                // stopping broker deregisters and the controller then moves its leaderships).
-                "controlled.shutdown.enable" => {
-                    v.bool()?;
+                "controlled.shutdown.enable" => config.controlled_shutdown_enable = v.bool()?,
+                "controlled.shutdown.max.retries" => {
+                    config.controlled_shutdown_max_retries = v.i64_at_least(1)?
+                }
+                "controlled.shutdown.retry.backoff.ms" => {
+                    config.controlled_shutdown_retry_backoff_ms = v.i64_at_least(0)?
                 }
                 "delete.topic.enable" => config.delete_topic_enable = v.bool()?,
                 "log.retention.check.interval.ms" => {

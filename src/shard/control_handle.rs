@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use kafka_protocol::messages::{
+    ControlledShutdownRequest, ControlledShutdownResponse, LeaderAndIsrRequest,
+    LeaderAndIsrResponse, StopReplicaRequest, StopReplicaResponse, UpdateMetadataRequest,
+    UpdateMetadataResponse,
+};
 use kafka_protocol::ResponseError;
 
 /// Control requests waiting for the control thread; a shard asking beyond it waits.
@@ -69,9 +74,33 @@ pub enum ControlRequest {
         isr: Vec<i32>,
         reply: oneshot::Sender<Result<(), AdminError>>,
     },
+    /// A request of the controller's (or, at the controller, a broker's ControlledShutdown),
+    /// arrived on a shard's listener.
+    InterBroker {
+        request: InterBroker,
+        reply: oneshot::Sender<Result<InterBrokerAnswer, AdminError>>,
+    },
+    /// Before a clean stop: ask the controller to move this broker's leaderships away (Kafka's
+    /// controlled shutdown). Answered once they moved, or the retries ran out.
+    ControlledShutdown { reply: std::sync::mpsc::Sender<()> },
     /// Clean shutdown: give up the registration and the controllership now instead of making the
     /// cluster wait a session timeout for them.
     Shutdown { reply: std::sync::mpsc::Sender<()> },
+}
+
+/// Kafka's controller-to-broker requests (and ControlledShutdown, broker-to-controller).
+pub enum InterBroker {
+    LeaderAndIsr(LeaderAndIsrRequest),
+    UpdateMetadata(UpdateMetadataRequest),
+    StopReplica(StopReplicaRequest),
+    ControlledShutdown(ControlledShutdownRequest),
+}
+
+pub enum InterBrokerAnswer {
+    LeaderAndIsr(LeaderAndIsrResponse),
+    UpdateMetadata(UpdateMetadataResponse),
+    StopReplica(StopReplicaResponse),
+    ControlledShutdown(ControlledShutdownResponse),
 }
 
 /// What a shard holds to reach the control thread.
@@ -144,6 +173,24 @@ impl ControlHandle {
             reply,
         })
         .await
+    }
+
+    pub async fn inter_broker(
+        &self,
+        request: InterBroker,
+    ) -> Result<InterBrokerAnswer, AdminError> {
+        self.ask(|reply| ControlRequest::InterBroker { request, reply })
+            .await
+    }
+
+    /// Blocking: called from the main thread on a stop signal, before the shards close their
+    /// partitions (leaders must keep serving while their leaderships move).
+    pub fn controlled_shutdown(&self, timeout: Duration) {
+        let (reply, done) = std::sync::mpsc::channel();
+        let request = ControlRequest::ControlledShutdown { reply };
+        if self.tx.send_timeout(request, timeout).is_ok() {
+            let _ = done.recv_timeout(timeout);
+        }
     }
 
     /// Blocking: called from the main thread once the shards have closed their partitions.

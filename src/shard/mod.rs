@@ -7,7 +7,7 @@
 //! connection's shard hands a partition's work (with its batches moved, not copied) to the owner.
 
 pub mod checkpoint;
-mod control_handle;
+pub mod control_handle;
 pub mod coordinator;
 mod fetcher;
 pub mod metrics;

@@ -742,8 +742,11 @@ impl Broker {
                     self.log_tail()
                 );
             }
-            match api_versions(self.port) {
-                Ok(()) => return,
+            // Answering is not enough: a broker knows the cluster (itself included) only once
+            // the controller's UpdateMetadata has reached it, as Kafka's test harness waits for.
+            match api_versions(self.port).and_then(|()| knows_itself(self.port, self.broker_id)) {
+                Ok(true) => return,
+                Ok(false) => last_error = "its metadata does not list it yet".to_owned(),
                 Err(e) => last_error = e,
             }
             if Instant::now() >= deadline {
@@ -903,6 +906,27 @@ pub fn bootstrap_all(brokers: &[Broker]) -> String {
         .map(Broker::bootstrap)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Whether the broker on `port` lists broker `id` (itself) in its Metadata answer.
+pub fn knows_itself(port: u16, id: u32) -> Result<bool, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut conn = skein::client::Connection::connect(&format!("127.0.0.1:{port}"))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        conn.timeout = Duration::from_secs(5);
+        let response = conn
+            .send(
+                kafka_protocol::messages::MetadataRequest::default().with_topics(Some(Vec::new())),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(response.brokers.iter().any(|b| b.node_id.0 == id as i32))
+    })
 }
 
 /// One raw Kafka ApiVersions v0 round trip (request header v1) to `127.0.0.1:port`.

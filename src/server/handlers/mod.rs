@@ -14,6 +14,7 @@ mod find_coordinator;
 mod group_route;
 mod heartbeat;
 mod init_producer_id;
+mod inter_broker;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -34,18 +35,20 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
-    ProduceRequest, RequestHeader, ResponseKind, SyncGroupRequest, TopicName,
-    TxnOffsetCommitRequest,
+    ApiKey, ControlledShutdownRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaderAndIsrRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, ResponseKind, StopReplicaRequest, SyncGroupRequest, TopicName,
+    TxnOffsetCommitRequest, UpdateMetadataRequest,
 };
 use kafka_protocol::protocol::{decode_allowance, Decodable};
 
 use super::budget::Reservation;
 use super::Response;
 use crate::protocol::encode_response;
+use crate::shard::control_handle::{InterBroker, InterBrokerAnswer};
 use crate::shard::metrics::ClosedBy;
 use crate::shard::Shard;
 
@@ -204,6 +207,90 @@ pub const APIS: &[Api] = &[
             Box::pin(async move {
                 let body = request.decode()?;
                 request.reply(ResponseKind::ApiVersions(api_versions::handle(body)))
+            })
+        },
+    },
+    Api {
+        key: ApiKey::LeaderAndIsr,
+        min_version: 5,
+        max_version: 5,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: LeaderAndIsrRequest = request.decode()?;
+                request.charge(
+                    body.topic_states
+                        .iter()
+                        .map(|t| 1 + t.partition_states.len())
+                        .sum::<usize>()
+                        + body.live_leaders.len(),
+                )?;
+                match inter_broker::handle(shard, InterBroker::LeaderAndIsr(body)).await {
+                    InterBrokerAnswer::LeaderAndIsr(r) => {
+                        request.reply(ResponseKind::LeaderAndIsr(r))
+                    }
+                    _ => unreachable!("answered in kind"),
+                }
+            })
+        },
+    },
+    Api {
+        key: ApiKey::StopReplica,
+        min_version: 3,
+        max_version: 3,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: StopReplicaRequest = request.decode()?;
+                request.charge(
+                    body.topic_states
+                        .iter()
+                        .map(|t| 1 + t.partition_states.len())
+                        .sum(),
+                )?;
+                match inter_broker::handle(shard, InterBroker::StopReplica(body)).await {
+                    InterBrokerAnswer::StopReplica(r) => {
+                        request.reply(ResponseKind::StopReplica(r))
+                    }
+                    _ => unreachable!("answered in kind"),
+                }
+            })
+        },
+    },
+    Api {
+        key: ApiKey::UpdateMetadata,
+        min_version: 7,
+        max_version: 7,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: UpdateMetadataRequest = request.decode()?;
+                request.charge(
+                    body.topic_states
+                        .iter()
+                        .map(|t| 1 + t.partition_states.len())
+                        .sum::<usize>()
+                        + body.live_brokers.len(),
+                )?;
+                match inter_broker::handle(shard, InterBroker::UpdateMetadata(body)).await {
+                    InterBrokerAnswer::UpdateMetadata(r) => {
+                        request.reply(ResponseKind::UpdateMetadata(r))
+                    }
+                    _ => unreachable!("answered in kind"),
+                }
+            })
+        },
+    },
+    Api {
+        key: ApiKey::ControlledShutdown,
+        min_version: 3,
+        max_version: 3,
+        serve: |shard, mut request| {
+            Box::pin(async move {
+                let body: ControlledShutdownRequest = request.decode()?;
+                match inter_broker::handle(shard, InterBroker::ControlledShutdown(body)).await {
+                    InterBrokerAnswer::ControlledShutdown(r) => {
+                        request.reply(ResponseKind::ControlledShutdown(r))
+                    }
+                    _ => unreachable!("answered in kind"),
+                }
             })
         },
     },

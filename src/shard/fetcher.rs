@@ -348,17 +348,12 @@ async fn truncate(
             if !still_followed(fetcher, &tp, epoch) {
                 continue;
             }
-            let cut = if p.end_offset < 0 {
-                // The leader knows no epoch this old: its log starts after ours ended.
-                partition.high_watermark()
+            let local_end = if p.end_offset < 0 {
+                None
             } else {
-                let (_, local_end) = partition.end_offset_for_epoch(p.leader_epoch)?;
-                if local_end < 0 {
-                    p.end_offset
-                } else {
-                    p.end_offset.min(local_end)
-                }
+                Some(partition.end_offset_for_epoch(p.leader_epoch)?.1)
             };
+            let cut = divergence_cut(p.end_offset, local_end, partition.high_watermark());
             let before = partition.log_end_offset();
             partition.truncate_to(cut).await?;
             if cut < before {
@@ -372,6 +367,20 @@ async fn truncate(
         }
     }
     Ok(progressed)
+}
+
+/// Where a follower cuts its log after the leader answered OffsetForLeaderEpoch (KIP-279):
+/// `leader_end` is the end offset the leader gave for the largest epoch both may share (its
+/// answer's epoch), `local_end` this replica's own end offset for that epoch. The log agrees
+/// with the leader's up to the smaller; past it the tail diverges. A leader that knows no epoch
+/// this old (`leader_end` < 0: its log starts after ours ended) leaves only the high watermark
+/// as known-good.
+fn divergence_cut(leader_end: i64, local_end: Option<i64>, high_watermark: i64) -> i64 {
+    match local_end {
+        _ if leader_end < 0 => high_watermark,
+        Some(local_end) if local_end >= 0 => leader_end.min(local_end),
+        _ => leader_end,
+    }
 }
 
 fn mark_truncated(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32) {
@@ -493,4 +502,106 @@ async fn fetch(
         }
     }
     Ok(any_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::test_util::{batch, BatchSpec};
+    use crate::record::Batch;
+    use crate::storage::log::{AppendOrigin, AppendOutcome, Log, LogConfig};
+
+    fn records(fill: u8) -> Batch {
+        batch(&BatchSpec {
+            records: 2,
+            value_bytes: 40,
+            fill,
+            ..BatchSpec::default()
+        })
+    }
+
+    /// Appends one batch as leader in `epoch`; returns the stored batch as a follower fetches it.
+    fn lead(log: &mut Log, epoch: i32, fill: u8) -> Batch {
+        let base = log.log_end_offset();
+        match log.append(&[records(fill)], epoch, 0).expect("append") {
+            AppendOutcome::Appended { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let bytes = log
+            .read(base, usize::MAX, i64::MAX, true)
+            .expect("read")
+            .to_bytes()
+            .expect("bytes");
+        let mut batches = crate::record::split_batches(&bytes).expect("whole batches");
+        assert_eq!(batches.len(), 1);
+        batches.pop().expect("one batch")
+    }
+
+    fn replicate(log: &mut Log, batch: &Batch) {
+        log.append_from(std::slice::from_ref(batch), AppendOrigin::Replica, 0)
+            .expect("replica append");
+    }
+
+    fn contents(log: &Log) -> Vec<u8> {
+        log.read(0, usize::MAX, i64::MAX, true)
+            .expect("read")
+            .to_bytes()
+            .expect("bytes")
+            .to_vec()
+    }
+
+    /// Kafka's classic divergence: the follower led briefly in epoch 1 and wrote records nobody
+    /// else has; the new leader (epoch 2) never saw them. OffsetForLeaderEpoch(1) at the leader
+    /// ends epoch 0 where epoch 2 begins; the follower cuts there and then holds exactly the
+    /// leader's log, byte for byte, epochs included.
+    #[test]
+    fn a_divergent_tail_is_cut_where_the_leaders_epoch_ends() {
+        let (leader_dir, follower_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = Log::open(leader_dir.path(), LogConfig::default()).unwrap();
+        let mut follower = Log::open(follower_dir.path(), LogConfig::default()).unwrap();
+        for fill in 0..3 {
+            let shared = lead(&mut leader, 0, fill);
+            replicate(&mut follower, &shared);
+        }
+        let agreed = leader.log_end_offset();
+        // The follower's own epoch-1 tail, and the leader's epoch-2 records.
+        lead(&mut follower, 1, 0xEE);
+        lead(&mut follower, 1, 0xEF);
+        let mut leaders_tail = vec![lead(&mut leader, 2, 7)];
+        assert!(follower.log_end_offset() > agreed);
+
+        let asked = follower.epochs().latest_epoch().expect("an epoch");
+        assert_eq!(asked, 1);
+        let (answered_epoch, leader_end) = leader.end_offset_for_epoch(asked);
+        assert_eq!((answered_epoch, leader_end), (0, agreed));
+        let (_, local_end) = follower.end_offset_for_epoch(answered_epoch);
+        let cut = divergence_cut(leader_end, Some(local_end), 0);
+        assert_eq!(cut, agreed);
+        follower.truncate_to(cut).unwrap();
+        assert_eq!(follower.log_end_offset(), agreed);
+        assert_eq!(follower.epochs().latest_epoch(), Some(0));
+
+        for batch in leaders_tail.drain(..) {
+            replicate(&mut follower, &batch);
+        }
+        assert_eq!(contents(&follower), contents(&leader));
+        assert_eq!(
+            follower.end_offset_for_epoch(2),
+            leader.end_offset_for_epoch(2)
+        );
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    }
+
+    #[test]
+    fn cuts_follow_kafkas_rules() {
+        // The leader's epoch ends before ours: its end.
+        assert_eq!(divergence_cut(10, Some(15), 3), 10);
+        // Ours ends first (we missed the end of that epoch): ours.
+        assert_eq!(divergence_cut(15, Some(10), 3), 10);
+        // We do not know the epoch it answered: its end.
+        assert_eq!(divergence_cut(10, Some(-1), 3), 10);
+        // The leader knows no epoch this old: the high watermark.
+        assert_eq!(divergence_cut(-1, None, 3), 3);
+    }
 }

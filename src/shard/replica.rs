@@ -276,4 +276,90 @@ mod tests {
         l.refused(&isr);
         assert_eq!(l.shrink(5, 20_002, 10_000), Some(isr));
     }
+
+    /// Drives a leadership through random fetches, ISR expansions, shrinks and their outcomes,
+    /// with the high watermark taken as the partition takes it (up to the bound, never down).
+    /// Followers fetch forward only, as in-sync followers do. Then: the high watermark never
+    /// passes the log end of a replica in the ISR ZooKeeper holds (what acks=all promised is on
+    /// every one of them), and the bound never falls under the high watermark, so it never had
+    /// to be held up against it: it would not move backwards even unclamped.
+    mod high_watermark {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Produce(i64),
+            Fetch { replica: i32, ahead: i64 },
+            Expand(i32),
+            Shrink,
+            Written,
+            Refused,
+            Tick(i64),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (1..50i64).prop_map(Step::Produce),
+                (2..=3i32, 0..60i64).prop_map(|(replica, ahead)| Step::Fetch { replica, ahead }),
+                (2..=3i32).prop_map(Step::Expand),
+                Just(Step::Shrink),
+                Just(Step::Written),
+                Just(Step::Refused),
+                (1..20_000i64).prop_map(Step::Tick),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_moves_backwards_nor_past_the_isr(steps in proptest::collection::vec(step(), 1..200)) {
+                let mut l = Leadership::new(1, &[1, 2, 3], &[1, 2, 3], 0);
+                let (mut log_end, mut now, mut hw) = (0i64, 0i64, 0i64);
+                let mut fetched = BTreeMap::from([(2, 0i64), (3, 0i64)]);
+                let mut asked: Option<Vec<i32>> = None;
+                for step in steps {
+                    match step {
+                        Step::Produce(n) => log_end += n,
+                        Step::Tick(ms) => now += ms,
+                        Step::Fetch { replica, ahead } => {
+                            let at = (fetched[&replica] + ahead).min(log_end);
+                            fetched.insert(replica, at);
+                            l.fetched(replica, at, log_end, now);
+                        }
+                        Step::Expand(replica) => {
+                            if let Some(isr) = l.expansion(replica, hw, now) {
+                                l.asked(isr.clone(), now);
+                                asked = Some(isr);
+                            }
+                        }
+                        Step::Shrink => {
+                            if let Some(isr) = l.shrink(log_end, now, 10_000) {
+                                l.asked(isr.clone(), now);
+                                asked = Some(isr);
+                            }
+                        }
+                        Step::Written => {
+                            if let Some(isr) = asked.take() {
+                                l.written(&isr);
+                            }
+                        }
+                        Step::Refused => {
+                            if let Some(isr) = asked.take() {
+                                l.refused(&isr);
+                            }
+                        }
+                    }
+                    let bound = l.high_watermark_bound(log_end);
+                    if bound != UNKNOWN {
+                        prop_assert!(bound >= hw, "bound {bound} under the high watermark {hw}");
+                        hw = hw.max(bound);
+                    }
+                    for r in l.isr() {
+                        let end = if *r == 1 { log_end } else { fetched[r] };
+                        prop_assert!(hw <= end, "high watermark {hw} past replica {r}'s log end {end}");
+                    }
+                }
+            }
+        }
+    }
 }

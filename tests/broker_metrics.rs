@@ -104,6 +104,9 @@ fn metrics_show_traffic_offsets_latency_and_forwards() {
         1.0
     );
     assert_eq!(one(&samples, "skein_shards", &[]), 2.0);
+    // A lone broker: the controller, leader of every partition, each its own whole ISR.
+    assert_eq!(one(&samples, "skein_controller_active", &[]), 1.0);
+    assert_eq!(one(&samples, "skein_under_replicated_partitions", &[]), 0.0);
     for (partition, count) in &produced {
         let p: &[(&str, &str)] = &[("topic", topic), ("partition", partition)];
         assert!(
@@ -121,6 +124,8 @@ fn metrics_show_traffic_offsets_latency_and_forwards() {
             *count as f64
         );
         assert_eq!(one(&samples, "skein_partition_log_start_offset", p), 0.0);
+        assert_eq!(one(&samples, "skein_partition_in_sync_replicas", p), 1.0);
+        assert_eq!(one(&samples, "skein_partition_under_replicated", p), 0.0);
         assert_eq!(one(&samples, "skein_partition_segments", p), 1.0);
         assert!(one(&samples, "skein_partition_size_bytes", p) > 0.0);
         // Every acknowledged append was written by a group write; none is waiting any more.

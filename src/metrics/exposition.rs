@@ -11,7 +11,8 @@ use std::fmt::{Display, Write};
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    ClosedBy, LatencySnapshot, PartitionGauges, PartitionTraffic, ShardSnapshot, LATENCY_BUCKETS_US,
+    ClosedBy, LatencySnapshot, Leading, PartitionGauges, PartitionTraffic, ShardSnapshot,
+    LATENCY_BUCKETS_US,
 };
 
 /// The `Content-Type` of what [`render`] returns.
@@ -36,8 +37,21 @@ pub fn render(broker_id: i32, snapshots: &[ShardSnapshot]) -> String {
     );
     out.sample("skein_shards", &[] as &[(&str, &str)], shards.len());
 
+    out.family(
+        "skein_controller_active",
+        "gauge",
+        "1 while this broker is the cluster's controller (Kafka's ActiveControllerCount).",
+    );
+    let active = shards.first().is_some_and(|s| s.controller_id == broker_id);
+    out.sample(
+        "skein_controller_active",
+        &[] as &[(&str, &str)],
+        u64::from(active),
+    );
+
     shard_metrics(&mut out, &shards);
     partition_metrics(&mut out, &shards);
+    replication_metrics(&mut out, &shards);
     group_metrics(&mut out, &shards);
     out.0
 }
@@ -352,6 +366,67 @@ fn partition_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
     }
 }
 
+/// Kafka's replication health, for the partitions this broker leads: ISR size, whether the ISR
+/// is short of the assignment (UnderReplicated, and the broker-wide count), each follower's lag.
+fn replication_metrics(out: &mut Text, shards: &[&ShardSnapshot]) {
+    let mut led: Vec<(&PartitionGauges, &Leading)> = shards
+        .iter()
+        .flat_map(|s| s.partitions.iter())
+        .filter_map(|p| p.leading.as_ref().map(|l| (p, l)))
+        .collect();
+    led.sort_by(|a, b| (&a.0.topic, a.0.partition).cmp(&(&b.0.topic, b.0.partition)));
+    let under = |p: &PartitionGauges, l: &Leading| l.isr < p.replicas;
+    out.family(
+        "skein_under_replicated_partitions",
+        "gauge",
+        "Partitions this broker leads whose ISR is smaller than their replica set.",
+    );
+    out.sample(
+        "skein_under_replicated_partitions",
+        &[] as &[(&str, &str)],
+        led.iter().filter(|(p, l)| under(p, l)).count(),
+    );
+    out.family(
+        "skein_partition_in_sync_replicas",
+        "gauge",
+        "Size of the ISR of a partition this broker leads.",
+    );
+    for (p, l) in &led {
+        out.sample(
+            "skein_partition_in_sync_replicas",
+            &partition_labels(&p.topic, p.partition),
+            l.isr,
+        );
+    }
+    out.family(
+        "skein_partition_under_replicated",
+        "gauge",
+        "1 if a partition this broker leads has fewer in-sync replicas than replicas.",
+    );
+    for (p, l) in &led {
+        out.sample(
+            "skein_partition_under_replicated",
+            &partition_labels(&p.topic, p.partition),
+            u64::from(under(p, l)),
+        );
+    }
+    out.family(
+        "skein_partition_follower_lag_offsets",
+        "gauge",
+        "Records a follower of a partition this broker leads is behind the leader's log end.",
+    );
+    for (p, l) in &led {
+        for (replica, lag) in &l.follower_lag {
+            let [topic, partition] = partition_labels(&p.topic, p.partition);
+            out.sample(
+                "skein_partition_follower_lag_offsets",
+                &[topic, partition, ("replica", replica.to_string())],
+                *lag,
+            );
+        }
+    }
+}
+
 fn partition_labels(topic: &str, partition: i32) -> [(&'static str, String); 2] {
     [
         ("topic", topic.to_owned()),
@@ -463,6 +538,7 @@ mod tests {
 
     fn snapshot(shard: usize) -> ShardSnapshot {
         ShardSnapshot {
+            controller_id: 2,
             shard,
             counters: ShardCounters {
                 requests: vec![
@@ -507,6 +583,12 @@ mod tests {
                 appends_waiting: 3,
                 segment_writes: 7,
                 segment_write_us: 1_500_000,
+                replicas: 3,
+                // Shard 0 leads t0-0 with replica 3 out of the ISR; shard 1 follows t1-0.
+                leading: (shard == 0).then(|| Leading {
+                    isr: 2,
+                    follower_lag: vec![(2, 0), (3, 40)],
+                }),
             }],
             // A group on shard 0 that committed t0-0 (owned by shard 0) and t1-0 (shard 1).
             groups: if shard == 0 {
@@ -543,6 +625,19 @@ mod tests {
             let (labels, value) = rest.rsplit_once(' ')?;
             Some((labels, value.parse().unwrap()))
         })
+    }
+
+    #[test]
+    fn replication_health_is_reported_for_led_partitions_only() {
+        let text = render(1, &[snapshot(0), snapshot(1)]);
+        let value = |name: &str| samples(&text, name).map(|(_, v)| v).collect::<Vec<_>>();
+        assert_eq!(value("skein_under_replicated_partitions"), vec![1.0]);
+        assert_eq!(value("skein_partition_in_sync_replicas"), vec![2.0]);
+        assert_eq!(value("skein_partition_under_replicated"), vec![1.0]);
+        assert!(text.contains(
+            "skein_partition_follower_lag_offsets{topic=\"t0\",partition=\"0\",replica=\"3\"} 40\n"
+        ));
+        assert_eq!(value("skein_controller_active"), vec![0.0]);
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub struct PartitionGauges {
     /// Group writes of the partition's data, and their total time in microseconds.
     pub segment_writes: u64,
     pub segment_write_us: u64,
+    /// Replicas assigned to the partition.
+    pub replicas: u64,
+    /// As its leader: the ISR's size and each follower's lag in offsets; `None` as a follower
+    /// (Kafka reports both on the leader only).
+    pub leading: Option<Leading>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leading {
+    pub isr: u64,
+    pub follower_lag: Vec<(i32, i64)>,
 }
 
 /// A group this shard coordinates, at scrape time.
@@ -49,6 +60,8 @@ pub use crate::shard::coordinator::GroupGauges;
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub shard: usize,
+    /// The controller as this shard's metadata names it (-1: none known).
+    pub controller_id: i32,
     pub counters: ShardCounters,
     /// The partitions this shard owns.
     pub partitions: Vec<PartitionGauges>,
@@ -65,7 +78,16 @@ impl ShardSnapshot {
             .iter()
             .map(|p| {
                 let (segment_writes, segment_write_us) = p.segment_write_totals();
+                let replicas = metadata
+                    .partition(&p.tp.topic, p.tp.partition)
+                    .map_or(0, |state| state.replicas.len() as u64);
+                let leading = p.replication_gauges().map(|(isr, follower_lag)| Leading {
+                    isr: isr as u64,
+                    follower_lag,
+                });
                 PartitionGauges {
+                    replicas,
+                    leading,
                     topic: p.tp.topic.clone(),
                     partition: p.tp.partition,
                     log_start_offset: p.log_start_offset(),
@@ -80,6 +102,7 @@ impl ShardSnapshot {
             })
             .collect();
         ShardSnapshot {
+            controller_id: metadata.controller_id,
             shard: shard.id,
             counters: shard.metrics.snapshot(&metadata),
             partitions,

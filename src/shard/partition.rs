@@ -309,6 +309,22 @@ impl Partition {
         matches!(*self.role.borrow(), Role::Leader(_))
     }
 
+    /// As leader: the ISR's size and each follower's lag behind this log's end in offsets (a
+    /// follower that has not fetched since this broker became leader lags by the whole log).
+    /// `None` as a follower.
+    pub fn replication_gauges(&self) -> Option<(usize, Vec<(i32, i64)>)> {
+        let log_end = self.log_end_offset();
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some((
+                l.isr().len(),
+                l.follower_log_ends()
+                    .map(|(r, end)| (r, (log_end - end.max(0)).max(0)))
+                    .collect(),
+            )),
+            Role::Follower { .. } => None,
+        }
+    }
+
     /// Moves the high watermark up to what the ISR holds (as leader), never down, and wakes
     /// what waits for it: consumers' long polls and acks=all appends now covered.
     fn advance_high_watermark(&self) {

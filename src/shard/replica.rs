@@ -119,6 +119,11 @@ impl Leadership {
             .unwrap_or(leader_log_end)
     }
 
+    /// Each follower's log end offset as last reported (`UNKNOWN` before its first fetch).
+    pub fn follower_log_ends(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.followers.iter().map(|(&r, f)| (r, f.log_end_offset))
+    }
+
     /// Records a follower's fetch at `fetch_offset` (its log end), as Kafka's
     /// `updateFollowerFetchState`. Returns false for a broker that is not a replica.
     pub fn fetched(

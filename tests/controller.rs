@@ -4,7 +4,8 @@
 //! send them, with skein's own Kafka client.
 //!
 //! - `a_stale_controller_epoch_is_refused`: a request of an older controller epoch is refused
-//!   with STALE_CONTROLLER_EPOCH and changes nothing; a partition state older than the broker's
+//!   with STALE_CONTROLLER_EPOCH and changes nothing, one claiming an epoch no controller took is
+//!   refused too; a partition state older than the broker's
 //!   is refused partition by partition; after the controller fails over, every broker refuses the
 //!   deposed controller's epoch.
 //! - `controlled_shutdown_moves_leaders_first`: a SIGTERM'd broker (a follower-side one and then
@@ -24,8 +25,9 @@ use kafka_protocol::protocol::StrBytes;
 use harness::cluster::{Cluster, FAST_FAILOVER, ISR_TIMEOUT};
 use harness::wait_until;
 
-/// Kafka's STALE_CONTROLLER_EPOCH.
+/// Kafka's STALE_CONTROLLER_EPOCH and INVALID_REQUEST.
 const STALE_CONTROLLER_EPOCH: i16 = 11;
+const INVALID_REQUEST: i16 = 42;
 
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -115,6 +117,10 @@ fn a_stale_controller_epoch_is_refused() {
     // believe itself leader in a far-future leader epoch).
     let response = leader_and_isr(port, epoch - 1, TOPIC, id, follower as i32, 1000);
     assert_eq!(response.error_code, STALE_CONTROLLER_EPOCH, "{response:?}");
+    // An epoch no controller has taken (a client posing as a future controller): refused, or
+    // the broker would refuse the real controller from then on.
+    let response = leader_and_isr(port, epoch + 100, TOPIC, id, follower as i32, 1000);
+    assert_eq!(response.error_code, INVALID_REQUEST, "{response:?}");
     // The current epoch, but a leader epoch older than the broker's: that partition is refused.
     let response = leader_and_isr(
         port,

@@ -475,6 +475,81 @@ fn seed_frames() -> Vec<(String, Vec<u8>)> {
                             ])]),
                     version,
                 ),
+                ApiKey::LeaderAndIsr => {
+                    use kafka_protocol::messages::leader_and_isr_request::*;
+                    encode(
+                        &kafka_protocol::messages::LeaderAndIsrRequest::default()
+                            .with_controller_id(kafka_protocol::messages::BrokerId(1))
+                            .with_controller_epoch(1)
+                            .with_broker_epoch(-1)
+                            .with_type(1)
+                            .with_topic_states(vec![LeaderAndIsrTopicState::default()
+                                .with_topic_name(topic_name("t"))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_partition_states(vec![LeaderAndIsrPartitionState::default()
+                                    .with_partition_index(0)
+                                    .with_controller_epoch(1)
+                                    .with_leader(kafka_protocol::messages::BrokerId(1))
+                                    .with_leader_epoch(1)
+                                    .with_isr(vec![kafka_protocol::messages::BrokerId(1)])
+                                    .with_partition_epoch(1)
+                                    .with_replicas(vec![kafka_protocol::messages::BrokerId(1)])])])
+                            .with_live_leaders(vec![LeaderAndIsrLiveLeader::default()
+                                .with_broker_id(kafka_protocol::messages::BrokerId(1))
+                                .with_host_name(StrBytes::from_static_str("127.0.0.1"))
+                                .with_port(1)]),
+                        version,
+                    )
+                }
+                ApiKey::UpdateMetadata => {
+                    use kafka_protocol::messages::update_metadata_request::*;
+                    encode(
+                        &kafka_protocol::messages::UpdateMetadataRequest::default()
+                            .with_controller_id(kafka_protocol::messages::BrokerId(1))
+                            .with_controller_epoch(1)
+                            .with_broker_epoch(-1)
+                            .with_topic_states(vec![UpdateMetadataTopicState::default()
+                                .with_topic_name(topic_name("t"))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_partition_states(vec![UpdateMetadataPartitionState::default()
+                                    .with_partition_index(0)
+                                    .with_controller_epoch(1)
+                                    .with_leader(kafka_protocol::messages::BrokerId(1))
+                                    .with_leader_epoch(1)
+                                    .with_isr(vec![kafka_protocol::messages::BrokerId(1)])
+                                    .with_zk_version(1)
+                                    .with_replicas(vec![kafka_protocol::messages::BrokerId(1)])])])
+                            .with_live_brokers(vec![UpdateMetadataBroker::default()
+                                .with_id(kafka_protocol::messages::BrokerId(1))
+                                .with_endpoints(vec![UpdateMetadataEndpoint::default()
+                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                    .with_port(1)
+                                    .with_listener(StrBytes::from_static_str("PLAINTEXT"))])]),
+                        version,
+                    )
+                }
+                ApiKey::StopReplica => {
+                    use kafka_protocol::messages::stop_replica_request::*;
+                    encode(
+                        &kafka_protocol::messages::StopReplicaRequest::default()
+                            .with_controller_id(kafka_protocol::messages::BrokerId(1))
+                            .with_controller_epoch(1)
+                            .with_broker_epoch(-1)
+                            .with_topic_states(vec![StopReplicaTopicState::default()
+                                .with_topic_name(topic_name("t"))
+                                .with_partition_states(vec![StopReplicaPartitionState::default()
+                                    .with_partition_index(0)
+                                    .with_leader_epoch(1)
+                                    .with_delete_partition(true)])]),
+                        version,
+                    )
+                }
+                ApiKey::ControlledShutdown => encode(
+                    &kafka_protocol::messages::ControlledShutdownRequest::default()
+                        .with_broker_id(kafka_protocol::messages::BrokerId(1))
+                        .with_broker_epoch(1),
+                    version,
+                ),
                 other => panic!("no seed for {other:?}: add one"),
             };
             let frame = frame.unwrap_or_else(|| panic!("{:?} v{version} encodes", api.key));

@@ -321,7 +321,7 @@ impl Control {
         let mut state_watcher = zk.client.state_watcher();
         // Every broker watches topic configs and the controller; the controller alone watches
         // brokers and topics (see `take_office`). Every event just means "read again".
-        let mut watches = vec![
+        let mut watches = [
             zk.client
                 .watch(CONFIG_TOPICS, zk::AddWatchMode::PersistentRecursive)
                 .await
@@ -941,7 +941,9 @@ impl Control {
         let stale_broker = ResponseError::StaleBrokerEpoch.code();
         match request {
             InterBroker::LeaderAndIsr(request) => {
-                let refused = self.refuse(request.controller_epoch, request.broker_epoch);
+                let refused = self
+                    .refuse(zk, request.controller_epoch, request.broker_epoch)
+                    .await?;
                 if let Some(code) = refused {
                     return Ok(InterBrokerAnswer::LeaderAndIsr(
                         LeaderAndIsrResponse::default().with_error_code(code),
@@ -981,7 +983,10 @@ impl Control {
                 ))
             }
             InterBroker::UpdateMetadata(request) => {
-                if let Some(code) = self.refuse(request.controller_epoch, request.broker_epoch) {
+                if let Some(code) = self
+                    .refuse(zk, request.controller_epoch, request.broker_epoch)
+                    .await?
+                {
                     return Ok(InterBrokerAnswer::UpdateMetadata(
                         UpdateMetadataResponse::default().with_error_code(code),
                     ));
@@ -996,7 +1001,10 @@ impl Control {
                 ))
             }
             InterBroker::StopReplica(request) => {
-                if let Some(code) = self.refuse(request.controller_epoch, request.broker_epoch) {
+                if let Some(code) = self
+                    .refuse(zk, request.controller_epoch, request.broker_epoch)
+                    .await?
+                {
                     return Ok(InterBrokerAnswer::StopReplica(
                         StopReplicaResponse::default().with_error_code(code),
                     ));
@@ -1071,24 +1079,38 @@ impl Control {
     }
 
     /// The error code for a request from controller epoch `epoch` addressed to broker epoch
-    /// `broker_epoch`, if it must be refused: an older controller's, or one meant for an earlier
-    /// run of this broker.
-    fn refuse(&self, epoch: i32, broker_epoch: i64) -> Option<i16> {
+    /// `broker_epoch`, if it must be refused: an older controller's, one meant for an earlier run
+    /// of this broker, or one claiming an epoch no controller has taken yet (`/controller_epoch`
+    /// is read whenever a request claims a newer epoch than this broker knows: a client
+    /// pretending to be a future controller would otherwise make it refuse the real one).
+    async fn refuse(&self, zk: &Zk, epoch: i32, broker_epoch: i64) -> Result<Option<i16>, ZkError> {
         if epoch < self.controller_epoch {
             warn!(
                 "refusing a request of controller epoch {epoch}: epoch {} is current",
                 self.controller_epoch
             );
-            return Some(ResponseError::StaleControllerEpoch.code());
+            return Ok(Some(ResponseError::StaleControllerEpoch.code()));
         }
         if broker_epoch != -1 && broker_epoch < self.broker_epoch {
             warn!(
                 "refusing a controller request for broker epoch {broker_epoch}: this run is {}",
                 self.broker_epoch
             );
-            return Some(ResponseError::StaleBrokerEpoch.code());
+            return Ok(Some(ResponseError::StaleBrokerEpoch.code()));
         }
-        None
+        if epoch > self.controller_epoch {
+            let taken = zk
+                .read_json::<i32>(CONTROLLER_EPOCH)
+                .await?
+                .map_or(0, |(e, _)| e);
+            if epoch > taken {
+                warn!(
+                    "refusing a controller request claiming epoch {epoch}: /controller_epoch is {taken}"
+                );
+                return Ok(Some(ResponseError::InvalidRequest.code()));
+            }
+        }
+        Ok(None)
     }
 
     fn follow_controller(&mut self, controller_id: i32, epoch: i32) {

@@ -386,7 +386,7 @@ async fn deliver(broker: i32, addr: String, mut queue: mpsc::Receiver<Outgoing>)
                     }
                     Err(e) => {
                         failures += 1;
-                        if failures == 1 || failures % 40 == 0 {
+                        if failures == 1 || failures.is_multiple_of(40) {
                             warn!("controller: cannot reach broker {broker} at {addr}: {e:#}; retrying");
                         }
                         tokio::time::sleep(RETRY_BACKOFF).await;

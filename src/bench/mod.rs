@@ -330,6 +330,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<Outcome> {
         let auto_create = config.mode.produces();
         let layout =
             cluster::wait_for_topic(&mut conn, &config.topic, auto_create, Duration::from_secs(30)).await?;
+        cluster::wait_for_leaders(&layout, Duration::from_secs(30)).await?;
         let (start, end) = match config.mode {
             Mode::Produce | Mode::Commit => (BTreeMap::new(), None),
             Mode::E2e => (cluster::all_offsets(&layout, LATEST).await?, None),

@@ -2,7 +2,7 @@
 //! topic's partitions and their leaders' addresses (Metadata), topic creation (CreateTopics) and
 //! log offsets (ListOffsets). Used before the bench's connections start; one request at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -152,6 +152,46 @@ pub async fn wait_for_topic(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Waits (until `timeout`) until every leader in `layout` names itself leader of its partitions
+/// in its own metadata: the broker a client bootstraps from can hear of a new topic's leaders
+/// before the leaders themselves have taken over, and a produce sent in between is refused with
+/// NOT_LEADER_OR_FOLLOWER.
+pub async fn wait_for_leaders(layout: &TopicLayout, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let leaders: BTreeSet<i32> = layout.partitions.iter().map(|p| p.leader_id).collect();
+    for leader in leaders {
+        let addr = layout.broker_addr(leader)?.to_owned();
+        let led: BTreeSet<i32> = layout
+            .partitions
+            .iter()
+            .filter(|p| p.leader_id == leader)
+            .map(|p| p.partition)
+            .collect();
+        let mut conn = Connection::connect(&addr).await?;
+        loop {
+            let seen = topic_layout(&mut conn, &layout.topic, false).await;
+            let agrees = seen.as_ref().is_ok_and(|l| {
+                led.iter().all(|p| {
+                    l.partitions
+                        .iter()
+                        .any(|q| q.partition == *p && q.leader_id == leader)
+                })
+            });
+            if agrees {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "broker {leader} ({addr}) does not lead partitions {led:?} of '{}' after {timeout:?}",
+                    layout.topic
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Creates a topic. Returns false if it already existed (not an error for the bench).

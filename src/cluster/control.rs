@@ -673,8 +673,9 @@ impl Control {
         self.log_topic_configs(&metadata);
         let metadata = Arc::new(metadata);
         self.metadata = metadata.clone();
-        self.published.send_replace(metadata.clone());
-        self.unapplied = broadcast_metadata(&self.shards, metadata).await;
+        self.unapplied = broadcast_metadata(&self.shards, metadata.clone()).await;
+        // After the shards: whoever waits for a change may use it once this says so.
+        self.published.send_replace(metadata);
     }
 
     /// Re-reads the stored configs of the topics `changed` names (all this broker knows, if it
@@ -1369,11 +1370,11 @@ fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
     }
 }
 
-/// After a full LeaderAndIsr: removes the local partitions of topics this broker does not host
-/// (any more) under the id on disk: a topic deleted, or moved away, while the broker was down.
-/// Only directories with a `partition.metadata` (a topic id) are touched, and nothing at all
-/// while the broker knows no topic (a ZooKeeper that lost its data must not make brokers erase
-/// theirs).
+/// After a full LeaderAndIsr: removes local partitions of topics that no longer exist (deleted
+/// while this broker was down) and of this broker's topics it no longer hosts. Only directories
+/// with a `partition.metadata` (a topic id) are touched; data under another id than the live
+/// topic of its name is left alone; and nothing at all while the broker knows no topic (a
+/// ZooKeeper that lost its data must not make brokers erase theirs).
 fn remove_strays(log_dir: &std::path::Path, metadata: &Metadata) {
     if metadata.topics.is_empty() {
         return;
@@ -1396,9 +1397,15 @@ fn remove_strays(log_dir: &std::path::Path, metadata: &Metadata) {
             continue;
         };
         let tp = TopicPartition { topic, partition };
-        let hosted = metadata.shard_of(&tp).is_some()
-            && metadata.topic(&tp.topic).is_some_and(|t| t.topic_id == id);
-        if !hosted {
+        let stray = match metadata.topic(&tp.topic) {
+            // A topic of this name under another id: not ours to judge (a deletion and
+            // re-creation while this broker was down, or data copied in by hand); the shard
+            // that would open it refuses it and says so, and it stays on disk.
+            Some(t) if t.topic_id != id => false,
+            Some(_) => metadata.shard_of(&tp).is_none(),
+            None => true,
+        };
+        if stray {
             warn!("{tp} (topic id {id_text}) is not this broker's any more (deleted or moved while it was down); removing it");
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 warn!("cannot remove {}: {e}", entry.path().display());

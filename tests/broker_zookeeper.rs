@@ -286,7 +286,7 @@ fn znode_owner(zk: &ZooKeeper, path: &str) -> i64 {
 #[test]
 fn deleting_a_topic_removes_its_data_from_every_broker() {
     let zk = ZooKeeper::start(1);
-    let brokers = [
+    let mut brokers = [
         Broker::start(&zk, BrokerOpts::id(1)),
         Broker::start(&zk, BrokerOpts::id(2)),
     ];
@@ -360,4 +360,38 @@ fn deleting_a_topic_removes_its_data_from_every_broker() {
             .log_text()
             .contains("left untouched, the partition is not opened"));
     }
+
+    // A broker down while the topic is deleted removes its data when it returns: the
+    // controller's first (full) LeaderAndIsr no longer names those partitions. (Another topic
+    // lives on: with no topic at all a broker removes nothing, as after a wiped ZooKeeper.)
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &first,
+        "--topic",
+        "kept",
+        "--partitions",
+        "2",
+    ]);
+    let down = &mut brokers[1];
+    down.stop();
+    assert!(
+        partitions_on(down) > 0,
+        "broker 2 holds partitions of 'gone'"
+    );
+    skein_cli(&["topics", "delete", "--bootstrap", &first, "--topic", "gone"]);
+    let down = &mut brokers[1];
+    down.restart();
+    wait_until(
+        "the returning broker to remove the deleted topic's data",
+        Duration::from_secs(20),
+        || (partitions_on(&brokers[1]) == 0).then_some(()),
+    );
+    assert!(
+        brokers[1]
+            .log_text()
+            .contains("is not this broker's any more"),
+        "the removal is logged"
+    );
 }

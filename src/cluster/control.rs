@@ -1376,12 +1376,21 @@ fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
 /// topic of its name is left alone; and nothing at all while the broker knows no topic (a
 /// ZooKeeper that lost its data must not make brokers erase theirs).
 fn remove_strays(log_dir: &std::path::Path, metadata: &Metadata) {
-    if metadata.topics.is_empty() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(log_dir) else {
         return;
     };
+    if metadata.topics.is_empty() {
+        let local = entries
+            .flatten()
+            .filter(|e| e.path().join("partition.metadata").exists())
+            .count();
+        if local > 0 {
+            warn!(
+                "the cluster has no topic at all, yet {local} partition(s) are on disk here: left alone (a wiped ZooKeeper must not make brokers erase their data); remove them by hand if their topics were deleted"
+            );
+        }
+        return;
+    }
     for entry in entries.flatten() {
         let dir_name = entry.file_name().to_string_lossy().into_owned();
         let Some((topic, partition)) = dir_name

@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/setup.sh
 RECORDS=${RECORDS:-5000000}
+# SESSION_MS, FETCH_WAIT_MS: the brokers' zookeeper.session.timeout.ms (2000) and
+# replica.fetch.wait.max.ms (500); STALL_ONLY=1 runs only the failover measurement.
 SKEIN=target/release/skein
 OUT=perf/results/$(date +%Y%m%d-%H%M)-replication
 mkdir -p "$OUT"
@@ -26,8 +28,9 @@ broker.id = $id
 listeners = "PLAINTEXT://127.0.0.1:$port"
 log.dirs = "$WORK/data-$id"
 zookeeper.connect = "127.0.0.1:25181"
-zookeeper.session.timeout.ms = 2000
+zookeeper.session.timeout.ms = ${SESSION_MS:-2000}
 replica.lag.time.max.ms = 10000
+replica.fetch.wait.max.ms = ${FETCH_WAIT_MS:-500}
 num.shards = 1
 tuning.dir = "$PWD/tuning/laptop-2core"
 CFG
@@ -52,6 +55,7 @@ bench() {
     "$SKEIN" bench --bootstrap "$BOOT" --quiet --report "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
 
+if [[ -z ${STALL_ONLY:-} ]]; then
 section "Produce, replication factor 3, acks=all, 100 B"
 bench rf3-acks-all produce --topic rf3a --create-topic 6:3 --records "$RECORDS" --acks all --producers 3
 section "Produce, replication factor 3, acks=1, 100 B"
@@ -61,7 +65,9 @@ bench rf1-acks-1 produce --topic rf1 --create-topic 6:1 --records "$RECORDS" --a
 section "End to end at 100 k records/s, replication factor 3, acks=all"
 bench rf3-e2e e2e --topic rf3e --create-topic 6:3 --records 2000000 --rate 100000 --acks all
 
-section "Longest produce stall when a leader is SIGKILLed (session timeout 2 s)"
+fi
+
+section "Longest produce stall when a leader is SIGKILLed (session timeout ${SESSION_MS:-2000} ms)"
 skein_setup_venv
 .venv/bin/python perf/failover_stall.py "$BOOT" stall 20000 20 6 \
     1="${BROKER_PID[1]}" 2="${BROKER_PID[2]}" 3="${BROKER_PID[3]}" --json "$OUT/failover-stall.json"

@@ -277,6 +277,17 @@ impl Partition {
                 }
             }
         };
+        match change {
+            RoleChange::BecameLeader => info!(
+                "{}: leader in epoch {} (ISR {:?})",
+                self.tp, state.leader_epoch, state.isr
+            ),
+            RoleChange::LostLeadership | RoleChange::NewLeader => info!(
+                "{}: following broker {} in epoch {}",
+                self.tp, state.leader, state.leader_epoch
+            ),
+            RoleChange::Unchanged => {}
+        }
         if change == RoleChange::LostLeadership {
             // acks=all appends still waiting cannot be answered by this broker any more.
             for (_, waiters) in std::mem::take(&mut *self.hw_waiters.borrow_mut()) {

@@ -13,7 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/setup.sh
 RECORDS=${RECORDS:-5000000}
 # SESSION_MS, FETCH_WAIT_MS: the brokers' zookeeper.session.timeout.ms (2000) and
-# replica.fetch.wait.max.ms (500); STALL_ONLY=1 runs only the failover measurement.
+# replica.fetch.wait.max.ms (500); STALL_ONLY=1 runs only the failover measurement; E2E_ONLY=1
+# only end-to-end latency, at replication factor 3 with acks=all and acks=1 and at 1 with acks=1;
+# LINGER_MS: the e2e runs' --linger-ms (0).
 SKEIN=target/release/skein
 OUT=perf/results/$(date +%Y%m%d-%H%M)-replication
 mkdir -p "$OUT"
@@ -55,6 +57,14 @@ bench() {
     "$SKEIN" bench --bootstrap "$BOOT" --quiet --report "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
 
+if [[ -n ${E2E_ONLY:-} ]]; then
+    section "End to end at 100 k records/s: rf 3 acks=all, rf 3 acks=1, rf 1 acks=1"
+    bench e2e-rf3-all e2e --topic e3a --create-topic 6:3 --records 1000000 --rate 100000 --acks all --linger-ms "${LINGER_MS:-0}"
+    bench e2e-rf3-1 e2e --topic e31 --create-topic 6:3 --records 1000000 --rate 100000 --acks 1 --linger-ms "${LINGER_MS:-0}"
+    bench e2e-rf1-1 e2e --topic e11 --create-topic 6:1 --records 1000000 --rate 100000 --acks 1 --linger-ms "${LINGER_MS:-0}"
+    echo "reports in $OUT"
+    exit 0
+fi
 if [[ -z ${STALL_ONLY:-} ]]; then
 section "Produce, replication factor 3, acks=all, 100 B"
 bench rf3-acks-all produce --topic rf3a --create-topic 6:3 --records "$RECORDS" --acks all --producers 3
@@ -63,7 +73,7 @@ bench rf3-acks-1 produce --topic rf3b --create-topic 6:3 --records "$RECORDS" --
 section "Produce, replication factor 1 (spread over the three brokers), acks=1, 100 B"
 bench rf1-acks-1 produce --topic rf1 --create-topic 6:1 --records "$RECORDS" --acks 1 --producers 3
 section "End to end at 100 k records/s, replication factor 3, acks=all"
-bench rf3-e2e e2e --topic rf3e --create-topic 6:3 --records 2000000 --rate 100000 --acks all
+bench rf3-e2e e2e --topic rf3e --create-topic 6:3 --records 2000000 --rate 100000 --acks all --linger-ms "${LINGER_MS:-0}"
 
 fi
 

@@ -756,20 +756,28 @@ impl Partition {
             .await
     }
 
-    /// Resolves on the next append to the log (or when the partition closes): followers'
-    /// fetches wait on this.
-    pub fn wait_for_log_growth(&self) -> oneshot::Receiver<()> {
+    /// Resolves once the log end is past `seen` (at once if it already is), or when the
+    /// partition closes: followers' fetches wait on this.
+    pub fn wait_for_log_growth(&self, seen: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
+        if self.log_end_offset() > seen {
+            let _ = tx.send(());
+            return rx;
+        }
         let mut waiters = self.append_waiters.borrow_mut();
         waiters.retain(|w| !w.is_canceled());
         waiters.push(tx);
         rx
     }
 
-    /// Resolves when the high watermark moves (or the partition closes): consumers' long
-    /// polls wait on this.
-    pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
+    /// Resolves once the high watermark is past `seen` (at once if it already is), or when
+    /// the partition closes: consumers' long polls wait on this.
+    pub fn wait_for_append(&self, seen: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
+        if self.high_watermark() > seen {
+            let _ = tx.send(());
+            return rx;
+        }
         let mut waiters = self.waiters.borrow_mut();
         waiters.retain(|w| !w.is_canceled());
         waiters.push(tx);

@@ -31,6 +31,9 @@ struct PartitionRead {
     high_watermark: i64,
     log_start_offset: i64,
     slice: Option<ReadSlice>,
+    /// Where what this fetcher may see ended when it was read (the high watermark for a
+    /// consumer, the log end for a follower): a long poll waits for it to move past this.
+    upto: i64,
 }
 
 impl PartitionRead {
@@ -40,6 +43,7 @@ impl PartitionRead {
             high_watermark: -1,
             log_start_offset: -1,
             slice: None,
+            upto: -1,
         }
     }
 
@@ -146,7 +150,8 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
             break;
         }
-        wait_for_any_append(shard, &wanted, max_wait - elapsed, replica.is_some()).await;
+        let seen: Vec<i64> = reads.iter().map(|r| r.upto).collect();
+        wait_for_any_append(shard, &wanted, &seen, max_wait - elapsed, replica.is_some()).await;
         reads = read_all(shard, &wanted, max_bytes, replica, false).await;
     }
     // Counted here, on the connection's shard, because only here is it known which of the reads
@@ -229,6 +234,7 @@ async fn read_all(
                             high_watermark,
                             log_start_offset: log_start,
                             slice: Some(slice),
+                            upto,
                         },
                         Err(e) => {
                             tracing::warn!("{tp}: fetch at {offset} failed: {e}");
@@ -262,15 +268,18 @@ async fn read_all(
     reads
 }
 
-/// Waits until any wanted partition gets an append (for a follower) or a higher high watermark
-/// (for a consumer), or `timeout`.
+/// Waits until any wanted partition's log end (for a follower) or high watermark (for a
+/// consumer) is past what its last read saw (`seen`), or `timeout`. Checked when the wait is
+/// registered, so an append landing between the read and the wait is not missed (Kafka's
+/// DelayedFetch tries to complete once more after it is watched, for the same reason).
 async fn wait_for_any_append(
     shard: &Rc<Shard>,
     wanted: &[Wanted],
+    seen: &[i64],
     timeout: Duration,
     replica: bool,
 ) {
-    let waits = wanted.iter().filter_map(|w| {
+    let waits = wanted.iter().zip(seen).filter_map(|(w, &seen)| {
         let owner = w.owner.ok()?;
         let tp = w.tp.clone();
         Some(
@@ -279,9 +288,9 @@ async fn wait_for_any_append(
                     // Bounded here too, so an abandoned wait ends by itself on the owner shard.
                     if let Some(partition) = owner_shard.partition(&tp) {
                         let wait = if replica {
-                            partition.wait_for_log_growth()
+                            partition.wait_for_log_growth(seen)
                         } else {
-                            partition.wait_for_append()
+                            partition.wait_for_append(seen)
                         };
                         futures::select! {
                             _ = wait.fuse() => {},

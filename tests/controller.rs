@@ -10,6 +10,9 @@
 //!   deposed controller's epoch.
 //! - `controlled_shutdown_moves_leaders_first`: a SIGTERM'd broker (a follower-side one and then
 //!   the controller itself) has given up every leadership before its process exits.
+//! - `a_follower_behind_the_leaders_log_start_starts_over_there`: a follower down while the
+//!   leader's retention deleted what it would fetch next empties its log, starts at the leader's
+//!   log start, and rejoins the ISR.
 
 mod harness;
 
@@ -23,7 +26,7 @@ use kafka_protocol::messages::{BrokerId, LeaderAndIsrRequest, LeaderAndIsrRespon
 use kafka_protocol::protocol::StrBytes;
 
 use harness::cluster::{Cluster, FAST_FAILOVER, ISR_TIMEOUT};
-use harness::wait_until;
+use harness::{kcat_with_input, skein_cli, wait_until};
 
 /// Kafka's STALE_CONTROLLER_EPOCH and INVALID_REQUEST.
 const STALE_CONTROLLER_EPOCH: i16 = 11;
@@ -223,4 +226,114 @@ fn controlled_shutdown_moves_leaders_first() {
         cluster.broker(victim).restart();
         cluster.wait_isr_whole(TOPIC, PARTITIONS, ISR_TIMEOUT);
     }
+}
+
+/// The base offset of the first segment in a partition directory (its log start).
+fn first_segment(dir: &std::path::Path) -> Option<i64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log")?.parse::<i64>().ok()
+        })
+        .min()
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    const TOPIC: &str = "trimmed";
+    let _serial = serial();
+    let mut settings = FAST_FAILOVER.to_vec();
+    settings.push(("log.retention.check.interval.ms", "300"));
+    let mut cluster = Cluster::start(&settings);
+    let bootstrap = cluster.bootstrap();
+    skein_cli(&[
+        "topics",
+        "create",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        TOPIC,
+        "--partitions",
+        "1",
+        "--replication-factor",
+        "3",
+        "--config",
+        "segment.bytes=2000",
+        "--config",
+        "retention.bytes=4000",
+        "--config",
+        "min.insync.replicas=1",
+    ]);
+    cluster.wait_isr_whole(TOPIC, 1, ISR_TIMEOUT);
+    let produce = |from: usize, to: usize| {
+        let input: String = (from..to)
+            .map(|i| format!("record-{i:06}-{}\n", "x".repeat(80)))
+            .collect();
+        kcat_with_input(
+            &[
+                // Batches of 10 records (~1 KB): a batch larger than segment.bytes is refused.
+                "-b",
+                &bootstrap,
+                "-t",
+                TOPIC,
+                "-P",
+                "-p",
+                "0",
+                "-X",
+                "acks=all",
+                "-X",
+                "batch.num.messages=10",
+            ],
+            input.as_bytes(),
+        );
+    };
+    produce(0, 20);
+    cluster.wait_isr_whole(TOPIC, 1, ISR_TIMEOUT);
+    let leader = cluster.leader(TOPIC, 0);
+    let follower = (1..=3).find(|&b| b != leader).unwrap();
+    let follower_dir = cluster
+        .broker(follower)
+        .log_dir()
+        .join(format!("{TOPIC}-0"));
+    let leader_dir = cluster.broker(leader).log_dir().join(format!("{TOPIC}-0"));
+    cluster.broker(follower).kill();
+
+    // While it is down, retention at the leader deletes the segments it would fetch next.
+    produce(20, 400);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader_start = loop {
+        if let Some(start) = first_segment(&leader_dir).filter(|&start| start > 20) {
+            break start;
+        }
+        let listing: Vec<String> = std::fs::read_dir(&leader_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the leader's retention did not delete past offset 20 within 30 s; {}: {listing:?}\n{}",
+            leader_dir.display(),
+            cluster.broker(leader).log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    cluster.broker(follower).restart();
+    cluster.wait_isr_whole(TOPIC, 1, ISR_TIMEOUT);
+    let log = cluster.broker(follower).log_text();
+    assert!(
+        log.contains("emptying the log to start there"),
+        "the follower says it started over:\n{}",
+        cluster.broker(follower).log_tail()
+    );
+    let start = first_segment(&follower_dir).expect("the follower's log");
+    assert!(
+        start >= leader_start,
+        "the follower's log starts at {start}, below the leader's {leader_start}"
+    );
 }

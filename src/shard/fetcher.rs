@@ -466,9 +466,29 @@ async fn fetch(
             }
             match ResponseError::try_from_code(p.error_code) {
                 None => {}
+                Some(ResponseError::OffsetOutOfRange)
+                    if partition.log_end_offset() < p.log_start_offset =>
+                {
+                    // Below the leader's log start: what we would fetch next is gone there
+                    // (retention), so nothing of our log continues the leader's. Kafka's
+                    // handleOutOfRangeError: truncate fully and start at the leader's start.
+                    warn!(
+                        "{tp}: log end {} is below leader {}'s log start {}; emptying the log to start there",
+                        partition.log_end_offset(),
+                        fetcher.leader,
+                        p.log_start_offset
+                    );
+                    if let Err(e) = partition
+                        .truncate_fully_and_start_at(p.log_start_offset)
+                        .await
+                    {
+                        warn!("{tp}: cannot empty the log: {e}");
+                    }
+                    continue;
+                }
                 Some(ResponseError::OffsetOutOfRange) => {
-                    // Our log end is past the leader's (a tail the epoch check missed) or below
-                    // its log start: check the tail against the leader again.
+                    // Our log end is past the leader's (a tail the epoch check missed): check the
+                    // tail against the leader again.
                     warn!(
                         "{tp}: fetch offset {} out of range at leader {} (log start {}); checking the tail again",
                         partition.log_end_offset(),

@@ -512,6 +512,36 @@ impl Partition {
         result
     }
 
+    /// Kafka's `truncateFullyAndStartAt` on this replica (see
+    /// [`Log::truncate_fully_and_start_at`]): for a follower whose log ends below the leader's
+    /// log start. The high watermark moves to `offset`, which the leader's is at or past.
+    pub async fn truncate_fully_and_start_at(
+        self: &Rc<Self>,
+        offset: i64,
+    ) -> Result<(), StorageError> {
+        let _lane = self.sync_lane.lock().await;
+        while self.writing.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut log = self
+            .log
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| closed_error(&self.tp))?;
+        let (log, result) = glommio::executor()
+            .spawn_blocking(move || {
+                let result = log.truncate_fully_and_start_at(offset);
+                (log, result)
+            })
+            .await;
+        let log_end = log.log_end_offset();
+        *self.log.borrow_mut() = Some(log);
+        self.high_watermark.set(log_end);
+        info!("{}: emptied, starting over at offset {log_end}", self.tp);
+        self.kick_sync();
+        result
+    }
+
     fn with_log<R>(
         &self,
         f: impl FnOnce(&mut Log) -> Result<R, StorageError>,

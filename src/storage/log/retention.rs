@@ -127,6 +127,38 @@ impl Log {
         count
     }
 
+    /// Kafka's `truncateFullyAndStartAt`: drops every segment, and with them the producer
+    /// state, the snapshots and the leader epochs, and starts the log empty at `offset`. For a
+    /// follower whose log ends below the leader's log start (retention at the leader deleted what
+    /// it would have fetched next): nothing of its log can continue the leader's. Blocking, with
+    /// no write and no sync job under way, like [`Log::truncate_to`].
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        assert!(!self.write_in_flight, "truncation with a write under way");
+        for segment in self.segments.drain(..) {
+            segment.delete_files()?;
+        }
+        self.segments.push(Segment::create(&self.dir, offset)?);
+        self.directory_changed();
+        self.cache.clear();
+        self.truncated(offset);
+        // Nothing below `offset` exists to recover: the new (empty) segment is the start.
+        self.recovery_point = offset;
+        for snapshot in std::mem::take(&mut self.snapshots) {
+            let path = snapshot_path(&self.dir, snapshot);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        let (producer_state, _) = restore_producer_state(&self.dir, &self.segments)?;
+        self.producer_state = producer_state;
+        if self.epochs.truncate_from_end(i64::MIN) {
+            self.epochs_changed();
+        }
+        Ok(())
+    }
+
     /// Drops everything at or after `offset` (for replicas whose tail diverged from the
     /// leader). The cut is at a batch boundary: a batch containing `offset` goes entirely, so
     /// the new log end offset is that batch's base offset. Blocking: call it on a blocking
@@ -179,6 +211,43 @@ impl Log {
 mod tests {
     use super::*;
     use crate::storage::log::test_util::*;
+    use crate::storage::log::AppendOrigin;
+
+    #[test]
+    fn a_log_truncated_fully_starts_empty_at_the_offset_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        fill(&mut log, 30);
+        assert!(log.segment_count() > 1 && log.epochs().latest_epoch().is_some());
+        let start = log.log_end_offset() + 500;
+        log.truncate_fully_and_start_at(start)
+            .expect("truncate fully");
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (start, start)
+        );
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.epochs().latest_epoch(), None);
+        assert!(read_all(&log, start).is_empty());
+        // The leader's batches continue it from there, offsets kept: a leader log whose own
+        // start is there too (its retention deleted the rest) hands them out.
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let mut leader = Log::open(leader_dir.path(), small_config()).expect("open");
+        leader
+            .truncate_fully_and_start_at(start)
+            .expect("leader start");
+        fill(&mut leader, 2);
+        let bytes = bytes::Bytes::from(read_all(&leader, start));
+        let batches = crate::record::split_batches(&bytes).expect("batches");
+        log.append_from(&batches, AppendOrigin::Replica, 0)
+            .expect("replica append");
+        let end = log.log_end_offset();
+        assert_eq!(end, leader.log_end_offset());
+        log.close().expect("close");
+        let log = Log::open(dir.path(), small_config()).expect("reopen");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+        assert_eq!(log.epochs().latest_epoch(), Some(EPOCH));
+    }
     use crate::storage::log::{LogConfig, LogOpened};
     use crate::storage::producer_state::list_snapshots;
     use crate::storage::StorageError;

@@ -487,28 +487,13 @@ impl Partition {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
-        let _lane = self.sync_lane.lock().await;
-        while self.writing.get() {
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        let mut log = self
-            .log
-            .borrow_mut()
-            .take()
-            .ok_or_else(|| closed_error(&self.tp))?;
-        let (log, result) = glommio::executor()
-            .spawn_blocking(move || {
-                let result = log.truncate_to(offset);
-                (log, result)
-            })
-            .await;
-        let log_end = log.log_end_offset();
-        *self.log.borrow_mut() = Some(log);
+        let (log_end, result) = self
+            .cut_blocking(move |log| log.truncate_to(offset))
+            .await?;
         if self.high_watermark.get() > log_end {
             self.high_watermark.set(log_end);
         }
         info!("{}: truncated to offset {log_end}", self.tp);
-        self.kick_sync();
         result
     }
 
@@ -519,6 +504,20 @@ impl Partition {
         self: &Rc<Self>,
         offset: i64,
     ) -> Result<(), StorageError> {
+        let (log_end, result) = self
+            .cut_blocking(move |log| log.truncate_fully_and_start_at(offset))
+            .await?;
+        self.high_watermark.set(log_end);
+        info!("{}: emptied, starting over at offset {log_end}", self.tp);
+        result
+    }
+
+    /// Runs a truncation of the log on the blocking pool once no write or sync job is under
+    /// way, then has the sync job record it; returns the new log end and the cut's result.
+    async fn cut_blocking(
+        self: &Rc<Self>,
+        cut: impl FnOnce(&mut Log) -> Result<(), StorageError> + Send + 'static,
+    ) -> Result<(i64, Result<(), StorageError>), StorageError> {
         let _lane = self.sync_lane.lock().await;
         while self.writing.get() {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
@@ -530,16 +529,14 @@ impl Partition {
             .ok_or_else(|| closed_error(&self.tp))?;
         let (log, result) = glommio::executor()
             .spawn_blocking(move || {
-                let result = log.truncate_fully_and_start_at(offset);
+                let result = cut(&mut log);
                 (log, result)
             })
             .await;
         let log_end = log.log_end_offset();
         *self.log.borrow_mut() = Some(log);
-        self.high_watermark.set(log_end);
-        info!("{}: emptied, starting over at offset {log_end}", self.tp);
         self.kick_sync();
-        result
+        Ok((log_end, result))
     }
 
     fn with_log<R>(

@@ -143,20 +143,7 @@ impl Log {
         self.truncated(offset);
         // Nothing below `offset` exists to recover: the new (empty) segment is the start.
         self.recovery_point = offset;
-        for snapshot in std::mem::take(&mut self.snapshots) {
-            let path = snapshot_path(&self.dir, snapshot);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&path, e)),
-            }
-        }
-        let (producer_state, _) = restore_producer_state(&self.dir, &self.segments)?;
-        self.producer_state = producer_state;
-        if self.epochs.truncate_from_end(i64::MIN) {
-            self.epochs_changed();
-        }
-        Ok(())
+        self.after_truncation(i64::MIN)
     }
 
     /// Drops everything at or after `offset` (for replicas whose tail diverged from the
@@ -190,7 +177,18 @@ impl Log {
         let log_end_offset = self.log_end_offset();
         self.cache.truncate_to(log_end_offset);
         self.truncated(log_end_offset);
-        for offset in self.snapshots.split_off(&(log_end_offset + 1)) {
+        self.after_truncation(log_end_offset)
+    }
+
+    /// What a truncation leaves to redo, for a log cut at `kept_below` (everything from it on is
+    /// gone; `i64::MIN`: everything): producer snapshots past the cut deleted, producer state
+    /// rebuilt from what remains, leader epochs from the cut on dropped.
+    fn after_truncation(&mut self, kept_below: i64) -> Result<(), StorageError> {
+        let past_cut = match kept_below.checked_add(1) {
+            Some(from) if kept_below != i64::MIN => self.snapshots.split_off(&from),
+            _ => std::mem::take(&mut self.snapshots),
+        };
+        for offset in past_cut {
             let path = snapshot_path(&self.dir, offset);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -200,7 +198,7 @@ impl Log {
         }
         let (producer_state, _) = restore_producer_state(&self.dir, &self.segments)?;
         self.producer_state = producer_state;
-        if self.epochs.truncate_from_end(log_end_offset) {
+        if self.epochs.truncate_from_end(kept_below) {
             self.epochs_changed();
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! How a broker folds the controller's requests into its [`Metadata`]: a partition state newer
 //! than the broker's replaces it (an older one is refused as stale), a deleted topic's marker
-//! drops the topic, and a topic seen under a new id replaces the old one. Pure, so it is tested
+//! drops the topic, and a topic seen under a new id replaces the old one (in the metadata only). Pure, so it is tested
 //! without a cluster.
 
 use std::sync::Arc;
@@ -28,8 +28,12 @@ pub struct StateUpdate {
 pub struct Folded {
     /// Partitions whose state in the request was older than the broker's: refused.
     pub stale: Vec<(String, i32)>,
-    /// Topics dropped, with the id they had: deleted, or replaced by a new topic of their name.
+    /// Topics dropped by the controller's deletion marker, with the id they had: their data goes.
     pub dropped: Vec<(String, uuid::Uuid)>,
+    /// Topics replaced by a topic of their name under a new id, with the old id. Their data is
+    /// not touched (no request said they were deleted); a partition of the new id does not open
+    /// over it and says so.
+    pub replaced: Vec<(String, uuid::Uuid)>,
 }
 
 fn ids(brokers: &[kafka_protocol::messages::BrokerId]) -> Vec<i32> {
@@ -131,6 +135,12 @@ pub fn fold(
             }
             continue;
         }
+        if known.is_none() && super::controller::validate_topic_name(&update.topic).is_err() {
+            // Names become directory names: one a controller could never have created
+            // ("../x") is refused.
+            folded.stale.push((update.topic, update.partition));
+            continue;
+        }
         let known_len = known.map_or(0, |t| t.partitions.len());
         let index = match usize::try_from(update.partition) {
             Ok(index)
@@ -149,7 +159,7 @@ pub fn fold(
             Some(t) if t.topic_id == update.topic_id => {}
             other => {
                 if let Some(old) = other {
-                    folded.dropped.push((update.topic.clone(), old.topic_id));
+                    folded.replaced.push((update.topic.clone(), old.topic_id));
                 }
                 let topic = TopicMetadata {
                     name: update.topic.clone(),
@@ -277,6 +287,21 @@ mod tests {
     }
 
     #[test]
+    fn topic_names_no_controller_could_create_are_refused() {
+        let mut metadata = Metadata::default();
+        let folded = fold(
+            &mut metadata,
+            vec![
+                update("../escape", 1, 0, state(1, 0, 0, &[1])),
+                update("", 2, 0, state(1, 0, 0, &[1])),
+            ],
+            &mut config,
+        );
+        assert_eq!(folded.stale.len(), 2);
+        assert!(metadata.topics.is_empty());
+    }
+
+    #[test]
     fn a_hostile_partition_index_allocates_nothing() {
         let mut metadata = Metadata::default();
         let folded = fold(
@@ -304,8 +329,9 @@ mod tests {
             vec![update("t", 2, 0, state(1, 0, 0, &[1]))],
             &mut config,
         );
+        assert!(folded.dropped.is_empty());
         assert_eq!(
-            folded.dropped,
+            folded.replaced,
             vec![("t".to_owned(), uuid::Uuid::from_u128(1))]
         );
         assert_eq!(

@@ -132,6 +132,8 @@ struct Control {
     /// applied it, local partitions it did not name (a topic deleted while this broker was down)
     /// are removed.
     check_strays: bool,
+    /// A full LeaderAndIsr came: the UpdateMetadata behind it is the controller's whole view.
+    full_update_expected: bool,
     /// Controller duties, while this broker holds `/controller`.
     controller: Option<ControllerDuties>,
 }
@@ -158,6 +160,17 @@ impl ControllerDuties {
 /// Deletions a broker remembers at once; more are dropped with a warning, leaving their data
 /// on disk.
 const MAX_PENDING_DELETIONS: usize = 10_000;
+
+/// How much of the truth a controller request carries (see `Control::fold_and_publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whole {
+    /// Only changes: topics it does not name stay as they are.
+    No,
+    /// A full LeaderAndIsr: every partition this broker hosts.
+    Hosted,
+    /// The UpdateMetadata behind a full LeaderAndIsr: every topic this broker does not host.
+    Everything,
+}
 
 /// What woke the control loop.
 enum Woke {
@@ -220,6 +233,7 @@ pub fn spawn(
                 controller_epoch: 0,
                 broker_epoch: -1,
                 check_strays: false,
+                full_update_expected: false,
                 controller: None,
             };
             let run = std::panic::AssertUnwindSafe(|| runtime.block_on(control.run()));
@@ -308,7 +322,9 @@ impl Control {
         };
         zk.create_json(CLUSTER_ID, &cluster_id, &persistent())
             .await?;
-        // A controllership ends with the session that held it.
+        // A controllership ends here: a retried error (the session survived it) or a new session.
+        // If `/controller` is still this session's, the loop below takes office again with a
+        // new epoch (`try_become_controller`).
         self.controller = None;
         self.register(zk).await?;
         if let Some((cluster, _)) = zk.read_json::<ClusterIdZnode>(CLUSTER_ID).await? {
@@ -500,6 +516,12 @@ impl Control {
             }
         }
         let scope = if bounced.is_empty() { scope } else { None };
+        let known_ids: BTreeMap<String, uuid::Uuid> = duties
+            .view
+            .topics
+            .iter()
+            .map(|(name, t)| (name.clone(), t.topic_id))
+            .collect();
         let step = controller::step(
             zk,
             &self.config,
@@ -508,6 +530,7 @@ impl Control {
             rebalance,
             &shutting_down,
             &bounced,
+            &known_ids,
         )
         .await;
         let step = match step {
@@ -778,9 +801,21 @@ impl Control {
                         self.controller_pass(zk, &Changed::topic(&spec.name), false)
                             .await?;
                         let name = spec.name.clone();
+                        let expected = if spec.assignments.is_empty() {
+                            match spec.num_partitions {
+                                -1 => self.config.num_partitions.max(0) as usize,
+                                n => n.max(0) as usize,
+                            }
+                        } else {
+                            spec.assignments.len()
+                        };
+                        // Every partition known here (a LeaderAndIsr may come before the
+                        // UpdateMetadata that names the others), each with a leader.
                         self.answer_when(reply, move |m| {
-                            m.topic(&name)
-                                .is_some_and(|t| t.partitions.iter().all(|p| p.leader >= 0))
+                            m.topic(&name).is_some_and(|t| {
+                                t.partitions.len() >= expected
+                                    && t.partitions.iter().all(|p| p.leader >= 0)
+                            })
                         });
                     }
                     other => {
@@ -845,8 +880,20 @@ impl Control {
                 let _ = reply.send(Ok(id));
             }
             ControlRequest::InterBroker { request, reply } => {
-                let answer = self.inter_broker(zk, request).await?;
-                let _ = reply.send(Ok(answer));
+                match self.inter_broker(zk, request).await {
+                    Ok(answer) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => {
+                        // Answered (the controller sends it again), then handled as any ZooKeeper
+                        // error of the loop.
+                        let _ = reply.send(Err(AdminError::new(
+                            ResponseError::UnknownServerError,
+                            e.to_string(),
+                        )));
+                        return Err(e);
+                    }
+                }
             }
             ControlRequest::ControlledShutdown { reply } => {
                 self.begin_controlled_shutdown(zk, reply).await?;
@@ -952,9 +999,15 @@ impl Control {
                 }
                 self.follow_controller(request.controller_id.0, request.controller_epoch);
                 let updates = apply::leader_and_isr_updates(&request);
-                let folded = self.fold_and_publish(zk, updates, None).await?;
-                if request._type == propagate::LEADER_AND_ISR_FULL {
-                    self.check_strays = true;
+                let full = request._type == propagate::LEADER_AND_ISR_FULL;
+                let whole = if full { Whole::Hosted } else { Whole::No };
+                let folded = self.fold_and_publish(zk, updates, None, whole).await?;
+                if full {
+                    // The UpdateMetadata queued right behind it is the controller's whole view.
+                    self.full_update_expected = true;
+                    // Refused states leave hosted partitions unknown here: no stray judgement
+                    // on an incomplete picture.
+                    self.check_strays = folded.stale.is_empty();
                 }
                 let topics = request
                     .topic_states
@@ -995,7 +1048,12 @@ impl Control {
                 self.follow_controller(request.controller_id.0, request.controller_epoch);
                 let updates = apply::update_metadata_updates(&request);
                 let brokers = apply::live_brokers(&request);
-                self.fold_and_publish(zk, updates, Some((request.controller_id.0, brokers)))
+                let whole = if std::mem::take(&mut self.full_update_expected) {
+                    Whole::Everything
+                } else {
+                    Whole::No
+                };
+                self.fold_and_publish(zk, updates, Some((request.controller_id.0, brokers)), whole)
                     .await?;
                 Ok(InterBrokerAnswer::UpdateMetadata(
                     UpdateMetadataResponse::default(),
@@ -1123,11 +1181,15 @@ impl Control {
 
     /// Folds partition states (and, from an UpdateMetadata, the controller and live brokers)
     /// into this broker's metadata and publishes it. Topics new here get their stored config.
+    /// With `whole`, the request is the whole truth about what it covers: topics it does not
+    /// name go (and, after a full LeaderAndIsr, the data of hosted ones: deleted while this
+    /// broker's requests were lost, or while it was down).
     async fn fold_and_publish(
         &mut self,
         zk: &Zk,
         updates: Vec<StateUpdate>,
         cluster: Option<(i32, Vec<BrokerInfo>)>,
+        whole: Whole,
     ) -> Result<apply::Folded, ZkError> {
         let new_topics: BTreeSet<String> = updates
             .iter()
@@ -1145,13 +1207,42 @@ impl Control {
             metadata.controller_id = controller_id;
             metadata.brokers = brokers.into_iter().map(|b| (b.id, b)).collect();
         }
+        let me = self.config.broker_id;
+        let named: BTreeSet<&str> = updates.iter().map(|u| u.topic.as_str()).collect();
+        let unnamed: Vec<(String, uuid::Uuid, bool)> = metadata
+            .topics
+            .values()
+            .filter(|t| !named.contains(t.name.as_str()))
+            .map(|t| {
+                let hosted = t.partitions.iter().any(|p| p.replicas.contains(&me));
+                (t.name.clone(), t.topic_id, hosted)
+            })
+            .filter(|(_, _, hosted)| match whole {
+                Whole::No => false,
+                Whole::Hosted => *hosted,
+                // Hosted topics are the full LeaderAndIsr's to judge (the one request whose
+                // word deletes data): this one only drops others from the metadata.
+                Whole::Everything => !*hosted,
+            })
+            .collect();
+        let mut gone = Vec::new();
+        for (name, id, hosted) in unnamed {
+            metadata.topics.remove(&name);
+            if hosted {
+                info!("topic '{name}' is no longer in the controller's view; removing its partitions here");
+                gone.push((name, id));
+            }
+        }
         let folded = apply::fold(&mut metadata, updates, &mut |name| {
             configs
                 .remove(name)
                 .map(|(config, _)| config)
                 .unwrap_or_else(|| TopicConfig::resolve(defaults, &BTreeMap::new()).0)
         });
-        self.note_deletions(folded.dropped.iter().cloned());
+        for (name, old) in &folded.replaced {
+            warn!("topic '{name}' now has another id than {old}; its data under {old} is left on disk");
+        }
+        self.note_deletions(folded.dropped.iter().cloned().chain(gone));
         self.publish(metadata).await;
         Ok(folded)
     }
@@ -1192,7 +1283,7 @@ impl Control {
         Ok(remaining)
     }
 
-    /// This broker's controlled shutdown, on a stop signal: done in place when it is the
+    /// This broker's controlled shutdown, on a stop signal: done in place (once) when it is the
     /// controller, otherwise asked of the controller on a task of its own (the control loop must
     /// go on applying the requests that move the leaderships). `reply` is answered when the
     /// leaderships moved or the attempts ran out.
@@ -1219,13 +1310,15 @@ impl Control {
             let _ = reply.send(());
             return Ok(());
         }
-        let metadata = self.metadata.clone();
+        // The latest metadata at each attempt: the controller may fail over meanwhile.
+        let published = self.published.subscribe();
         let broker_epoch = self.broker_epoch;
         let attempts = self.config.controlled_shutdown_max_retries;
         let backoff =
             Duration::from_millis(self.config.controlled_shutdown_retry_backoff_ms as u64);
         tokio::spawn(async move {
             for attempt in 1..=attempts {
+                let metadata = published.borrow().clone();
                 let controller = metadata.brokers.get(&metadata.controller_id);
                 let outcome = match controller {
                     None => Err(anyhow::anyhow!("no controller is known")),
@@ -1370,8 +1463,9 @@ fn remove_local_data(log_dir: &std::path::Path, name: &str, id: uuid::Uuid) {
     }
 }
 
-/// After a full LeaderAndIsr: removes local partitions of topics that no longer exist (deleted
-/// while this broker was down) and of this broker's topics it no longer hosts. Only directories
+/// After a full LeaderAndIsr: removes local partition directories of topics that no longer
+/// exist (deleted while this broker was down: it never opened them) and of topics it no longer
+/// hosts. (Partitions it had open go through `pending_deletions`.) Only directories
 /// with a `partition.metadata` (a topic id) are touched; data under another id than the live
 /// topic of its name is left alone; and nothing at all while the broker knows no topic (a
 /// ZooKeeper that lost its data must not make brokers erase theirs).

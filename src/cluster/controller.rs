@@ -31,7 +31,22 @@ pub async fn try_become_controller(zk: &Zk, broker_id: i32) -> Result<Option<Fen
         timestamp: now_ms().to_string(),
     };
     if !zk.create_json(CONTROLLER, &znode, &ephemeral()).await? {
-        return Ok(None);
+        // Held by this very session (a controllership interrupted by an error the session
+        // survived): take office again, with a new epoch, rather than wait for ourselves.
+        let session = zk.client.session_id().0;
+        let ours = zk
+            .client
+            .check_stat(CONTROLLER)
+            .await
+            .map_err(|source| ZkError::Op {
+                op: "stat",
+                path: CONTROLLER.to_owned(),
+                source,
+            })?
+            .is_some_and(|stat| stat.ephemeral_owner == session);
+        if !ours {
+            return Ok(None);
+        }
     }
     let fence = match zk.read_json::<i32>(CONTROLLER_EPOCH).await? {
         Some((epoch, stat)) => {
@@ -77,10 +92,12 @@ pub struct StepOutcome {
 /// One pass of controller duties: pending deletions, then topic ids, partition states and leaders
 /// of the topics in `only` (every topic if `None`: at start, and when brokers or the controller
 /// changed, since any leader may need electing).
+/// `known_ids`: the ids the controller last read, by topic name.
 /// Brokers in `shutting_down` (controlled shutdown) are not elected; brokers in `bounced`
 /// (registered anew since the last pass: restarted before their session expired) count as
 /// failed for this pass, as Kafka's controller treats them, so their leaderships and ISR places
 /// are taken away and they rejoin as followers.
+#[allow(clippy::too_many_arguments)]
 pub async fn step(
     zk: &Zk,
     config: &BrokerConfig,
@@ -89,6 +106,7 @@ pub async fn step(
     rebalance: bool,
     shutting_down: &BTreeSet<i32>,
     bounced: &BTreeSet<i32>,
+    known_ids: &BTreeMap<String, uuid::Uuid>,
 ) -> Result<StepOutcome, ZkError> {
     let mut outcome = StepOutcome::default();
     let deleted = &mut outcome.deleted;
@@ -101,8 +119,8 @@ pub async fn step(
         }
         zk.delete_recursive(&delete_topic_path(&topic)).await?;
     }
-    // Every broker reads partition states from ZooKeeper directly, so the notifications only
-    // need clearing (Kafka's controller reads them to send UpdateMetadata, then deletes them).
+    // The controller watches partition states itself (and sends brokers what changed), so the
+    // notifications only need clearing (Kafka's controller reads them, then deletes them).
     for change in zk.children(ISR_CHANGE_NOTIFICATION).await? {
         zk.delete_recursive(&format!("{ISR_CHANGE_NOTIFICATION}/{change}"))
             .await?;
@@ -133,8 +151,14 @@ pub async fn step(
         let mut wrote = false;
         let mut changed_meanwhile = false;
         if topic.topic_id.is_none() {
-            // Topics created by tools that predate topic ids get one, as Kafka's controller does.
-            topic.topic_id = Some(encode_topic_id(uuid::Uuid::new_v4()));
+            // Topics created by tools that predate topic ids get one, as Kafka's controller does;
+            // a topic such a tool rewrote keeps the one it had (a new id would make brokers take
+            // it for another topic).
+            let id = known_ids
+                .get(&name)
+                .copied()
+                .unwrap_or_else(uuid::Uuid::new_v4);
+            topic.topic_id = Some(encode_topic_id(id));
             topic.version = topic.version.max(3);
             zk.set_json(&path, &topic, Some(stat.version)).await?;
             wrote = true;
@@ -460,7 +484,7 @@ pub async fn controlled_shutdown(
     Ok((remaining, changed))
 }
 
-fn validate_topic_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(format!("topic name '{name}' is illegal"));
     }

@@ -51,14 +51,15 @@ pub const LEADER_AND_ISR_FULL: i8 = 1;
 const LEADER_AND_ISR_INCREMENTAL: i8 = 0;
 
 /// Requests waiting for one broker. A broker that falls this far behind has its queue dropped
-/// and is sent everything afresh, which one request carries.
+/// and is sent everything afresh: a full LeaderAndIsr and UpdateMetadata, which the broker
+/// takes as the whole truth (topics they do not name are dropped there).
 const QUEUE_DEPTH: usize = 64;
 
 /// Pause before reconnecting to a broker that did not answer.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
-/// How long one request may take: a broker answers LeaderAndIsr once its shards have opened the
-/// partitions, which the shards bound at 30 s.
+/// How long one request may take: a broker's listener answers within its control-request bound
+/// (20 s; a request not applied by then is answered with an error and sent again).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 
 enum Outgoing {
@@ -147,12 +148,6 @@ impl Propagator {
                 } else {
                     (changed.iter().collect(), LEADER_AND_ISR_INCREMENTAL)
                 };
-                let led: Vec<&Entry> = partitions.iter().copied().filter(hosted).collect();
-                if fresh || !led.is_empty() {
-                    queue.push(Outgoing::LeaderAndIsr(
-                        self.leader_and_isr(view, broker, &led, kind),
-                    ));
-                }
                 let stopped: Vec<(&TopicMetadata, Vec<i32>)> = deleted
                     .iter()
                     .map(|t| {
@@ -163,8 +158,16 @@ impl Propagator {
                     })
                     .filter(|(_, held)| !held.is_empty())
                     .collect();
+                // Before the LeaderAndIsr: StopReplica names topics without their ids, so a topic
+                // deleted and created again in one pass must go before its successor arrives.
                 if !stopped.is_empty() {
                     queue.push(Outgoing::StopReplica(self.stop_replica(broker, &stopped)));
+                }
+                let led: Vec<&Entry> = partitions.iter().copied().filter(hosted).collect();
+                if fresh || !led.is_empty() {
+                    queue.push(Outgoing::LeaderAndIsr(
+                        self.leader_and_isr(view, broker, &led, kind),
+                    ));
                 }
                 if fresh || brokers_changed || !partitions.is_empty() || !deleted.is_empty() {
                     queue.push(Outgoing::UpdateMetadata(self.update_metadata(
@@ -423,18 +426,38 @@ async fn deliver(broker: i32, addr: String, mut queue: mpsc::Receiver<Outgoing>)
                         (response.error_code, refused)
                     }),
             };
+            let stale = [
+                ResponseError::StaleControllerEpoch.code(),
+                ResponseError::StaleBrokerEpoch.code(),
+            ];
             match answered {
-                Ok((code, refused)) => {
+                Ok((0, refused)) => {
                     failures = 0;
-                    if code != 0 {
-                        warn!(
-                            "controller: broker {broker} refused a request: {:?}",
-                            ResponseError::try_from_code(code)
-                        );
-                    } else if refused > 0 {
+                    if refused > 0 {
                         warn!("controller: broker {broker} refused {refused} partition state(s) (stale)");
                     }
                     break;
+                }
+                Ok((code, _)) if stale.contains(&code) => {
+                    // This controller, or the run of the broker it addressed, is over: sending it
+                    // again cannot help (a new controller, or a new channel, takes over).
+                    warn!(
+                        "controller: broker {broker} refused a request: {:?}",
+                        ResponseError::try_from_code(code)
+                    );
+                    break;
+                }
+                Ok((code, _)) => {
+                    // Not applied (the broker's control thread timed out, or its ZooKeeper
+                    // failed it): the same request again, after a pause.
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(40) {
+                        warn!(
+                            "controller: broker {broker} could not apply a request ({:?}); sending it again",
+                            ResponseError::try_from_code(code)
+                        );
+                    }
+                    tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 Err(e) => {
                     failures += 1;

@@ -40,7 +40,7 @@ pub fn render(broker_id: i32, snapshots: &[ShardSnapshot]) -> String {
     out.family(
         "skein_controller_active",
         "gauge",
-        "1 while this broker is the cluster's controller (Kafka's ActiveControllerCount).",
+        "1 while this broker's metadata (the controller's last UpdateMetadata) names it the controller (Kafka's ActiveControllerCount).",
     );
     let active = shards.first().is_some_and(|s| s.controller_id == broker_id);
     out.sample(

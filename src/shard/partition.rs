@@ -504,6 +504,10 @@ impl Partition {
         self: &Rc<Self>,
         offset: i64,
     ) -> Result<(), StorageError> {
+        if self.is_leader() {
+            // Became leader while the fetcher decided: a leader's log is never emptied.
+            return Ok(());
+        }
         let (log_end, result) = self
             .cut_blocking(move |log| log.truncate_fully_and_start_at(offset))
             .await?;

@@ -140,6 +140,7 @@ impl Log {
         self.segments.push(Segment::create(&self.dir, offset)?);
         self.directory_changed();
         self.cache.clear();
+        self.forget_pending_snapshots();
         self.truncated(offset);
         // Nothing below `offset` exists to recover: the new (empty) segment is the start.
         self.recovery_point = offset;

@@ -171,6 +171,11 @@ impl Log {
         }
     }
 
+    /// Snapshots queued for the sync job are not written after all (the log was emptied).
+    pub(super) fn forget_pending_snapshots(&mut self) {
+        self.sync.pending.snapshots.clear();
+    }
+
     /// After a truncation to `log_end_offset`: nothing pending may reach past it, and the
     /// recovery point comes down to it.
     pub(super) fn truncated(&mut self, log_end_offset: i64) {

@@ -972,10 +972,11 @@ impl Control {
                 version,
             },
         };
+        // The topic is known under this id, so its config is never asked for; it would be the
+        // one it has.
+        let config = topic.config.clone();
         let mut metadata = Metadata::clone(&self.metadata);
-        apply::fold(&mut metadata, vec![update], &mut |_| {
-            unreachable!("the topic is known")
-        });
+        apply::fold(&mut metadata, vec![update], &mut |_| config.clone());
         self.publish(metadata).await;
     }
 

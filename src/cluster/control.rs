@@ -1159,6 +1159,16 @@ impl Control {
             return Ok(Some(ResponseError::StaleBrokerEpoch.code()));
         }
         if epoch > self.controller_epoch {
+            // Caught up with the leader of the ensemble first: the server this session talks to
+            // may not have seen the new controller's epoch yet.
+            zk.client
+                .sync(CONTROLLER_EPOCH)
+                .await
+                .map_err(|source| ZkError::Op {
+                    op: "sync",
+                    path: CONTROLLER_EPOCH.to_owned(),
+                    source,
+                })?;
             let taken = zk
                 .read_json::<i32>(CONTROLLER_EPOCH)
                 .await?

@@ -110,6 +110,51 @@ pub fn live_brokers(request: &UpdateMetadataRequest) -> Vec<BrokerInfo> {
         .collect()
 }
 
+/// How much of the truth a controller request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whole {
+    /// Only changes: topics it does not name stay as they are.
+    No,
+    /// A full LeaderAndIsr: every partition this broker hosts.
+    Hosted,
+    /// The UpdateMetadata behind a full LeaderAndIsr: every topic this broker does not host
+    /// (hosted ones are the full LeaderAndIsr's to judge: the one request whose word deletes
+    /// data).
+    Everything,
+}
+
+/// Drops from `metadata` the topics `updates` do not name that `whole` covers, for broker `me`.
+/// Returns the dropped topics this broker hosted, with their ids: their data goes (deleted while
+/// this broker's requests were lost, or while it was down).
+pub fn drop_unnamed(
+    metadata: &mut Metadata,
+    updates: &[StateUpdate],
+    me: i32,
+    whole: Whole,
+) -> Vec<(String, uuid::Uuid)> {
+    if whole == Whole::No {
+        return Vec::new();
+    }
+    let named: std::collections::BTreeSet<&str> =
+        updates.iter().map(|u| u.topic.as_str()).collect();
+    let mut gone = Vec::new();
+    metadata.topics.retain(|name, topic| {
+        if named.contains(name.as_str()) {
+            return true;
+        }
+        let hosted = topic.partitions.iter().any(|p| p.replicas.contains(&me));
+        match (whole, hosted) {
+            (Whole::Hosted, true) => {
+                gone.push((name.clone(), topic.topic_id));
+                false
+            }
+            (Whole::Everything, false) => false,
+            _ => true,
+        }
+    });
+    gone
+}
+
 /// Partition slots (unknown until a state arrives) one request may add beyond the partitions it
 /// names: a LeaderAndIsr names only the partitions a broker holds, so the others of their topics
 /// become holes, but a request cannot make the broker allocate much more than it sent.
@@ -284,6 +329,36 @@ mod tests {
         let slots: usize = metadata.topics.values().map(|t| t.partitions.len()).sum();
         assert!(slots <= HOLES_PER_REQUEST + 20 * HOLES_PER_ENTRY, "{slots}");
         assert!(!folded.stale.is_empty());
+    }
+
+    #[test]
+    fn full_requests_drop_what_they_do_not_name_and_only_hosted_data_goes() {
+        let mut metadata = Metadata::default();
+        let elsewhere = PartitionState {
+            replicas: vec![2, 3],
+            ..state(2, 0, 0, &[2, 3])
+        };
+        fold(
+            &mut metadata,
+            vec![
+                update("kept", 1, 0, state(1, 0, 0, &[1])),
+                update("deleted", 2, 0, state(1, 0, 0, &[1])),
+                update("theirs", 3, 0, elsewhere),
+            ],
+            &mut config,
+        );
+        let named = vec![update("kept", 1, 0, state(1, 0, 0, &[1]))];
+        // An incremental request drops nothing.
+        assert!(drop_unnamed(&mut metadata, &named, 1, Whole::No).is_empty());
+        assert_eq!(metadata.topics.len(), 3);
+        // A full LeaderAndIsr: the hosted topic it does not name goes, data included; a topic
+        // this broker does not host is not its to judge.
+        let gone = drop_unnamed(&mut metadata, &named, 1, Whole::Hosted);
+        assert_eq!(gone, vec![("deleted".to_owned(), uuid::Uuid::from_u128(2))]);
+        assert!(metadata.topic("theirs").is_some());
+        // The UpdateMetadata behind it drops the others from the metadata, deleting nothing.
+        assert!(drop_unnamed(&mut metadata, &named, 1, Whole::Everything).is_empty());
+        assert_eq!(metadata.topics.keys().collect::<Vec<_>>(), vec!["kept"]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::apply::{self, StateUpdate};
+use super::apply::{self, StateUpdate, Whole};
 use super::propagate::{self, Propagator};
 use crate::metadata::{
     decode_topic_id, encode_topic_id, place_partitions, BrokerInfo, Metadata, PartitionState,
@@ -160,17 +160,6 @@ impl ControllerDuties {
 /// Deletions a broker remembers at once; more are dropped with a warning, leaving their data
 /// on disk.
 const MAX_PENDING_DELETIONS: usize = 10_000;
-
-/// How much of the truth a controller request carries (see `Control::fold_and_publish`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Whole {
-    /// Only changes: topics it does not name stay as they are.
-    No,
-    /// A full LeaderAndIsr: every partition this broker hosts.
-    Hosted,
-    /// The UpdateMetadata behind a full LeaderAndIsr: every topic this broker does not host.
-    Everything,
-}
 
 /// What woke the control loop.
 enum Woke {
@@ -1218,31 +1207,9 @@ impl Control {
             metadata.controller_id = controller_id;
             metadata.brokers = brokers.into_iter().map(|b| (b.id, b)).collect();
         }
-        let me = self.config.broker_id;
-        let named: BTreeSet<&str> = updates.iter().map(|u| u.topic.as_str()).collect();
-        let unnamed: Vec<(String, uuid::Uuid, bool)> = metadata
-            .topics
-            .values()
-            .filter(|t| !named.contains(t.name.as_str()))
-            .map(|t| {
-                let hosted = t.partitions.iter().any(|p| p.replicas.contains(&me));
-                (t.name.clone(), t.topic_id, hosted)
-            })
-            .filter(|(_, _, hosted)| match whole {
-                Whole::No => false,
-                Whole::Hosted => *hosted,
-                // Hosted topics are the full LeaderAndIsr's to judge (the one request whose
-                // word deletes data): this one only drops others from the metadata.
-                Whole::Everything => !*hosted,
-            })
-            .collect();
-        let mut gone = Vec::new();
-        for (name, id, hosted) in unnamed {
-            metadata.topics.remove(&name);
-            if hosted {
-                info!("topic '{name}' is no longer in the controller's view; removing its partitions here");
-                gone.push((name, id));
-            }
+        let gone = apply::drop_unnamed(&mut metadata, &updates, self.config.broker_id, whole);
+        for (name, _) in &gone {
+            info!("topic '{name}' is no longer in the controller's view; removing its partitions here");
         }
         let folded = apply::fold(&mut metadata, updates, &mut |name| {
             configs

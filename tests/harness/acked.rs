@@ -88,12 +88,7 @@ pub fn produce(
 pub fn producer_summary(client: &mut BackgroundClient, timeout: Duration) -> Value {
     client.wait(timeout);
     let stdout = client.stdout();
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| {
+    super::last_json_line(&stdout).unwrap_or_else(|e| {
         panic!(
             "acked_producer.py printed no JSON summary ({e}); stdout:\n{stdout}\nstderr tail:\n{}",
             client.stderr_tail()

@@ -1017,16 +1017,21 @@ pub fn python_timeout(script: &str, args: &[&str], timeout: Duration) -> Output 
     run_checked(python_command(script, args), None, timeout)
 }
 
-/// Runs a client script and parses the JSON summary it prints as its last stdout line.
-pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let output = python(script, args);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// The JSON summary a client script prints as its last non-empty stdout line.
+pub fn last_json_line(stdout: &str) -> Result<serde_json::Value, serde_json::Error> {
     let last = stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| {
+    serde_json::from_str(last)
+}
+
+/// Runs a client script and parses the JSON summary it prints as its last stdout line.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let output = python(script, args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    last_json_line(&stdout).unwrap_or_else(|e| {
         panic!(
             "{script}: last stdout line is not JSON ({e})\n{}",
             describe_output(&output)
